@@ -1,0 +1,451 @@
+"""The Python API: anonymize, recover and inspect images. The CLI is a thin skin on it.
+
+Anonymize, as data: image -> faces (crops, masks, transforms) -> keys (one nonce and
+one sign tensor per face) -> engine (one batched pass) -> faces (blend back) ->
+container (metadata record) -> PNG. Recover runs the same arrows backwards from the
+record stored in the file.
+
+Example::
+
+    from faceveil import api, keys
+    key = keys.KeySource.from_key_file("my.key")
+    result = api.anonymize("photo.jpg", key)
+    result.save("anon.png")
+    back = api.recover("anon.png", key)
+    back.save("back.png")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import __version__, container, faces, images
+from .engine import Engine, Progress
+from .errors import InputError, MetadataError, ModelError, NoFaceError, WrongKeyError
+from .keys import NONCE_BYTES, KeySource, SecretKey
+from .models import Backbone, load_model
+
+ImageInput = str | os.PathLike | np.ndarray | Image.Image
+RECOVERY_METHODS = ("plain",)
+
+
+@dataclass
+class Anonymized:
+    """An anonymized image and the metadata record that makes it recoverable."""
+
+    pixels: np.ndarray
+    record: dict
+    regions: list[faces.FaceRegion] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def png_bytes(self) -> bytes:
+        return images.encode_image(self.pixels, "PNG", text=container.png_text(self.record))
+
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> None:
+        """Write the anonymized PNG (with its metadata chunk) atomically."""
+        images.check_output(path, [], force)
+        images.write_atomic(path, self.png_bytes())
+
+    @property
+    def image(self) -> Image.Image:
+        return Image.fromarray(self.pixels)
+
+
+@dataclass
+class Recovered:
+    """A recovered image and the original metadata (EXIF, ...) restored with it."""
+
+    pixels: np.ndarray
+    metadata: dict[str, bytes] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def encode(self, fmt: str = "PNG") -> bytes:
+        return images.encode_image(self.pixels, fmt, metadata=self.metadata)
+
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> None:
+        images.check_output(path, [], force)
+        images.write_atomic(path, self.encode(images.output_format(path)))
+
+    @property
+    def image(self) -> Image.Image:
+        return Image.fromarray(self.pixels)
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def _load(image: ImageInput) -> images.LoadedImage:
+    if isinstance(image, images.LoadedImage):
+        return image
+    if isinstance(image, Image.Image):
+        notes: list[str] = []
+        return images.LoadedImage(images._to_rgb(image, notes), {}, notes, image.format)
+    if isinstance(image, np.ndarray):
+        a = image
+        if a.ndim == 2:
+            a = np.repeat(a[:, :, None], 3, axis=2)
+        if a.ndim != 3 or a.shape[2] not in (3, 4) or a.dtype != np.uint8:
+            raise InputError("an image array must be uint8 with shape (H, W, 3)")
+        return images.LoadedImage(np.ascontiguousarray(a[:, :, :3]))
+    return images.load_image(image)
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@lru_cache(maxsize=4)
+def _cached_model(reference_json: str, device: str, expect: str | None) -> Backbone:
+    return load_model(json.loads(reference_json), device=device, expect_sha256=expect)
+
+
+def get_model(model: Backbone | str | dict | None, device: str | None = None,
+              expect_sha256: str | None = None) -> Backbone:
+    """A loaded backbone for a preset, folder, hub id or reference (cached per process)."""
+    if isinstance(model, Backbone):
+        if expect_sha256 and model.sha256 != expect_sha256:
+            raise ModelError(
+                "the given model is not the one this file was made with (weights hash differs)"
+            )
+        return model
+    from .models import parse_reference
+
+    reference = model if isinstance(model, dict) else parse_reference(model)
+    return _cached_model(json.dumps(reference, sort_keys=True), resolve_device(device),
+                         expect_sha256)
+
+
+def _framing(backbone: Backbone) -> faces.Framing:
+    if backbone.framing:
+        return faces.Framing.from_dict(backbone.framing)
+    return faces.Framing.ffhq()
+
+
+def _run_engine(
+    backbone: Backbone,
+    engine: Engine,
+    pixels: np.ndarray,
+    regions: Sequence[faces.FaceRegion],
+    signs: Sequence[np.ndarray],
+    latent_masks: Sequence[np.ndarray],
+    batch_size: int,
+) -> list[np.ndarray]:
+    """Extract the face crops, run them through the engine in batches, and return the
+    new crops (float, [0, 255]) with the pixels outside each hard mask left as they were."""
+    size = backbone.image_size
+    out: list[np.ndarray] = []
+    for start in range(0, len(regions), batch_size):
+        part = range(start, min(start + batch_size, len(regions)))
+        crops = np.stack([faces.extract(pixels, regions[i].transform, size) for i in part])
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        z0 = backbone.encode(x)
+        k = torch.from_numpy(np.stack([signs[i] for i in part])).to(z0.device)
+        m = torch.from_numpy(np.stack([latent_masks[i] for i in part]))[:, None].to(z0.device)
+        z = engine.transform(z0, k, m)
+        x_new = backbone.decode(z).float().cpu()
+        new = ((x_new + 1.0) * 127.5).permute(0, 2, 3, 1).numpy()
+        for j, i in enumerate(part):
+            hard = regions[i].mask > 0
+            out.append(np.where(hard[:, :, None], new[j], crops[j]).astype(np.float32))
+    return out
+
+
+def _face_record(region: faces.FaceRegion, nonce: bytes, latent_mask: np.ndarray) -> dict:
+    return {
+        "box": [int(v) for v in region.box],
+        "transform": np.asarray(region.transform, dtype=float).round(10).tolist(),
+        "crop_size": int(region.crop_size),
+        "source": region.source,
+        "nonce": container.b64e(nonce),
+        "mask": container.pack_mask(region.mask > 0),
+        "latent_mask": container.pack_mask(latent_mask),
+    }
+
+
+def _latent_mask(backbone: Backbone, hard: np.ndarray) -> np.ndarray:
+    m = backbone.latent_mask(torch.from_numpy(hard)[None, None])
+    return m[0, 0].cpu().numpy().astype(bool)
+
+
+# ---------------------------------------------------------------------------
+# Anonymize
+# ---------------------------------------------------------------------------
+
+
+def find_regions(
+    pixels: np.ndarray,
+    backbone: Backbone,
+    *,
+    aligned: bool = False,
+    mask: np.ndarray | None = None,
+    boxes: Sequence[tuple[int, int, int, int]] = (),
+    exclude: Sequence[int] = (),
+    detector: str | None = None,
+    min_face: int = 40,
+) -> tuple[list[faces.FaceRegion], list[dict]]:
+    """The face regions to anonymize in ``pixels`` for this model's crop framing."""
+    framing = _framing(backbone)
+    if aligned or mask is not None:
+        return [faces.aligned_region(pixels, framing=framing, crop_size=backbone.image_size,
+                                     mask=mask)], []
+    kwargs = {} if detector is None else {"detector": detector}
+    return faces.find_faces(pixels, framing=framing, crop_size=backbone.image_size,
+                            min_face=min_face, boxes=boxes, exclude=exclude, **kwargs)
+
+
+def anonymize(
+    image: ImageInput,
+    key: KeySource,
+    *,
+    model: Backbone | str | None = None,
+    aligned: bool = False,
+    mask: np.ndarray | None = None,
+    regions: Sequence[faces.FaceRegion] | None = None,
+    steps: int = 50,
+    spacing: str = "leading",
+    deniable: bool = False,
+    kdf: dict | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+    nonces: Sequence[bytes] | None = None,
+    **find_kwargs,
+) -> Anonymized:
+    """Replace every face in ``image`` with another identity, reversibly under ``key``.
+
+    Args:
+        image: a path, PIL image or uint8 (H, W, 3) array.
+        key: the secret (:class:`~faceveil.keys.KeySource`).
+        model: a loaded backbone, a preset name, a diffusers folder or a hub id
+            (default: the built-in model).
+        aligned: the image is already an aligned face crop (no detection).
+        mask: boolean (H, W) mask of what to replace (white = replace); implies aligned.
+        regions: explicit face regions (skips detection entirely).
+        steps, spacing: DDIM settings.
+        deniable: store no key-check value, so a wrong key silently yields a face.
+        kdf: Argon2id parameters for passphrases (default: 64 MiB, 3 passes).
+        nonces: per-face nonces (random by default; fixed ones make runs repeatable).
+        find_kwargs: detection options (``boxes``, ``exclude``, ``detector``, ``min_face``).
+
+    Raises:
+        NoFaceError: when no face is found.
+    """
+    loaded = _load(image)
+    pixels = loaded.pixels
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != pixels.shape[:2]:
+            raise InputError(
+                f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                f"{pixels.shape[1]}x{pixels.shape[0]}; they must be the same size"
+            )
+    backbone = get_model(model, device)
+    skipped: list[dict] = []
+    if regions is None:
+        regions, skipped = find_regions(pixels, backbone, aligned=aligned, mask=mask,
+                                        **find_kwargs)
+    regions = list(regions)
+    if not regions:
+        raise NoFaceError("no face found" + (f" ({len(skipped)} too small)" if skipped else ""))
+
+    params = key.new_params(kdf)
+    secret = key.resolve(params)
+    nonces = list(nonces) if nonces is not None else [
+        secrets.token_bytes(NONCE_BYTES) for _ in regions
+    ]
+    if len(nonces) != len(regions):
+        raise ValueError("one nonce per face is needed")
+    latent_masks = [_latent_mask(backbone, r.mask > 0) for r in regions]
+    signs = [secret.signs(n, backbone.latent_shape) for n in nonces]
+
+    engine = Engine(backbone, steps=steps, spacing=spacing, progress=progress)
+    new_crops = _run_engine(backbone, engine, pixels, regions, signs, latent_masks, batch_size)
+    out = pixels
+    for region, crop in zip(regions, new_crops):
+        out = faces.paste(out, crop, region.transform, region.mask)
+    if mask is not None:  # black in the user's mask means "keep", exactly
+        out = np.where(mask[:, :, None], out, pixels)
+
+    sealed = None
+    if loaded.metadata:
+        blob = json.dumps({k: container.b64e(v) for k, v in loaded.metadata.items()}).encode()
+        sealed = container.b64e(secret.seal("original-metadata", blob))
+    record = {
+        "format": container.FORMAT,
+        "version": container.VERSION,
+        "created_by": f"faceveil {__version__}",
+        "model": backbone.describe(),
+        "sampler": {
+            "name": "ddim",
+            "eta": 0,
+            "steps": steps,
+            "spacing": spacing,
+            "timesteps": list(engine.schedule.timesteps),
+            "recovery_methods": list(RECOVERY_METHODS),
+        },
+        "key": {
+            "type": params["type"],
+            "salt": container.b64e(params["salt"]),
+            "kdf": params.get("kdf"),
+            "check": None if deniable else container.b64e(secret.check_value()),
+        },
+        "image": {"width": int(pixels.shape[1]), "height": int(pixels.shape[0])},
+        "faces": [_face_record(r, n, m) for r, n, m in zip(regions, nonces, latent_masks)],
+        "original_metadata": sealed,
+    }
+    mac = None if deniable else secret.mac(container.canonical_bytes(record))
+    record = container.finalize(record, mac)
+    return Anonymized(out, record, regions, skipped, loaded.notes)
+
+
+# ---------------------------------------------------------------------------
+# Recover
+# ---------------------------------------------------------------------------
+
+
+def _unlock(record: dict, key: KeySource) -> SecretKey:
+    """Resolve the key for a record and check it; wrong keys fail unless deniable."""
+    info = record["key"]
+    try:
+        params = {"type": info["type"], "salt": container.b64d(info["salt"], "salt"),
+                  "kdf": info.get("kdf")}
+    except (KeyError, TypeError):
+        raise MetadataError("faceveil metadata is corrupt (key parameters)") from None
+    if params["type"] == "passphrase" and key.kind == "file":
+        raise WrongKeyError("wrong key: this file was anonymized with a passphrase, not a key file")
+    secret = key.resolve(params)
+    if info.get("check") is not None:
+        if not secret.matches(container.b64d(info["check"], "key check")):
+            raise WrongKeyError("wrong key: this file was anonymized with a different key")
+        mac = record.get("mac")
+        expected = secret.mac(container.canonical_bytes(record))
+        if mac is None or not secrets.compare_digest(container.b64d(mac, "mac"), expected):
+            raise MetadataError("faceveil metadata was modified after anonymization (MAC mismatch)")
+    return secret
+
+
+def _regions_from_record(record: dict) -> list[faces.FaceRegion]:
+    regions = []
+    for i, face in enumerate(record["faces"]):
+        try:
+            hard = container.unpack_mask(face["mask"])
+            transform = np.asarray(face["transform"], dtype=np.float64)
+            if transform.shape != (2, 3) or hard.shape != (face["crop_size"],) * 2:
+                raise ValueError
+            regions.append(faces.FaceRegion(
+                box=tuple(face["box"]), transform=transform, crop_size=int(face["crop_size"]),
+                mask=hard.astype(np.float32), landmarks=None, source=face.get("source", "file"),
+                score=None,
+            ))
+        except (KeyError, TypeError, ValueError):
+            raise MetadataError(f"faceveil metadata is corrupt (face {i})") from None
+    return regions
+
+
+def read_record(image: ImageInput, meta: str | os.PathLike | dict | None = None) -> dict:
+    """The metadata record for an anonymized image: from ``meta`` or the PNG chunk."""
+    if isinstance(meta, dict):
+        return container.validate(meta)
+    if meta is not None:
+        return container.read_sidecar(meta)
+    if isinstance(image, (str, os.PathLike)):
+        container.allow_large_chunks()
+        loaded = images.load_image(image)
+        record = container.read_png_record(loaded.text)
+        if record is not None:
+            return record
+        raise MetadataError(
+            f"{str(image)!r} has no faceveil metadata (was it re-encoded?); "
+            "pass the exported metadata with --meta META.json"
+        )
+    raise MetadataError("no faceveil metadata given for this image")
+
+
+def recover(
+    image: ImageInput,
+    key: KeySource,
+    *,
+    meta: str | os.PathLike | dict | None = None,
+    model: Backbone | str | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+) -> Recovered:
+    """Restore the original faces of an anonymized image with the right key.
+
+    The model is reloaded from the reference in the record unless ``model`` says
+    where to find it; either way its weights must hash to the recorded value.
+
+    Raises:
+        WrongKeyError: the key is not the one the file was made with (unless the file
+            is deniable, in which case a wrong key silently yields other faces).
+        MetadataError: missing, corrupt or modified metadata.
+        ModelError: the model cannot be found or has different weights.
+    """
+    record = read_record(image, meta)
+    loaded = _load(image)
+    pixels = loaded.pixels
+    size = record["image"]
+    if (pixels.shape[1], pixels.shape[0]) != (size.get("width"), size.get("height")):
+        raise InputError(
+            f"image is {pixels.shape[1]}x{pixels.shape[0]} but its metadata describes "
+            f"{size.get('width')}x{size.get('height')}: not the image this metadata belongs to"
+        )
+    secret = _unlock(record, key)
+    recorded = record["model"]
+    backbone = get_model(model if model is not None else recorded["reference"], device,
+                         expect_sha256=recorded.get("sha256"))
+    regions = _regions_from_record(record)
+    for r in regions:
+        if r.crop_size != backbone.image_size:
+            raise ModelError("the model's resolution does not match the file's face crops")
+    sampler = record["sampler"]
+    engine = Engine(backbone, steps=int(sampler["steps"]), spacing=sampler["spacing"],
+                    progress=progress)
+    if list(engine.schedule.timesteps) != list(sampler.get("timesteps", [])):
+        raise MetadataError("the file's DDIM timesteps do not match this model's scheduler")
+    latent_masks = [container.unpack_mask(f["latent_mask"]) for f in record["faces"]]
+    signs = [secret.signs(container.b64d(f["nonce"], "nonce"), backbone.latent_shape)
+             for f in record["faces"]]
+    new_crops = _run_engine(backbone, engine, pixels, regions, signs, latent_masks, batch_size)
+    out = pixels
+    for region, crop in zip(regions, new_crops):
+        # Paste hard over the whole footprint: the soft edge of anonymization mixed the
+        # anonymized face into the photo there, and the recovered crop replaces it.
+        out = faces.paste(out, crop, region.transform, (region.mask > 0).astype(np.float32))
+
+    restored: dict[str, bytes] = {}
+    notes = list(loaded.notes)
+    if record.get("original_metadata"):
+        blob = secret.open("original-metadata", container.b64d(record["original_metadata"]))
+        if blob is not None:
+            restored = {k: container.b64d(v) for k, v in json.loads(blob).items()}
+        elif record["key"].get("check") is not None:
+            raise MetadataError("the encrypted original metadata does not authenticate")
+    return Recovered(out, restored, notes)
+
+
+def inspect(image: ImageInput, meta: str | os.PathLike | None = None) -> dict:
+    """The metadata record of an anonymized image (nothing secret is in it)."""
+    return read_record(image, meta)
+
+
+def sidecar_path(output: str | os.PathLike) -> Path:
+    """Where ``anonymize --sidecar`` writes the metadata for ``output``."""
+    out = Path(output)
+    return out.with_name(out.stem + ".faceveil.json")

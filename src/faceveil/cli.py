@@ -1,0 +1,355 @@
+"""The ``faceveil`` command line: a thin layer over :mod:`faceveil.api`.
+
+Exit status: 0 success, 1 bad input or usage, 2 command-line syntax, 3 wrong key,
+4 missing/corrupt/modified metadata, 5 model problem, 6 no face found.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import FaceveilError, InputError, KeyMaterialError, NoFaceError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+# ---------------------------------------------------------------------------
+# Plumbing: errors, progress, keys
+# ---------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"faceveil: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func):
+    """Turn faceveil's errors into a one-line message and an exit status."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except FaceveilError as e:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except MemoryError:
+            _fail("out of memory (try a smaller --batch-size or a smaller image)", 1)
+        except Exception as e:  # a bug: say so briefly, full trace on request
+            if os.environ.get("FACEVEIL_DEBUG"):
+                raise
+            _fail(f"unexpected {type(e).__name__}: {e} (set FACEVEIL_DEBUG=1 for details)", 70)
+
+    return wrapper
+
+
+class Progress:
+    """tqdm bars for the engine's invert/denoise loops (on stderr)."""
+
+    def __init__(self, enabled: bool, prefix: str = "") -> None:
+        self.enabled = enabled
+        self.prefix = prefix
+        self.bar = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if self.bar is None or done == 1:
+            self.close()
+            self.bar = tqdm(total=total, desc=f"{self.prefix}{phase}", unit="step", leave=False)
+        self.bar.update(1)
+        if done == total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def key_options(func):
+    func = click.option("--key-file", "-k", type=click.Path(dir_okay=False),
+                        help="Key file made by `faceveil keygen`.")(func)
+    func = click.option("--passphrase-stdin", is_flag=True,
+                        help="Read a passphrase from standard input (first line).")(func)
+    return func
+
+
+def get_key(key_file: str | None, passphrase_stdin: bool, *, confirm: bool):
+    """The key source: a key file, a passphrase from stdin, FACEVEIL_PASSPHRASE, or a prompt.
+    A passphrase is never taken from a command-line argument (it would land in shell
+    history and process listings)."""
+    from .keys import KeySource
+
+    if key_file and passphrase_stdin:
+        raise InputError("give either --key-file or --passphrase-stdin, not both")
+    if key_file:
+        return KeySource.from_key_file(key_file)
+    if passphrase_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        return KeySource.from_passphrase(line)
+    env = os.environ.get("FACEVEIL_PASSPHRASE")
+    if env:
+        return KeySource.from_passphrase(env)
+    if sys.stdin.isatty():
+        phrase = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm,
+                              err=True)
+        return KeySource.from_passphrase(phrase)
+    raise KeyMaterialError(
+        "no key: give --key-file KEY (make one with `faceveil keygen -o KEY`), "
+        "--passphrase-stdin, or set FACEVEIL_PASSPHRASE"
+    )
+
+
+def _parse_box(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--box wants x,y,w,h in pixels, not {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise InputError(f"--box {text!r} has no area")
+    return x, y, w, h
+
+
+def _note(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        click.echo(message, err=True)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="faceveil")
+def main() -> None:
+    """Secure, reversible face anonymization with diffusion models.
+
+    \b
+    faceveil keygen -o my.key
+    faceveil anonymize photo.jpg -o anon.png --key-file my.key
+    faceveil recover anon.png -o back.png --key-file my.key
+    faceveil inspect anon.png
+    """
+
+
+@main.command()
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the new key file (mode 0600).")
+@click.option("--force", is_flag=True, help="Overwrite an existing key file.")
+@handle_errors
+def keygen(output: str, force: bool) -> None:
+    """Write a new random 256-bit key file, readable by its owner only.
+
+    Keep it safe: without it the original faces cannot be recovered, and anyone who
+    has it can recover them.
+    """
+    from .keys import generate_key_file
+
+    generate_key_file(output, overwrite=force)
+    _note(f"wrote key {output}")
+
+
+def _model_option(help_text: str):
+    return click.option("--model", "-m", default=None, metavar="ID_OR_DIR", help=help_text)
+
+
+@main.command()
+@click.argument("input", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Output PNG (or output folder when INPUT is a folder).")
+@key_options
+@_model_option("Preset name, local diffusers folder or Hugging Face id (default: built-in).")
+@click.option("--steps", default=50, show_default=True, type=click.IntRange(1, 1000),
+              help="DDIM steps.")
+@click.option("--spacing", default="leading", show_default=True,
+              type=click.Choice(["leading", "trailing", "linspace"]), help="Timestep spacing.")
+@click.option("--deniable", is_flag=True,
+              help="Store no key check: a wrong key then yields another face, not an error.")
+@click.option("--sidecar", is_flag=True,
+              help="Also write the metadata to OUT.faceveil.json (survives re-encoding).")
+@click.option("--aligned", is_flag=True, help="INPUT is an aligned face crop: no detection.")
+@click.option("--mask", type=click.Path(dir_okay=False),
+              help="Mask image, same size as INPUT: white = replace, black = keep.")
+@click.option("--box", "boxes", multiple=True, metavar="X,Y,W,H",
+              help="Add a face the detector missed (repeatable).")
+@click.option("--exclude", multiple=True, type=int, metavar="N",
+              help="Leave detected face N alone (see `faceveil detect`; repeatable).")
+@click.option("--detector", type=click.Choice(["hog", "cnn", "both"]), default=None,
+              help="Face detector (default: the faces module's measured choice).")
+@click.option("--min-face", default=40, show_default=True, type=click.IntRange(1),
+              help="Skip (and report) faces narrower than this many pixels.")
+@click.option("--no-face", type=click.Choice(["skip", "copy", "error"]), default="skip",
+              show_default=True,
+              help="When no face is found: write nothing (skip), write the image "
+                   "unchanged but stripped of metadata (copy), or fail (error).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1),
+              help="Faces per model batch.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
+@handle_errors
+def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, deniable,
+              sidecar, aligned, mask, boxes, exclude, detector, min_face, no_face, device,
+              batch_size, force, quiet) -> None:
+    """Replace every face in INPUT with another identity, reversibly.
+
+    INPUT is an image or a folder of images; OUTPUT is a PNG (or a folder) that
+    carries everything recovery needs except the key.
+    """
+    from . import api, container, images
+
+    key = get_key(key_file, passphrase_stdin, confirm=True)
+    options = dict(
+        model=model, device=device, steps=steps, spacing=spacing, deniable=deniable,
+        batch_size=batch_size,
+        boxes=[_parse_box(b) for b in boxes], exclude=list(exclude), detector=detector,
+        min_face=min_face,
+    )
+
+    def one(src: Path, dst: Path, prefix: str = "") -> tuple[int, list[str]]:
+        if dst.suffix.lower() != ".png":
+            raise InputError(f"anonymized output must be a .png file (got {str(dst)!r})")
+        images.check_output(dst, [src, mask, key_file], force)
+        if sidecar:
+            images.check_output(api.sidecar_path(dst), [src], force)
+        loaded = images.load_image(src)
+        user_mask = images.load_mask(mask, loaded.pixels.shape[1::-1]) if mask else None
+        progress = Progress(not quiet, prefix)
+        try:
+            result = api.anonymize(loaded, key, mask=user_mask, aligned=aligned,
+                                   progress=progress, **options)
+        except NoFaceError:
+            if no_face == "error":
+                raise
+            if no_face == "copy":
+                images.write_atomic(dst, images.encode_image(loaded.pixels, "PNG"))
+                return 0, ["no face found: copied without metadata"]
+            return 0, ["no face found: nothing written"]
+        finally:
+            progress.close()
+        images.write_atomic(dst, result.png_bytes())
+        if sidecar:
+            images.write_atomic(api.sidecar_path(dst), container.dumps(result.record).encode())
+        notes = list(result.notes)
+        if result.skipped:
+            where = "; ".join(f"{s.get('reason', 'skipped')} at {s.get('box')}"
+                              for s in result.skipped)
+            notes.append(f"{len(result.skipped)} face(s) not anonymized: {where}")
+        return len(result.regions), notes
+
+    _run(Path(input), Path(output), one, quiet, verb="anonymized", out_suffix=".png")
+
+
+@main.command()
+@click.argument("input", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Recovered image (format from the extension; PNG keeps it lossless), "
+                   "or output folder when INPUT is a folder.")
+@key_options
+@_model_option("Where to find the model the file names (overrides its stored reference).")
+@click.option("--meta", type=click.Path(dir_okay=False),
+              help="Metadata exported with `inspect --export` or `--sidecar`, for images "
+                   "whose PNG chunk was lost.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
+@handle_errors
+def recover(input, output, key_file, passphrase_stdin, model, meta, device, batch_size, force,
+            quiet) -> None:
+    """Restore the original faces of an anonymized image (needs the key)."""
+    from . import api, images
+
+    key = get_key(key_file, passphrase_stdin, confirm=False)
+    if model is not None:
+        api.get_model(model, device)  # fail early on a bad --model
+
+    def one(src: Path, dst: Path, prefix: str = "") -> tuple[int, list[str]]:
+        images.check_output(dst, [src, meta, key_file], force)
+        fmt = images.output_format(dst)
+        progress = Progress(not quiet, prefix)
+        try:
+            result = api.recover(src, key, meta=meta, model=model, device=device,
+                                 batch_size=batch_size, progress=progress)
+        finally:
+            progress.close()
+        images.write_atomic(dst, result.encode(fmt))
+        return len(api.read_record(src, meta)["faces"]), result.notes
+
+    _run(Path(input), Path(output), one, quiet, verb="recovered", out_suffix=None)
+
+
+def _run(src: Path, dst: Path, one, quiet: bool, *, verb: str, out_suffix: str | None) -> None:
+    """One file, or every image of a folder with one progress bar and a summary."""
+    if not src.is_dir():
+        t0 = time.perf_counter()
+        n, notes = one(src, dst)
+        for note in notes:
+            _note(f"{src}: {note}", quiet)
+        if n:
+            _note(f"{verb} {n} face(s) -> {dst} ({time.perf_counter() - t0:.1f} s)", quiet)
+        return
+    from tqdm import tqdm
+
+    if dst.exists() and not dst.is_dir():
+        raise InputError(f"{str(dst)!r} is a file; the output of a folder must be a folder")
+    dst.mkdir(parents=True, exist_ok=True)
+    files = _image_files(src)
+    if not files:
+        raise InputError(f"no images in {str(src)!r}")
+    done, failed = [], []
+    for path in tqdm(files, desc=verb, unit="image", disable=quiet):
+        target = dst / (path.stem + out_suffix if out_suffix else path.name)
+        try:
+            n, notes = one(path, target, prefix=f"{path.name}: ")
+            done.append((path.name, n, notes))
+        except FaceveilError as e:
+            failed.append((path.name, str(e)))
+    if not quiet:
+        for f, n, notes in done:
+            click.echo(f"  {f}: {n} face(s)" + (f" ({'; '.join(notes)})" if notes else ""),
+                       err=True)
+        for f, r in failed:
+            click.echo(f"  {f}: FAILED: {r}", err=True)
+        click.echo(f"{verb} {sum(n for _, n, _ in done)} face(s) in {len(done)} image(s); "
+                   f"{len(failed)} failed", err=True)
+    if failed:  # the batch went on, but the exit status says not everything worked
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("input", type=click.Path())
+@click.option("--export", type=click.Path(dir_okay=False),
+              help="Also write the metadata to this JSON file (for `recover --meta`).")
+@click.option("--force", is_flag=True, help="Overwrite an existing export file.")
+@handle_errors
+def inspect(input, export, force) -> None:
+    """Print an anonymized file's metadata as one JSON document (nothing secret)."""
+    from . import api, container, images
+
+    record = api.inspect(input)
+    if export:
+        images.check_output(export, [input], force)
+        images.write_atomic(export, container.dumps(record).encode())
+    click.echo(json.dumps(record, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Key-conditioned DDIM anonymization: inversion, masked sign flip, masked denoising.
+
+Pure tensor math. The engine knows nothing about files, faces or where keys come
+from: it receives a batch of clean latents ``z0``, a batch of +-1 ``signs`` and a
+batch of binary latent ``mask`` s, and a :class:`Denoiser` (any backbone).
+
+Notation follows Song et al., "Denoising Diffusion Implicit Models" (DDIM, 2021):
+``a_t`` is the cumulative product of ``1 - beta`` (diffusers' ``alphas_cumprod``).
+With eta = 0 one step from level ``t`` to level ``s`` is (DDIM eq. 12)::
+
+    x0_hat = (z_t - sqrt(1 - a_t) * eps) / sqrt(a_t)              # DDIM eq. 9
+    z_s    = sqrt(a_s) * x0_hat + sqrt(1 - a_s) * eps
+
+``s < t`` denoises; ``s > t`` inverts. Exact inversion would need ``eps`` at the
+unknown end point; like the reference we evaluate it at the current point, the
+classic DDIM-inversion approximation (see ``faceveil`` METHOD.md section 4).
+
+The anonymization of Labarbarie et al. (arXiv 2510.01031, section 3) is then::
+
+    z_0 -> z_1 -> ... -> z_T                    invert, keeping the trajectory
+    z~_T     = M * (k * z_T) + (1 - M) * z_T    flip the signs inside the mask
+    z~_{i-1} = M * DDIM(z~_i) + (1 - M) * z_{i-1}   denoise, re-inject outside
+
+and recovery is the same procedure applied to the anonymized latent with the same
+key (``k * k = 1``). x0 estimates are never clipped or thresholded: that is not
+invertible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+SPACINGS = ("leading", "trailing", "linspace")
+
+Progress = Callable[[str, int, int], None]
+"""Called after every model evaluation with (phase, done, total)."""
+
+
+class Denoiser(Protocol):
+    """What the engine needs from a diffusion backbone."""
+
+    prediction_type: str
+    scheduler_config: dict
+
+    def predict(self, z: torch.Tensor, t: int) -> torch.Tensor:
+        """The raw model output at integer timestep ``t`` for a batch of latents."""
+        ...
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The discrete DDIM chain: ``levels[0]`` is clean data, ``levels[T]`` pure noise.
+
+    ``timesteps[i]`` is the model timestep of level ``i + 1``; ``alphas[i]`` the
+    cumulative alpha of level ``i`` (``alphas[0]`` is the "final" alpha, 1.0 for
+    most models).
+    """
+
+    timesteps: tuple[int, ...]
+    alphas: tuple[float, ...]
+
+    @property
+    def steps(self) -> int:
+        return len(self.timesteps)
+
+
+def make_schedule(scheduler_config: dict, steps: int = 50, spacing: str = "leading") -> Schedule:
+    """Build the DDIM chain for ``steps`` steps from a diffusers scheduler config.
+
+    The timesteps and ``alphas_cumprod`` come from diffusers' own ``DDIMScheduler``
+    so that every spacing and beta schedule it knows is honoured exactly.
+    """
+    from diffusers import DDIMScheduler
+
+    if spacing not in SPACINGS:
+        raise ValueError(f"timestep spacing must be one of {SPACINGS}, not {spacing!r}")
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
+    config.update(timestep_spacing=spacing, clip_sample=False, thresholding=False)
+    scheduler = DDIMScheduler.from_config(config)
+    if steps > scheduler.config.num_train_timesteps:
+        raise ValueError(f"steps must be at most {scheduler.config.num_train_timesteps}")
+    scheduler.set_timesteps(steps)
+    descending = [int(t) for t in scheduler.timesteps]
+    ascending = tuple(sorted(set(descending)))
+    if len(ascending) != len(descending):
+        raise ValueError(f"{steps} steps with {spacing!r} spacing repeat a timestep")
+    ac = scheduler.alphas_cumprod.double()
+    alphas = (float(scheduler.final_alpha_cumprod),) + tuple(float(ac[t]) for t in ascending)
+    return Schedule(ascending, alphas)
+
+
+def split_output(
+    output: torch.Tensor, z: torch.Tensor, alpha: float, prediction_type: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn a model output at a point of level ``alpha`` into (x0_hat, eps)."""
+    sa, sb = math.sqrt(alpha), math.sqrt(1.0 - alpha)
+    if prediction_type == "epsilon":
+        eps = output
+        x0 = (z - sb * eps) / sa  # DDIM eq. 9
+    elif prediction_type == "v_prediction":
+        # v = sqrt(a) eps - sqrt(1-a) x0 (Salimans & Ho 2022, section 4)
+        x0 = sa * z - sb * output
+        eps = sa * output + sb * z
+    elif prediction_type == "sample":
+        x0 = output
+        eps = (z - sa * x0) / sb
+    else:
+        raise ValueError(f"unknown prediction type {prediction_type!r}")
+    return x0, eps
+
+
+def ddim_move(x0: torch.Tensor, eps: torch.Tensor, alpha_to: float) -> torch.Tensor:
+    """Re-noise an (x0_hat, eps) pair to level ``alpha_to`` (DDIM eq. 12 with eta = 0)."""
+    return math.sqrt(alpha_to) * x0 + math.sqrt(1.0 - alpha_to) * eps
+
+
+def flip(z: torch.Tensor, signs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``M * (k * z) + (1 - M) * z``: flip signs inside the mask. Its own inverse."""
+    return torch.where(mask, z * signs.to(z.dtype), z)
+
+
+class Engine:
+    """Deterministic DDIM inversion and key-conditioned masked denoising.
+
+    Args:
+        denoiser: the backbone (see :class:`Denoiser`).
+        steps: number of DDIM steps (the paper uses 50).
+        spacing: diffusers timestep spacing, "leading", "trailing" or "linspace".
+        progress: optional callback for progress display.
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        steps: int = 50,
+        spacing: str = "leading",
+        progress: Progress | None = None,
+    ) -> None:
+        if denoiser.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"unsupported prediction type {denoiser.prediction_type!r}")
+        self.denoiser = denoiser
+        self.schedule = make_schedule(denoiser.scheduler_config, steps, spacing)
+        self.progress = progress
+
+    def _tick(self, phase: str, done: int) -> None:
+        if self.progress is not None:
+            self.progress(phase, done, self.schedule.steps)
+
+    @torch.no_grad()
+    def invert(self, z0: torch.Tensor) -> list[torch.Tensor]:
+        """DDIM-invert clean latents; returns the trajectory ``[z_0, z_1, ..., z_T]``."""
+        s, ptype = self.schedule, self.denoiser.prediction_type
+        trajectory = [z0]
+        z = z0
+        for i in range(1, s.steps + 1):
+            # The model is asked at the target timestep but at the current point
+            # (diffusers' DDIMInverseScheduler convention).
+            out = self.denoiser.predict(z, s.timesteps[i - 1])
+            alpha = s.alphas[i - 1]
+            if ptype == "sample" and alpha >= 1.0:
+                # A sample-predicting model gives no noise at a noiseless point (0/0);
+                # read its prediction at the target level instead.
+                alpha = s.alphas[i]
+            x0, eps = split_output(out, z, alpha, ptype)
+            z = ddim_move(x0, eps, s.alphas[i])
+            trajectory.append(z)
+            self._tick("invert", i)
+        return trajectory
+
+    @torch.no_grad()
+    def denoise(
+        self,
+        z_T: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        outside: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """DDIM-denoise from level T to clean data.
+
+        When ``mask`` and ``outside`` (a trajectory ``[z_0, ..., z_T]``) are given,
+        after every step the latents outside the mask are replaced by the
+        trajectory's latents of the same level.
+        """
+        s, ptype = self.schedule, self.denoiser.prediction_type
+        z = z_T
+        for n, i in enumerate(range(s.steps, 0, -1), start=1):
+            out = self.denoiser.predict(z, s.timesteps[i - 1])
+            x0, eps = split_output(out, z, s.alphas[i], ptype)
+            z = ddim_move(x0, eps, s.alphas[i - 1])
+            if outside is not None:
+                z = torch.where(mask, z, outside[i - 1])
+            self._tick("denoise", n)
+        return z
+
+    def transform(self, z0: torch.Tensor, signs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Anonymize (or, with the same signs, recover) a batch of clean latents.
+
+        Args:
+            z0: clean latents, shape (B, C, H, W).
+            signs: +-1 per latent element, shape (B, C, H, W).
+            mask: boolean latent mask, shape (B, 1, H, W) or (B, C, H, W).
+        """
+        if signs.shape != z0.shape:
+            raise ValueError(f"signs shape {tuple(signs.shape)} != latent shape {tuple(z0.shape)}")
+        mask = mask.to(device=z0.device, dtype=torch.bool)
+        signs = signs.to(z0.device)
+        trajectory = self.invert(z0)
+        z_T = flip(trajectory[-1], signs, mask)
+        return self.denoise(z_T, mask, trajectory)
+
+    anonymize = transform
+    recover = transform

@@ -1,0 +1,426 @@
+"""Diffusion backbones: loading, presets, the built-in model, weight identity.
+
+A :class:`Backbone` turns images into latents and back (``encode``/``decode``),
+predicts with its network (``predict``), and carries what a file must record to find
+it again: a loadable :attr:`Backbone.reference` and a SHA-256 of its weights.
+
+Supported layouts, loaded with diffusers' ``from_pretrained`` from a Hugging Face id
+or a local folder written by ``save_pretrained`` (``model_index.json`` plus one
+subfolder per component):
+
+* pixel space: ``unet`` (``UNet2DModel``) + ``scheduler``; an optional
+  ``faceveil.json`` can fold ``patch_size`` x ``patch_size`` pixel patches into
+  channels (the built-in model) and declare the crop framing the model expects;
+* latent (CompVis LDM CelebA-HQ/FFHQ 256): ``vqvae`` (``VQModel``) or ``vae``
+  (``AutoencoderKL``) + ``unet`` (``UNet2DModel``) + ``scheduler``;
+* Stable Diffusion 1.x/2.x: ``vae`` + ``unet`` (``UNet2DConditionModel``) +
+  ``text_encoder``/``tokenizer`` (needs ``pip install 'faceveil[sd]'``), used with
+  the empty prompt and no guidance: the prompt embedding is computed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ModelError
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model: shipped inside the package (``folder``) or on the hub (``repo``)."""
+
+    name: str
+    description: str
+    resolution: int
+    size: str
+    folder: str | None = None
+    repo: str | None = None
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "face64-v1",
+            "built-in 64x64 pixel face model (synthetic faces, trained on CPU)",
+            64,
+            "~28 MB",
+            folder="face64-v1",
+        ),
+        Preset(
+            "ldm-celebahq-256",
+            "CompVis unconditional latent diffusion, CelebA-HQ 256 (closest to the paper)",
+            256,
+            "~1.1 GB",
+            repo="CompVis/ldm-celebahq-256",
+        ),
+        Preset(
+            "sd15",
+            "Stable Diffusion 1.5, empty prompt",
+            512,
+            "~2.7 GB",
+            repo="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        ),
+        Preset(
+            "sd21-base",
+            "Stable Diffusion 2.1 base, empty prompt",
+            512,
+            "~2.6 GB",
+            repo="stabilityai/stable-diffusion-2-1-base",
+        ),
+    )
+}
+DEFAULT_MODEL = "face64-v1"
+
+# Only what a backbone needs; skips safety checkers, fp16 and EMA-only copies.
+_HUB_IGNORE = [
+    "*fp16*", "*non_ema*", "*.ckpt", "*.msgpack", "*.onnx", "*.pb", "*.h5",
+    "safety_checker/*", "feature_extractor/*",
+]
+
+
+def weights_hash(*modules: torch.nn.Module | None) -> str:
+    """SHA-256 over the named tensors (name, dtype, shape, bytes) of the given modules."""
+    h = hashlib.sha256()
+    for m_index, module in enumerate(modules):
+        if module is None:
+            continue
+        for name, tensor in sorted(module.state_dict().items()):
+            t = tensor.detach().to("cpu").contiguous()
+            h.update(f"{m_index}:{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass
+class Backbone:
+    """A loaded diffusion model, as the engine and the API see it."""
+
+    unet: torch.nn.Module
+    scheduler_config: dict
+    reference: dict
+    vae: torch.nn.Module | None = None
+    vae_kind: str | None = None  # "vq" | "kl" | None (pixel space)
+    patch_size: int = 1
+    prompt_embedding: torch.Tensor | None = None
+    framing: dict | None = None
+    model_id: str = ""
+    sha256: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
+        sample = self.unet.config.sample_size
+        sample = sample if isinstance(sample, int) else sample[0]
+        self.latent_channels = self.unet.config.in_channels
+        self.latent_size = sample
+        self.image_size = sample * self.scale_factor
+        if not self.sha256:
+            self.sha256 = weights_hash(self.unet, self.vae)
+
+    @property
+    def scale_factor(self) -> int:
+        """Image pixels per latent pixel along one side."""
+        if self.vae is not None:
+            return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.patch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (self.latent_channels, self.latent_size, self.latent_size)
+
+    def to(self, device: str | torch.device) -> Backbone:
+        for m in (self.unet, self.vae, self.prompt_embedding):
+            if m is not None:
+                m.to(device)
+        if self.prompt_embedding is not None:
+            self.prompt_embedding = self.prompt_embedding.to(device)
+        return self
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1], (B, 3, S, S) -> clean latents (B, C, s, s)."""
+        x = x.to(device=self.device, dtype=self.dtype)
+        if self.vae_kind == "vq":
+            return self.vae.encode(x).latents
+        if self.vae_kind == "kl":
+            # The posterior mean, not a sample: encoding must be deterministic.
+            z = self.vae.encode(x).latent_dist.mean
+            return z * self.vae.config.scaling_factor
+        return F.pixel_unshuffle(x, self.patch_size) if self.patch_size > 1 else x
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Clean latents -> images in (about) [-1, 1]; never clipped here."""
+        if self.vae_kind == "vq":
+            return self.vae.decode(z).sample
+        if self.vae_kind == "kl":
+            return self.vae.decode(z / self.vae.config.scaling_factor).sample
+        return F.pixel_shuffle(z, self.patch_size) if self.patch_size > 1 else z
+
+    @torch.no_grad()
+    def predict(self, z: torch.Tensor, t: int) -> torch.Tensor:
+        timestep = torch.full((z.shape[0],), t, device=z.device, dtype=torch.long)
+        if self.prompt_embedding is not None:
+            cond = self.prompt_embedding.expand(z.shape[0], -1, -1)
+            out = self.unet(z, timestep, encoder_hidden_states=cond).sample
+        else:
+            out = self.unet(z, timestep).sample
+        # Models with a learned variance output 2C channels; the first C are the mean.
+        return out[:, : z.shape[1]]
+
+    def latent_mask(self, pixel_mask: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S) boolean pixel mask -> (B, 1, s, s): a latent cell is inside
+        when any of its pixels is."""
+        k = self.scale_factor
+        m = pixel_mask.to(torch.float32)
+        return (F.max_pool2d(m, k) > 0) if k > 1 else m > 0
+
+    def describe(self) -> dict:
+        """The model record stored in a file: reference, identity and geometry."""
+        return {
+            "reference": self.reference,
+            "id": self.model_id,
+            "sha256": self.sha256,
+            "image_size": self.image_size,
+            "latent_shape": list(self.latent_shape),
+            "prediction_type": self.prediction_type,
+        }
+
+
+# ---------------------------------------------------------------------------
+# Resolving a model name to a folder
+# ---------------------------------------------------------------------------
+
+
+def parse_reference(spec: str | None) -> dict:
+    """Turn what a user typed into a model reference: preset, folder or hub id."""
+    spec = spec or DEFAULT_MODEL
+    if spec in PRESETS:
+        return {"preset": spec}
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return {"path": str(path.resolve())}
+    if path.exists():
+        raise ModelError(f"{spec!r} is a file; a model is a diffusers folder, a preset or a hub id")
+    repo, _, revision = spec.partition("@")
+    parts = repo.split("/")
+    if len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~")):
+        return {"hub": repo, "revision": revision or None}
+    names = ", ".join(PRESETS)
+    raise ModelError(
+        f"unknown model {spec!r}: give a preset ({names}), a local diffusers folder, "
+        "or a Hugging Face id such as CompVis/ldm-celebahq-256"
+    )
+
+
+def _download_hint(repo: str, revision: str | None) -> str:
+    rev = f" --revision {revision}" if revision else ""
+    folder = repo.split("/")[-1]
+    return (
+        f"Fetch it on a machine with network access:\n"
+        f"  hf download {repo}{rev} --local-dir {folder}\n"
+        f"(or `huggingface-cli download {repo}{rev} --local-dir {folder}` with older "
+        f"huggingface_hub), copy the folder here and pass --model ./{folder}"
+    )
+
+
+def locate(reference: dict) -> Path:
+    """The local folder holding a referenced model; downloads from the hub if allowed."""
+    if "preset" in reference:
+        preset = PRESETS.get(reference["preset"])
+        if preset is None:
+            known = ", ".join(PRESETS)
+            raise ModelError(f"unknown preset {reference['preset']!r} (known: {known})")
+        if preset.folder is not None:
+            folder = WEIGHTS_DIR / preset.folder
+            if not (folder / "model_index.json").exists():
+                raise ModelError(
+                    f"the built-in model {preset.name!r} is missing from this installation "
+                    f"({folder}); reinstall faceveil"
+                )
+            return folder
+        return locate({"hub": preset.repo, "revision": reference.get("revision")})
+    if "path" in reference:
+        folder = Path(reference["path"])
+        if not folder.is_dir():
+            raise ModelError(f"model folder {str(folder)!r} not found (use --model to point to it)")
+        return folder
+    if "hub" in reference:
+        return _snapshot(reference["hub"], reference.get("revision"))
+    raise ModelError(f"cannot understand model reference {reference!r}")
+
+
+def _snapshot(repo: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(repo, revision=revision, local_files_only=True,
+                              ignore_patterns=_HUB_IGNORE)
+        )
+    except Exception:  # not in the local cache: try the network once
+        pass
+    try:
+        return Path(snapshot_download(repo, revision=revision, ignore_patterns=_HUB_IGNORE))
+    except Exception as e:
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise ModelError(
+            f"model {repo!r} is not on this machine and could not be downloaded ({reason}).\n"
+            + _download_hint(repo, revision)
+        ) from None
+
+
+def _hub_revision(folder: Path) -> str | None:
+    # huggingface_hub snapshots live in .../snapshots/<commit hash>/
+    return folder.name if folder.parent.name == "snapshots" else None
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{str(path)!r} is missing: not a diffusers model folder") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read {str(path)!r}: {e}") from None
+
+
+def _component(folder: Path, index: dict, name: str, dtype: torch.dtype):
+    import diffusers
+
+    diffusers.utils.logging.set_verbosity_error()
+
+    library, class_name = index[name]
+    cls = getattr(diffusers, class_name, None)
+    if library != "diffusers" or cls is None:
+        raise ModelError(f"component {name!r} has unsupported class {library}.{class_name}")
+    try:
+        # low_cpu_mem_usage needs accelerate, which faceveil does not require.
+        return cls.from_pretrained(folder, subfolder=name, torch_dtype=dtype,
+                                   low_cpu_mem_usage=False).eval()
+    except Exception as e:
+        raise ModelError(f"cannot load {name!r} from {str(folder)!r}: {e}") from None
+
+
+@torch.no_grad()
+def _empty_prompt_embedding(folder: Path, dtype: torch.dtype):
+    try:
+        from transformers import CLIPTextModel, CLIPTokenizer
+    except ImportError:
+        raise ModelError(
+            "Stable Diffusion models need transformers: pip install 'faceveil[sd]'"
+        ) from None
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+        encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").eval()
+    except Exception as e:
+        raise ModelError(f"cannot load the text encoder from {str(folder)!r}: {e}") from None
+    ids = tokenizer(
+        [""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
+    return encoder(ids)[0].to(dtype), encoder
+
+
+def load_folder(folder: str | os.PathLike, reference: dict | None = None,
+                dtype: torch.dtype = torch.float32) -> Backbone:
+    """Load a diffusers model folder as a :class:`Backbone`."""
+    folder = Path(folder)
+    index = _read_json(folder / "model_index.json")
+    if "unet" not in index or "scheduler" not in index:
+        raise ModelError(f"{str(folder)!r} has no unet/scheduler: not a diffusion model folder")
+    unet = _component(folder, index, "unet", dtype)
+    scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
+    extra_path = folder / "faceveil.json"
+    extra = _read_json(extra_path) if extra_path.exists() else {}
+
+    vae, vae_kind = None, None
+    for name, kind in (("vqvae", "vq"), ("vae", "kl")):
+        if name in index and index[name][0] is not None:
+            vae, vae_kind = _component(folder, index, name, dtype), kind
+            if kind == "kl" and type(vae).__name__ == "VQModel":
+                vae_kind = "vq"
+            break
+
+    prompt, text_encoder = None, None
+    if type(unet).__name__ == "UNet2DConditionModel":
+        if vae is None:
+            raise ModelError(f"{str(folder)!r}: a conditional UNet needs a vae")
+        prompt, text_encoder = _empty_prompt_embedding(folder, dtype)
+    elif type(unet).__name__ != "UNet2DModel":
+        raise ModelError(f"unsupported UNet class {type(unet).__name__}")
+
+    reference = reference or {"path": str(folder.resolve())}
+    model_id = extra.get("id") or reference.get("hub") or reference.get("preset") or folder.name
+    backbone = Backbone(
+        unet=unet,
+        scheduler_config=scheduler_config,
+        reference=reference,
+        vae=vae,
+        vae_kind=vae_kind,
+        patch_size=int(extra.get("patch_size", 1)),
+        prompt_embedding=prompt,
+        framing=extra.get("framing"),
+        model_id=model_id,
+        # The text encoder shapes the prompt embedding, so it is part of the identity.
+        sha256=weights_hash(unet, vae, text_encoder),
+        extra=extra,
+    )
+    return backbone
+
+
+def load_model(
+    spec: str | dict | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    expect_sha256: str | None = None,
+) -> Backbone:
+    """Load a model by preset name, folder, hub id (``owner/name[@revision]``) or
+    stored reference; refuse weights whose hash differs from ``expect_sha256``."""
+    reference = spec if isinstance(spec, dict) else parse_reference(spec)
+    folder = locate(reference)
+    if "hub" in reference and not reference.get("revision"):
+        reference = {**reference, "revision": _hub_revision(folder)}
+    backbone = load_folder(folder, reference, dtype)
+    if expect_sha256 and backbone.sha256 != expect_sha256:
+        raise ModelError(
+            f"the model at {str(folder)!r} is not the one this file was made with "
+            f"(weights sha256 {backbone.sha256[:16]}..., file expects {expect_sha256[:16]}...); "
+            "use --model to point to the original weights"
+        )
+    return backbone.to(device)
+
+
+def available_locally(preset: Preset) -> bool:
+    """Whether a preset's weights are on this machine (no network access)."""
+    if preset.folder is not None:
+        return (WEIGHTS_DIR / preset.folder / "model_index.json").exists()
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(preset.repo, local_files_only=True, ignore_patterns=_HUB_IGNORE)
+        return True
+    except Exception:
+        return False
