@@ -37,6 +37,7 @@ from .models import Backbone, load_model
 
 ImageInput = str | os.PathLike | np.ndarray | Image.Image
 RECOVERY_METHODS = ("plain",)
+PARSER_FEATHER = 0.04  # soft edge of parser masks, as a fraction of the crop side
 
 
 @dataclass
@@ -197,15 +198,45 @@ def find_regions(
     exclude: Sequence[int] = (),
     detector: str | None = None,
     min_face: int = 40,
+    parser: torch.nn.Module | None = None,
 ) -> tuple[list[faces.FaceRegion], list[dict]]:
-    """The face regions to anonymize in ``pixels`` for this model's crop framing."""
+    """The face regions to anonymize in ``pixels`` for this model's crop framing.
+
+    With a face ``parser`` (see :mod:`faceveil.parsing`) the masks come from its
+    segmentation instead of the landmarks; a user ``mask`` overrides both.
+    """
     framing = _framing(backbone)
+    size = backbone.image_size
     if aligned or mask is not None:
-        return [faces.aligned_region(pixels, framing=framing, crop_size=backbone.image_size,
-                                     mask=mask)], []
-    kwargs = {} if detector is None else {"detector": detector}
-    return faces.find_faces(pixels, framing=framing, crop_size=backbone.image_size,
-                            min_face=min_face, boxes=boxes, exclude=exclude, **kwargs)
+        regions = [faces.aligned_region(pixels, framing=framing, crop_size=size, mask=mask)]
+        skipped: list[dict] = []
+    else:
+        kwargs = {} if detector is None else {"detector": detector}
+        regions, skipped = faces.find_faces(pixels, framing=framing, crop_size=size,
+                                            min_face=min_face, boxes=boxes, exclude=exclude,
+                                            **kwargs)
+    if parser is not None and mask is None:
+        from .parsing import parse_mask
+
+        for r in regions:
+            hard = parse_mask(parser, faces.extract(pixels, r.transform, size))
+            if hard.any():
+                r.mask = faces.soften(hard, PARSER_FEATHER * size)
+    return regions, skipped
+
+
+def resolution_notes(regions: Sequence[faces.FaceRegion], backbone: Backbone) -> list[str]:
+    """Warnings for faces much larger than the model's crops (they come out soft)."""
+    notes = []
+    for i, r in enumerate(regions):
+        scale = float(np.sqrt(abs(np.linalg.det(np.asarray(r.transform)[:, :2]))))
+        if scale < 0.5:
+            notes.append(
+                f"face {i} is shrunk {1 / scale:.1f}x to fit the {backbone.image_size}px model: "
+                "its anonymized and recovered versions will look soft; a higher-resolution "
+                "model (--model ldm-celebahq-256, or sd15) would do better"
+            )
+    return notes
 
 
 def anonymize(
@@ -310,7 +341,8 @@ def anonymize(
     }
     mac = None if deniable else secret.mac(container.canonical_bytes(record))
     record = container.finalize(record, mac)
-    return Anonymized(out, record, regions, skipped, loaded.notes)
+    notes = loaded.notes + resolution_notes(regions, backbone)
+    return Anonymized(out, record, regions, skipped, notes)
 
 
 # ---------------------------------------------------------------------------

@@ -122,6 +122,17 @@ def _parse_box(text: str) -> tuple[int, int, int, int]:
     return x, y, w, h
 
 
+def _load_parser(weights: str | None):
+    if weights is None:
+        return None
+    from .parsing import load_parser
+
+    try:
+        return load_parser(weights)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot use face-parser weights {weights!r}: {e}") from None
+
+
 def _note(message: str, quiet: bool = False) -> None:
     if not quiet:
         click.echo(message, err=True)
@@ -195,6 +206,9 @@ def _model_option(help_text: str):
               help="Face detector (default: the faces module's measured choice).")
 @click.option("--min-face", default=40, show_default=True, type=click.IntRange(1),
               help="Skip (and report) faces narrower than this many pixels.")
+@click.option("--parser-weights", type=click.Path(dir_okay=False),
+              help="BiSeNet face-parsing weights (79999_iter.pth): masks from the parser "
+                   "instead of landmarks.")
 @click.option("--no-face", type=click.Choice(["skip", "copy", "error"]), default="skip",
               show_default=True,
               help="When no face is found: write nothing (skip), write the image "
@@ -206,8 +220,8 @@ def _model_option(help_text: str):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
 @handle_errors
 def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, deniable,
-              sidecar, aligned, mask, boxes, exclude, detector, min_face, no_face, device,
-              batch_size, force, quiet) -> None:
+              sidecar, aligned, mask, boxes, exclude, detector, min_face, parser_weights,
+              no_face, device, batch_size, force, quiet) -> None:
     """Replace every face in INPUT with another identity, reversibly.
 
     INPUT is an image or a folder of images; OUTPUT is a PNG (or a folder) that
@@ -220,7 +234,7 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
         model=model, device=device, steps=steps, spacing=spacing, deniable=deniable,
         batch_size=batch_size,
         boxes=[_parse_box(b) for b in boxes], exclude=list(exclude), detector=detector,
-        min_face=min_face,
+        min_face=min_face, parser=_load_parser(parser_weights),
     )
 
     def one(src: Path, dst: Path, prefix: str = "") -> tuple[int, list[str]]:
@@ -332,6 +346,47 @@ def _run(src: Path, dst: Path, one, quiet: bool, *, verb: str, out_suffix: str |
                    f"{len(failed)} failed", err=True)
     if failed:  # the batch went on, but the exit status says not everything worked
         sys.exit(1)
+
+
+@main.command()
+@click.argument("input", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Preview PNG: boxes, masks and numbers of the faces found.")
+@_model_option("Model whose crop framing and resolution to use (default: built-in).")
+@click.option("--box", "boxes", multiple=True, metavar="X,Y,W,H", help="Add a face (repeatable).")
+@click.option("--exclude", multiple=True, type=int, metavar="N", help="Leave face N out.")
+@click.option("--detector", type=click.Choice(["hog", "cnn", "both"]), default=None)
+@click.option("--min-face", default=40, show_default=True, type=click.IntRange(1))
+@click.option("--aligned", is_flag=True, help="INPUT is an aligned face crop.")
+@click.option("--parser-weights", type=click.Path(dir_okay=False))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing preview.")
+@handle_errors
+def detect(input, output, model, boxes, exclude, detector, min_face, aligned, parser_weights,
+           device, force) -> None:
+    """Show what `anonymize` would replace: writes a preview image and prints the faces
+    (and the faces skipped, with reasons) as one JSON document."""
+    from . import api, faces, images
+
+    images.check_output(output, [input], force)
+    loaded = images.load_image(input)
+    backbone = api.get_model(model, device)
+    regions, skipped = api.find_regions(
+        loaded.pixels, backbone, aligned=aligned, boxes=[_parse_box(b) for b in boxes],
+        exclude=list(exclude), detector=detector, min_face=min_face,
+        parser=_load_parser(parser_weights),
+    )
+    preview = faces.draw_preview(loaded.pixels, regions, skipped)
+    images.write_atomic(output, images.encode_image(preview, "PNG"))
+    report = {
+        "image": {"width": int(loaded.pixels.shape[1]), "height": int(loaded.pixels.shape[0])},
+        "model": backbone.model_id,
+        "faces": [{"index": r.index if r.index is not None else i, "box": list(r.box),
+                   "source": r.source, "score": r.score} for i, r in enumerate(regions)],
+        "skipped": skipped,
+        "notes": api.resolution_notes(regions, backbone),
+    }
+    click.echo(json.dumps(report, indent=2, default=float))
 
 
 @main.command()
