@@ -17,9 +17,11 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -30,13 +32,14 @@ import torch
 from PIL import Image
 
 from . import __version__, container, faces, images
-from .engine import Engine, Progress
+from .engine import CONTEXTS, METHODS, Engine, Progress
 from .errors import InputError, MetadataError, ModelError, NoFaceError, WrongKeyError
 from .keys import NONCE_BYTES, KeySource, SecretKey
 from .models import Backbone, load_model
 
 ImageInput = str | os.PathLike | np.ndarray | Image.Image
-RECOVERY_METHODS = ("plain",)
+RECOVERY_METHODS = METHODS  # "plain" (the paper's one-pass inversion), "exact-steps"
+DEFAULT_METHOD = "exact-steps"
 PARSER_FEATHER = 0.04  # soft edge of parser masks, as a fraction of the crop side
 
 
@@ -140,30 +143,77 @@ def _framing(backbone: Backbone) -> faces.Framing:
 def _run_engine(
     backbone: Backbone,
     engine: Engine,
-    pixels: np.ndarray,
+    crops: Sequence[np.ndarray],
     regions: Sequence[faces.FaceRegion],
     signs: Sequence[np.ndarray],
     latent_masks: Sequence[np.ndarray],
     batch_size: int,
+    method: str,
+    context: str,
 ) -> list[np.ndarray]:
-    """Extract the face crops, run them through the engine in batches, and return the
-    new crops (float, [0, 255]) with the pixels outside each hard mask left as they were."""
-    size = backbone.image_size
+    """Run face crops (float, [0, 255]) through the engine in batches; return the new
+    crops, changed only inside the pixel footprint of each latent mask.
+
+    The footprint, not the (smaller) hard pixel mask: for a pixel model the decoded
+    latent is then exactly the crop, so recovery can invert it exactly. Pasting into the
+    photo with the facial mask as alpha keeps everything outside the mask unchanged."""
     out: list[np.ndarray] = []
     for start in range(0, len(regions), batch_size):
         part = range(start, min(start + batch_size, len(regions)))
-        crops = np.stack([faces.extract(pixels, regions[i].transform, size) for i in part])
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        batch = np.stack([crops[i] for i in part])
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         z0 = backbone.encode(x)
         k = torch.from_numpy(np.stack([signs[i] for i in part])).to(z0.device)
         m = torch.from_numpy(np.stack([latent_masks[i] for i in part]))[:, None].to(z0.device)
-        z = engine.transform(z0, k, m)
+        z = engine.transform(z0, k, m, method=method, context=context)
         x_new = backbone.decode(z).float().cpu()
         new = ((x_new + 1.0) * 127.5).permute(0, 2, 3, 1).numpy()
+        scale = backbone.scale_factor
         for j, i in enumerate(part):
-            hard = regions[i].mask > 0
-            out.append(np.where(hard[:, :, None], new[j], crops[j]).astype(np.float32))
+            cells = np.kron(latent_masks[i], np.ones((scale, scale), bool)).astype(bool)
+            out.append(np.where(cells[:, :, None], new[j], batch[j]).astype(np.float32))
     return out
+
+
+# The precision residual: what 8-bit rounding, clipping to [0, 255] and resampling did to
+# each anonymized crop, stored in 1/RESIDUAL_SCALE pixel steps. Recovery adds it back to
+# the crop it extracts, so the engine inverts exactly the latent anonymization produced.
+# It is a function of the anonymized face alone (like a 16-bit copy of the output) and
+# says nothing about the original face beyond what the anonymized image does.
+RESIDUAL_SCALE = 64
+
+
+def _crop_window_hash(pixels: np.ndarray, region: faces.FaceRegion) -> str:
+    """SHA-256 of the photo pixels a face's crop is sampled from (detects re-encoding)."""
+    ones = np.ones((region.crop_size, region.crop_size), np.float32)
+    _, (rows, cols) = faces.footprint(ones, region.transform, pixels.shape)
+    window = np.ascontiguousarray(pixels[rows, cols])
+    return hashlib.sha256(window.tobytes() + repr(window.shape).encode()).hexdigest()
+
+
+def _residual_record(new_crop: np.ndarray, pixels: np.ndarray, region: faces.FaceRegion) -> dict:
+    diff = new_crop - faces.extract(pixels, region.transform, region.crop_size)
+    q = np.clip(np.rint(diff * RESIDUAL_SCALE), -32768, 32767).astype("<i2")
+    return {
+        "scale": RESIDUAL_SCALE,
+        "window_sha256": _crop_window_hash(pixels, region),
+        "data": container.b64e(zlib.compress(q.tobytes(), 9)),
+    }
+
+
+def _apply_residual(crop: np.ndarray, pixels: np.ndarray, region: faces.FaceRegion,
+                    record: dict | None) -> tuple[np.ndarray, bool]:
+    """The crop corrected by its stored residual; False when the pixels were re-encoded."""
+    if not record:
+        return crop, False
+    if record.get("window_sha256") != _crop_window_hash(pixels, region):
+        return crop, False
+    try:
+        q = np.frombuffer(zlib.decompress(container.b64d(record["data"], "residual")), "<i2")
+        q = q.reshape(crop.shape).astype(np.float32)
+    except (KeyError, ValueError, zlib.error):
+        raise MetadataError("faceveil metadata is corrupt (a precision residual)") from None
+    return crop + q / float(record["scale"]), True
 
 
 def _face_record(region: faces.FaceRegion, nonce: bytes, latent_mask: np.ndarray) -> dict:
@@ -255,6 +305,8 @@ def anonymize(
     batch_size: int = 8,
     progress: Progress | None = None,
     nonces: Sequence[bytes] | None = None,
+    method: str = DEFAULT_METHOD,
+    context: str = "masked",
     **find_kwargs,
 ) -> Anonymized:
     """Replace every face in ``image`` with another identity, reversibly under ``key``.
@@ -271,6 +323,11 @@ def anonymize(
         deniable: store no key-check value, so a wrong key silently yields a face.
         kdf: Argon2id parameters for passphrases (default: 64 MiB, 3 passes).
         nonces: per-face nonces (random by default; fixed ones make runs repeatable).
+        method: how the face is inverted to noise: "exact-steps" (each DDIM step solved
+            exactly, so recovery can be near-exact) or "plain" (the paper's one pass).
+        context: what is re-injected outside the mask while denoising: "masked" (a
+            trajectory recovery can recompute exactly) or "own" (the paper's: the
+            original image's trajectory, which recovery can only approximate).
         find_kwargs: detection options (``boxes``, ``exclude``, ``detector``, ``min_face``).
 
     Raises:
@@ -304,13 +361,19 @@ def anonymize(
     latent_masks = [_latent_mask(backbone, r.mask > 0) for r in regions]
     signs = [secret.signs(n, backbone.latent_shape) for n in nonces]
 
+    if method not in METHODS or context not in CONTEXTS:
+        raise InputError(f"method must be one of {METHODS} and context one of {CONTEXTS}")
     engine = Engine(backbone, steps=steps, spacing=spacing, progress=progress)
-    new_crops = _run_engine(backbone, engine, pixels, regions, signs, latent_masks, batch_size)
+    size = backbone.image_size
+    crops = [faces.extract(pixels, r.transform, size) for r in regions]
+    new_crops = _run_engine(backbone, engine, crops, regions, signs, latent_masks, batch_size,
+                            method, context)
     out = pixels
     for region, crop in zip(regions, new_crops):
         out = faces.paste(out, crop, region.transform, region.mask)
     if mask is not None:  # black in the user's mask means "keep", exactly
         out = np.where(mask[:, :, None], out, pixels)
+    residuals = [_residual_record(c, out, r) for c, r in zip(new_crops, regions)]
 
     sealed = None
     if loaded.metadata:
@@ -327,7 +390,10 @@ def anonymize(
             "steps": steps,
             "spacing": spacing,
             "timesteps": list(engine.schedule.timesteps),
+            "inversion": method,
+            "context": context,
             "recovery_methods": list(RECOVERY_METHODS),
+            "default_recovery": method,
         },
         "key": {
             "type": params["type"],
@@ -336,7 +402,8 @@ def anonymize(
             "check": None if deniable else container.b64e(secret.check_value()),
         },
         "image": {"width": int(pixels.shape[1]), "height": int(pixels.shape[0])},
-        "faces": [_face_record(r, n, m) for r, n, m in zip(regions, nonces, latent_masks)],
+        "faces": [{**_face_record(r, n, m), "residual": res}
+                  for r, n, m, res in zip(regions, nonces, latent_masks, residuals)],
         "original_metadata": sealed,
     }
     mac = None if deniable else secret.mac(container.canonical_bytes(record))
@@ -417,11 +484,14 @@ def recover(
     device: str | None = None,
     batch_size: int = 8,
     progress: Progress | None = None,
+    method: str | None = None,
 ) -> Recovered:
     """Restore the original faces of an anonymized image with the right key.
 
     The model is reloaded from the reference in the record unless ``model`` says
     where to find it; either way its weights must hash to the recorded value.
+    ``method`` picks the diffusion recovery ("exact-steps" or "plain"; default: the
+    one the file names).
 
     Raises:
         WrongKeyError: the key is not the one the file was made with (unless the file
@@ -447,6 +517,10 @@ def recover(
         if r.crop_size != backbone.image_size:
             raise ModelError("the model's resolution does not match the file's face crops")
     sampler = record["sampler"]
+    method = method or sampler.get("default_recovery", "plain")
+    if method not in sampler.get("recovery_methods", ["plain"]):
+        raise InputError(f"this file supports recovery methods {sampler.get('recovery_methods')}, "
+                         f"not {method!r}")
     engine = Engine(backbone, steps=int(sampler["steps"]), spacing=sampler["spacing"],
                     progress=progress)
     if list(engine.schedule.timesteps) != list(sampler.get("timesteps", [])):
@@ -454,7 +528,16 @@ def recover(
     latent_masks = [container.unpack_mask(f["latent_mask"]) for f in record["faces"]]
     signs = [secret.signs(container.b64d(f["nonce"], "nonce"), backbone.latent_shape)
              for f in record["faces"]]
-    new_crops = _run_engine(backbone, engine, pixels, regions, signs, latent_masks, batch_size)
+    crops, notes = [], list(loaded.notes)
+    for region, face in zip(regions, record["faces"]):
+        crop = faces.extract(pixels, region.transform, backbone.image_size)
+        crop, applied = _apply_residual(crop, pixels, region, face.get("residual"))
+        crops.append(crop)
+        if face.get("residual") and not applied and not notes:
+            notes.append("the image was re-encoded since anonymization: recovering from its "
+                         "pixels alone (less exact)")
+    new_crops = _run_engine(backbone, engine, crops, regions, signs, latent_masks, batch_size,
+                            method, sampler.get("context", "own"))
     out = pixels
     for region, crop in zip(regions, new_crops):
         # Paste hard over the whole footprint: the soft edge of anonymization mixed the
@@ -462,7 +545,6 @@ def recover(
         out = faces.paste(out, crop, region.transform, (region.mask > 0).astype(np.float32))
 
     restored: dict[str, bytes] = {}
-    notes = list(loaded.notes)
     if record.get("original_metadata"):
         blob = secret.open("original-metadata", container.b64d(record["original_metadata"]))
         if blob is not None:

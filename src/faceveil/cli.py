@@ -191,6 +191,14 @@ def _model_option(help_text: str):
               help="DDIM steps.")
 @click.option("--spacing", default="leading", show_default=True,
               type=click.Choice(["leading", "trailing", "linspace"]), help="Timestep spacing.")
+@click.option("--method", type=click.Choice(["exact-steps", "plain"]), default="exact-steps",
+              show_default=True,
+              help="Inversion: each DDIM step solved exactly (near-exact recovery), or the "
+                   "paper's single pass (faster, lossier).")
+@click.option("--context", type=click.Choice(["masked", "own"]), default="masked",
+              show_default=True,
+              help="Outside-mask trajectory re-injected while denoising: one recovery can "
+                   "recompute exactly (masked) or the original's own (the paper's).")
 @click.option("--deniable", is_flag=True,
               help="Store no key check: a wrong key then yields another face, not an error.")
 @click.option("--sidecar", is_flag=True,
@@ -219,7 +227,8 @@ def _model_option(help_text: str):
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
 @handle_errors
-def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, deniable,
+def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, method, context,
+              deniable,
               sidecar, aligned, mask, boxes, exclude, detector, min_face, parser_weights,
               no_face, device, batch_size, force, quiet) -> None:
     """Replace every face in INPUT with another identity, reversibly.
@@ -231,7 +240,8 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
 
     key = get_key(key_file, passphrase_stdin, confirm=True)
     options = dict(
-        model=model, device=device, steps=steps, spacing=spacing, deniable=deniable,
+        model=model, device=device, steps=steps, spacing=spacing, method=method,
+        context=context, deniable=deniable,
         batch_size=batch_size,
         boxes=[_parse_box(b) for b in boxes], exclude=list(exclude), detector=detector,
         min_face=min_face, parser=_load_parser(parser_weights),
@@ -278,6 +288,8 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
                    "or output folder when INPUT is a folder.")
 @key_options
 @_model_option("Where to find the model the file names (overrides its stored reference).")
+@click.option("--method", type=click.Choice(["exact-steps", "plain"]), default=None,
+              help="Diffusion recovery method (default: the one the file names).")
 @click.option("--meta", type=click.Path(dir_okay=False),
               help="Metadata exported with `inspect --export` or `--sidecar`, for images "
                    "whose PNG chunk was lost.")
@@ -286,8 +298,8 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
 @handle_errors
-def recover(input, output, key_file, passphrase_stdin, model, meta, device, batch_size, force,
-            quiet) -> None:
+def recover(input, output, key_file, passphrase_stdin, model, method, meta, device, batch_size,
+            force, quiet) -> None:
     """Restore the original faces of an anonymized image (needs the key)."""
     from . import api, images
 
@@ -301,7 +313,7 @@ def recover(input, output, key_file, passphrase_stdin, model, meta, device, batc
         progress = Progress(not quiet, prefix)
         try:
             result = api.recover(src, key, meta=meta, model=model, device=device,
-                                 batch_size=batch_size, progress=progress)
+                                 batch_size=batch_size, progress=progress, method=method)
         finally:
             progress.close()
         images.write_atomic(dst, result.encode(fmt))

@@ -36,6 +36,8 @@ from typing import Protocol
 import torch
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+METHODS = ("plain", "exact-steps")
+CONTEXTS = ("own", "masked")
 SPACINGS = ("leading", "trailing", "linspace")
 
 Progress = Callable[[str, int, int], None]
@@ -143,19 +145,29 @@ class Engine:
         steps: int = 50,
         spacing: str = "leading",
         progress: Progress | None = None,
+        tolerance: float = 1e-3,
+        max_iterations: int = 8,
     ) -> None:
         if denoiser.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"unsupported prediction type {denoiser.prediction_type!r}")
         self.denoiser = denoiser
         self.schedule = make_schedule(denoiser.scheduler_config, steps, spacing)
         self.progress = progress
+        self.tolerance = tolerance
+        self.max_iterations = max_iterations
+        self.calls = 0  # model evaluations so far, for cost reports
+        self.worst_residual = 0.0  # largest unconverged exact-inversion residual seen
+
+    def _predict(self, z: torch.Tensor, i: int) -> torch.Tensor:
+        self.calls += 1
+        return self.denoiser.predict(z, self.schedule.timesteps[i - 1])
 
     def _tick(self, phase: str, done: int) -> None:
         if self.progress is not None:
             self.progress(phase, done, self.schedule.steps)
 
     @torch.no_grad()
-    def invert(self, z0: torch.Tensor) -> list[torch.Tensor]:
+    def invert(self, z0: torch.Tensor, phase: str = "invert") -> list[torch.Tensor]:
         """DDIM-invert clean latents; returns the trajectory ``[z_0, z_1, ..., z_T]``."""
         s, ptype = self.schedule, self.denoiser.prediction_type
         trajectory = [z0]
@@ -163,7 +175,7 @@ class Engine:
         for i in range(1, s.steps + 1):
             # The model is asked at the target timestep but at the current point
             # (diffusers' DDIMInverseScheduler convention).
-            out = self.denoiser.predict(z, s.timesteps[i - 1])
+            out = self._predict(z, i)
             alpha = s.alphas[i - 1]
             if ptype == "sample" and alpha >= 1.0:
                 # A sample-predicting model gives no noise at a noiseless point (0/0);
@@ -172,7 +184,7 @@ class Engine:
             x0, eps = split_output(out, z, alpha, ptype)
             z = ddim_move(x0, eps, s.alphas[i])
             trajectory.append(z)
-            self._tick("invert", i)
+            self._tick(phase, i)
         return trajectory
 
     @torch.no_grad()
@@ -191,7 +203,7 @@ class Engine:
         s, ptype = self.schedule, self.denoiser.prediction_type
         z = z_T
         for n, i in enumerate(range(s.steps, 0, -1), start=1):
-            out = self.denoiser.predict(z, s.timesteps[i - 1])
+            out = self._predict(z, i)
             x0, eps = split_output(out, z, s.alphas[i], ptype)
             z = ddim_move(x0, eps, s.alphas[i - 1])
             if outside is not None:
@@ -199,21 +211,105 @@ class Engine:
             self._tick("denoise", n)
         return z
 
-    def transform(self, z0: torch.Tensor, signs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def invert_exact(
+        self,
+        z0: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        context: Sequence[torch.Tensor] | None = None,
+    ) -> list[torch.Tensor]:
+        """Invert the sampler itself: find each z_i that :meth:`denoise` maps onto z_{i-1}.
+
+        One denoising step is y = sqrt(a_{i-1}) x0(z) + sqrt(1 - a_{i-1}) eps(z) with the
+        model read at z (level i). Given y, the fixed-point iteration
+
+            eps_k  = eps(z_k)
+            z_k+1  = sqrt(a_i) (y - sqrt(1 - a_{i-1}) eps_k) / sqrt(a_{i-1}) + sqrt(1 - a_i) eps_k
+
+        starts from the plain inversion step with the previous step's eps (eps changes
+        slowly from one level to the next, so this saves about one model call per step)
+        and stops when the step it implies reproduces y to ``tolerance`` (max abs, inside
+        the mask) or after ``max_iterations`` model calls. With ``mask`` and ``context``
+        (a trajectory), only the inside is solved for: the outside of every z_i is the
+        context's, exactly as :meth:`denoise` re-injects it, so denoising the result
+        reproduces ``z0``.
+        """
+        s, ptype = self.schedule, self.denoiser.prediction_type
+        inside = None if mask is None else mask.expand_as(z0)
+        trajectory = [z0]
+        y, eps_prev = z0, None
+        for i in range(1, s.steps + 1):
+            sa_prev, sb_prev = math.sqrt(s.alphas[i - 1]), math.sqrt(1.0 - s.alphas[i - 1])
+            outside = None if context is None else context[i]
+
+            def implied(eps: torch.Tensor, y=y, outside=outside, i=i) -> torch.Tensor:
+                """The z_i whose step lands on y if the model's noise there were eps."""
+                sa, sb = math.sqrt(s.alphas[i - 1]), math.sqrt(1.0 - s.alphas[i - 1])
+                z_new = ddim_move((y - sb * eps) / sa, eps, s.alphas[i])
+                return z_new if outside is None else torch.where(inside, z_new, outside)
+
+            if eps_prev is None:
+                z = y if outside is None else torch.where(inside, y, outside)
+            else:
+                z = implied(eps_prev)
+            best, best_err, best_eps = None, math.inf, None
+            for _ in range(self.max_iterations):
+                out = self._predict(z, i)
+                x0, eps = split_output(out, z, s.alphas[i], ptype)
+                residual = (sa_prev * x0 + sb_prev * eps - y).abs()
+                err = float((residual if inside is None else residual[inside]).max())
+                if err < best_err:
+                    best, best_err, best_eps = z, err, eps
+                if err <= self.tolerance or err > 4 * best_err:
+                    break  # converged, or diverging: keep the best iterate
+                z = implied(eps)
+            eps_prev = best_eps
+            self.worst_residual = max(self.worst_residual, best_err)
+            trajectory.append(best)
+            y = best
+            self._tick("invert", i)
+        return trajectory
+
+    def transform(
+        self,
+        z0: torch.Tensor,
+        signs: torch.Tensor,
+        mask: torch.Tensor,
+        method: str = "plain",
+        context: str = "own",
+        fill: float = 0.0,
+    ) -> torch.Tensor:
         """Anonymize (or, with the same signs, recover) a batch of clean latents.
 
         Args:
             z0: clean latents, shape (B, C, H, W).
             signs: +-1 per latent element, shape (B, C, H, W).
             mask: boolean latent mask, shape (B, 1, H, W) or (B, C, H, W).
+            method: "plain" (one DDIM inversion pass, the paper's) or "exact-steps"
+                (each step solved by :meth:`invert_exact`).
+            context: what is re-injected outside the mask. "own": the latents' own
+                inversion trajectory (the paper's). "masked": the trajectory of the
+                latents with the inside replaced by ``fill``, which depends only on
+                the outside, so recovery recomputes it exactly from the anonymized
+                image (the outside is unchanged by anonymization).
         """
         if signs.shape != z0.shape:
             raise ValueError(f"signs shape {tuple(signs.shape)} != latent shape {tuple(z0.shape)}")
+        if method not in METHODS or context not in CONTEXTS:
+            raise ValueError(f"unknown method {method!r} or context {context!r}")
         mask = mask.to(device=z0.device, dtype=torch.bool)
         signs = signs.to(z0.device)
-        trajectory = self.invert(z0)
-        z_T = flip(trajectory[-1], signs, mask)
-        return self.denoise(z_T, mask, trajectory)
+        if context == "masked":
+            outside = self.invert(torch.where(mask, torch.full_like(z0, fill), z0), "context")
+        else:
+            outside = None
+        if method == "exact-steps":
+            trajectory = self.invert_exact(z0, mask, outside)
+        else:
+            trajectory = self.invert(z0)
+        outside = outside if outside is not None else trajectory
+        z_T = flip(torch.where(mask, trajectory[-1], outside[-1]), signs, mask)
+        return self.denoise(z_T, mask, outside)
 
     anonymize = transform
     recover = transform
