@@ -165,3 +165,65 @@ def test_aligned_synthetic_face_without_mask(tmp_path, model64, key):
     assert r.exit_code == 0, r.output
     record = json.loads(run("inspect", tmp_path / "a.png").stdout)
     assert record["faces"][0]["source"] == "aligned"
+
+
+def test_lossless_recovery_is_bit_exact(tmp_path, model64, key):
+    src = DATA / "group.jpg"
+    anon, back = tmp_path / "anon.png", tmp_path / "back.png"
+    r = run("anonymize", src, "-o", anon, "-k", key, "-m", model64, "--steps", 3, "--lossless",
+            "-q")
+    assert r.exit_code == 0, r.output
+    record = json.loads(run("inspect", anon).stdout)
+    assert record["sampler"]["default_recovery"] == "lossless"
+    assert all(f["lossless"]["bytes"] > 0 for f in record["faces"])
+    assert run("recover", anon, "-o", back, "-k", key, "-q").exit_code == 0
+    original = images.load_image(src).pixels
+    assert np.array_equal(np.asarray(Image.open(back)), original)
+    # Without the key nothing opens: a wrong key is refused before any pixel is written.
+    other = tmp_path / "other.key"
+    run("keygen", "-o", other)
+    r = run("recover", anon, "-o", tmp_path / "w.png", "-k", other)
+    assert r.exit_code == 3 and not (tmp_path / "w.png").exists()
+
+
+def test_lossless_tampered_or_reencoded(tmp_path, model64, key):
+    src = DATA / "obama.jpg"
+    anon = tmp_path / "anon.png"
+    run("anonymize", src, "-o", anon, "-k", key, "-m", model64, "--steps", 3, "--lossless", "-q")
+    with Image.open(anon) as im:
+        record, pixels = json.loads(im.text["faceveil"]), np.array(im)
+    # A flipped bit in the sealed face data: the MAC over the metadata catches it.
+    data = bytearray(container.b64d(record["faces"][0]["lossless"]["data"]))
+    data[-1] ^= 1
+    bad = dict(record, faces=[dict(record["faces"][0],
+                                   lossless=dict(record["faces"][0]["lossless"],
+                                                 data=container.b64e(bytes(data))))])
+    bad["digest"] = __import__("hashlib").sha256(container.canonical_bytes(bad)).hexdigest()
+    tampered = tmp_path / "tampered.png"
+    tampered.write_bytes(images.encode_image(pixels, text=container.png_text(bad)))
+    r = run("recover", tampered, "-o", tmp_path / "t.png", "-k", key)
+    assert r.exit_code == 4 and not (tmp_path / "t.png").exists()
+    # Re-encoded as JPEG: bit-exact is impossible, so diffusion recovery runs and says so.
+    jpg = tmp_path / "anon.jpg"
+    Image.fromarray(pixels).save(jpg, quality=95)
+    meta = tmp_path / "meta.json"
+    run("inspect", anon, "--export", meta)
+    r = run("recover", jpg, "-o", tmp_path / "j.png", "-k", key, "--meta", meta)
+    assert r.exit_code == 0, r.output
+    assert "re-encoded" in r.output
+
+
+def test_deniable_lossless_with_a_wrong_key_gives_another_face(tmp_path, model64, key):
+    src = DATA / "obama.jpg"
+    anon = tmp_path / "anon.png"
+    run("anonymize", src, "-o", anon, "-k", key, "-m", model64, "--steps", 3, "--lossless",
+        "--deniable", "-q")
+    other = tmp_path / "other.key"
+    run("keygen", "-o", other)
+    r = run("recover", anon, "-o", tmp_path / "w.png", "-k", other, "-q")
+    assert r.exit_code == 0, r.output
+    original = images.load_image(src).pixels
+    record = json.loads(run("inspect", anon).stdout)
+    union = union_footprint(record, original.shape)
+    wrong = np.asarray(Image.open(tmp_path / "w.png"))
+    assert (wrong[union] != original[union]).mean() > 0.5

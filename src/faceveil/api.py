@@ -201,19 +201,52 @@ def _residual_record(new_crop: np.ndarray, pixels: np.ndarray, region: faces.Fac
     }
 
 
-def _apply_residual(crop: np.ndarray, pixels: np.ndarray, region: faces.FaceRegion,
-                    record: dict | None) -> tuple[np.ndarray, bool]:
-    """The crop corrected by its stored residual; False when the pixels were re-encoded."""
+def _apply_residual(crop: np.ndarray, record: dict | None) -> np.ndarray:
+    """The crop corrected by its stored residual (only valid on unmodified pixels)."""
     if not record:
-        return crop, False
-    if record.get("window_sha256") != _crop_window_hash(pixels, region):
-        return crop, False
+        return crop
     try:
         q = np.frombuffer(zlib.decompress(container.b64d(record["data"], "residual")), "<i2")
         q = q.reshape(crop.shape).astype(np.float32)
     except (KeyError, ValueError, zlib.error):
         raise MetadataError("faceveil metadata is corrupt (a precision residual)") from None
-    return crop + q / float(record["scale"]), True
+    return crop + q / float(record["scale"])
+
+
+def _face_window(region: faces.FaceRegion, shape) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Where a face's hard mask lands in the photo: (boolean footprint, window)."""
+    warped, window = faces.footprint((region.mask > 0).astype(np.float32), region.transform,
+                                     shape)
+    return warped > 0, window
+
+
+def _lossless_record(original: np.ndarray, region: faces.FaceRegion, secret: SecretKey,
+                     nonce: bytes) -> dict:
+    """The original pixels under a face's footprint, PNG-compressed and sealed under a
+    key derived from the secret key and the face's nonce."""
+    inside, window = _face_window(region, original.shape)
+    patch = np.where(inside[:, :, None], original[window], 0).astype(np.uint8)
+    png = images.encode_image(patch, "PNG")
+    return {"data": container.b64e(secret.seal("lossless", png, nonce=nonce)), "bytes": len(png)}
+
+
+def _lossless_restore(out: np.ndarray, region: faces.FaceRegion, face: dict, secret: SecretKey,
+                      strict: bool) -> bool:
+    """Put a face's original pixels back from its sealed copy; False if it does not open
+    (a wrong key in deniable mode). Raises when it should open and does not."""
+    png = secret.open("lossless", container.b64d(face["lossless"]["data"], "lossless data"),
+                      nonce=container.b64d(face["nonce"], "nonce"))
+    if png is None:
+        if strict:
+            raise MetadataError("the lossless data does not authenticate (tampered)")
+        return False
+    inside, window = _face_window(region, out.shape)
+    patch = images.load_image(png).pixels
+    if patch.shape[:2] != inside.shape:
+        raise MetadataError("the lossless data does not fit its face (corrupt metadata)")
+    region_pixels = out[window]
+    region_pixels[inside] = patch[inside]
+    return True
 
 
 def _face_record(region: faces.FaceRegion, nonce: bytes, latent_mask: np.ndarray) -> dict:
@@ -307,6 +340,7 @@ def anonymize(
     nonces: Sequence[bytes] | None = None,
     method: str = DEFAULT_METHOD,
     context: str = "masked",
+    lossless: bool = False,
     **find_kwargs,
 ) -> Anonymized:
     """Replace every face in ``image`` with another identity, reversibly under ``key``.
@@ -328,6 +362,8 @@ def anonymize(
         context: what is re-injected outside the mask while denoising: "masked" (a
             trajectory recovery can recompute exactly) or "own" (the paper's: the
             original image's trajectory, which recovery can only approximate).
+        lossless: also store each face's original pixels, compressed and sealed under the
+            key, so recovery with the key is bit-exact at full resolution.
         find_kwargs: detection options (``boxes``, ``exclude``, ``detector``, ``min_face``).
 
     Raises:
@@ -374,6 +410,10 @@ def anonymize(
     if mask is not None:  # black in the user's mask means "keep", exactly
         out = np.where(mask[:, :, None], out, pixels)
     residuals = [_residual_record(c, out, r) for c, r in zip(new_crops, regions)]
+    extras = [{"residual": res} for res in residuals]
+    if lossless:
+        for extra, region, nonce in zip(extras, regions, nonces):
+            extra["lossless"] = _lossless_record(pixels, region, secret, nonce)
 
     sealed = None
     if loaded.metadata:
@@ -392,8 +432,8 @@ def anonymize(
             "timesteps": list(engine.schedule.timesteps),
             "inversion": method,
             "context": context,
-            "recovery_methods": list(RECOVERY_METHODS),
-            "default_recovery": method,
+            "recovery_methods": (["lossless"] if lossless else []) + list(RECOVERY_METHODS),
+            "default_recovery": "lossless" if lossless else method,
         },
         "key": {
             "type": params["type"],
@@ -402,8 +442,8 @@ def anonymize(
             "check": None if deniable else container.b64e(secret.check_value()),
         },
         "image": {"width": int(pixels.shape[1]), "height": int(pixels.shape[0])},
-        "faces": [{**_face_record(r, n, m), "residual": res}
-                  for r, n, m, res in zip(regions, nonces, latent_masks, residuals)],
+        "faces": [{**_face_record(r, n, m), **extra}
+                  for r, n, m, extra in zip(regions, nonces, latent_masks, extras)],
         "original_metadata": sealed,
     }
     mac = None if deniable else secret.mac(container.canonical_bytes(record))
@@ -509,40 +549,34 @@ def recover(
             f"{size.get('width')}x{size.get('height')}: not the image this metadata belongs to"
         )
     secret = _unlock(record, key)
-    recorded = record["model"]
-    backbone = get_model(model if model is not None else recorded["reference"], device,
-                         expect_sha256=recorded.get("sha256"))
     regions = _regions_from_record(record)
-    for r in regions:
-        if r.crop_size != backbone.image_size:
-            raise ModelError("the model's resolution does not match the file's face crops")
     sampler = record["sampler"]
+    supported = sampler.get("recovery_methods", ["plain"])
     method = method or sampler.get("default_recovery", "plain")
-    if method not in sampler.get("recovery_methods", ["plain"]):
-        raise InputError(f"this file supports recovery methods {sampler.get('recovery_methods')}, "
-                         f"not {method!r}")
-    engine = Engine(backbone, steps=int(sampler["steps"]), spacing=sampler["spacing"],
-                    progress=progress)
-    if list(engine.schedule.timesteps) != list(sampler.get("timesteps", [])):
-        raise MetadataError("the file's DDIM timesteps do not match this model's scheduler")
-    latent_masks = [container.unpack_mask(f["latent_mask"]) for f in record["faces"]]
-    signs = [secret.signs(container.b64d(f["nonce"], "nonce"), backbone.latent_shape)
-             for f in record["faces"]]
-    crops, notes = [], list(loaded.notes)
-    for region, face in zip(regions, record["faces"]):
-        crop = faces.extract(pixels, region.transform, backbone.image_size)
-        crop, applied = _apply_residual(crop, pixels, region, face.get("residual"))
-        crops.append(crop)
-        if face.get("residual") and not applied and not notes:
-            notes.append("the image was re-encoded since anonymization: recovering from its "
-                         "pixels alone (less exact)")
-    new_crops = _run_engine(backbone, engine, crops, regions, signs, latent_masks, batch_size,
-                            method, sampler.get("context", "own"))
-    out = pixels
-    for region, crop in zip(regions, new_crops):
-        # Paste hard over the whole footprint: the soft edge of anonymization mixed the
-        # anonymized face into the photo there, and the recovered crop replaces it.
-        out = faces.paste(out, crop, region.transform, (region.mask > 0).astype(np.float32))
+    if method not in supported:
+        raise InputError(f"this file supports recovery methods {supported}, not {method!r}")
+    notes = list(loaded.notes)
+    # Whether the anonymized pixels are still those anonymization wrote (not re-encoded).
+    intact = [face.get("residual", {}).get("window_sha256") == _crop_window_hash(pixels, r)
+              for r, face in zip(regions, record["faces"])]
+    if any(face.get("residual") for face in record["faces"]) and not all(intact):
+        notes.append("the image was re-encoded since anonymization (e.g. JPEG): recovering "
+                     "by diffusion from its pixels alone, less exactly")
+
+    out = pixels.copy()
+    todo = list(range(len(regions)))
+    if method == "lossless":
+        strict = record["key"].get("check") is not None
+        todo = [i for i in todo if not (intact[i] and "lossless" in record["faces"][i] and
+                _lossless_restore(out, regions[i], record["faces"][i], secret, strict))]
+        method = sampler.get("inversion", "plain")
+    if todo:
+        out = _diffusion_recover(out, pixels, record, [regions[i] for i in todo],
+                                 [record["faces"][i] for i in todo], [intact[i] for i in todo],
+                                 secret, method, model, device, batch_size, progress)
+        if len(todo) < len(regions):  # lossless faces win where faces overlap
+            for i in set(range(len(regions))) - set(todo):
+                _lossless_restore(out, regions[i], record["faces"][i], secret, True)
 
     restored: dict[str, bytes] = {}
     if record.get("original_metadata"):
@@ -552,6 +586,36 @@ def recover(
         elif record["key"].get("check") is not None:
             raise MetadataError("the encrypted original metadata does not authenticate")
     return Recovered(out, restored, notes)
+
+
+def _diffusion_recover(out, pixels, record, regions, face_records, intact, secret, method,
+                       model, device, batch_size, progress) -> np.ndarray:
+    """Recover faces by running the engine on their (residual-corrected) crops."""
+    recorded = record["model"]
+    backbone = get_model(model if model is not None else recorded["reference"], device,
+                         expect_sha256=recorded.get("sha256"))
+    for r in regions:
+        if r.crop_size != backbone.image_size:
+            raise ModelError("the model's resolution does not match the file's face crops")
+    sampler = record["sampler"]
+    engine = Engine(backbone, steps=int(sampler["steps"]), spacing=sampler["spacing"],
+                    progress=progress)
+    if list(engine.schedule.timesteps) != list(sampler.get("timesteps", [])):
+        raise MetadataError("the file's DDIM timesteps do not match this model's scheduler")
+    latent_masks = [container.unpack_mask(f["latent_mask"]) for f in face_records]
+    signs = [secret.signs(container.b64d(f["nonce"], "nonce"), backbone.latent_shape)
+             for f in face_records]
+    crops = []
+    for region, face, ok in zip(regions, face_records, intact):
+        crop = faces.extract(pixels, region.transform, backbone.image_size)
+        crops.append(_apply_residual(crop, face.get("residual")) if ok else crop)
+    new_crops = _run_engine(backbone, engine, crops, regions, signs, latent_masks, batch_size,
+                            method, sampler.get("context", "own"))
+    for region, crop in zip(regions, new_crops):
+        # Paste hard over the whole footprint: the soft edge of anonymization mixed the
+        # anonymized face into the photo there, and the recovered crop replaces it.
+        out = faces.paste(out, crop, region.transform, (region.mask > 0).astype(np.float32))
+    return out
 
 
 def inspect(image: ImageInput, meta: str | os.PathLike | None = None) -> dict:

@@ -199,6 +199,9 @@ def _model_option(help_text: str):
               show_default=True,
               help="Outside-mask trajectory re-injected while denoising: one recovery can "
                    "recompute exactly (masked) or the original's own (the paper's).")
+@click.option("--lossless", is_flag=True,
+              help="Also store each face's original pixels, compressed and sealed under the "
+                   "key: recovery with the key is then bit-exact at full resolution.")
 @click.option("--deniable", is_flag=True,
               help="Store no key check: a wrong key then yields another face, not an error.")
 @click.option("--sidecar", is_flag=True,
@@ -228,7 +231,7 @@ def _model_option(help_text: str):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
 @handle_errors
 def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, method, context,
-              deniable,
+              lossless, deniable,
               sidecar, aligned, mask, boxes, exclude, detector, min_face, parser_weights,
               no_face, device, batch_size, force, quiet) -> None:
     """Replace every face in INPUT with another identity, reversibly.
@@ -241,7 +244,7 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
     key = get_key(key_file, passphrase_stdin, confirm=True)
     options = dict(
         model=model, device=device, steps=steps, spacing=spacing, method=method,
-        context=context, deniable=deniable,
+        context=context, lossless=lossless, deniable=deniable,
         batch_size=batch_size,
         boxes=[_parse_box(b) for b in boxes], exclude=list(exclude), detector=detector,
         min_face=min_face, parser=_load_parser(parser_weights),
@@ -288,8 +291,9 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
                    "or output folder when INPUT is a folder.")
 @key_options
 @_model_option("Where to find the model the file names (overrides its stored reference).")
-@click.option("--method", type=click.Choice(["exact-steps", "plain"]), default=None,
-              help="Diffusion recovery method (default: the one the file names).")
+@click.option("--method", type=click.Choice(["lossless", "exact-steps", "plain"]), default=None,
+              help="Recovery method (default: lossless when the file has it, else the "
+                   "diffusion method it was anonymized for).")
 @click.option("--meta", type=click.Path(dir_okay=False),
               help="Metadata exported with `inspect --export` or `--sidecar`, for images "
                    "whose PNG chunk was lost.")
