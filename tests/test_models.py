@@ -8,7 +8,7 @@ import torch
 from faceveil import models
 from faceveil.errors import ModelError
 
-from .tinymodels import make_latent_model, make_pixel_model
+from .tinymodels import make_latent_model, make_pixel_model, make_sd_model
 
 
 def test_pixel_folder_loads_with_patch_folding(pixel_model):
@@ -79,3 +79,56 @@ def test_not_a_model_folder(tmp_path):
     (bad / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DModel"]}))
     with pytest.raises(ModelError):
         models.load_model(str(bad))
+
+
+def _fake_hub_cache(monkeypatch, cache, repo, make):
+    """Put a tiny model where huggingface_hub would have downloaded ``repo``."""
+    import huggingface_hub.constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / ("models--" + repo.replace("/", "--"))
+    make(root / "snapshots" / commit)
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return commit
+
+
+@pytest.mark.parametrize(
+    ("preset", "make", "kind"),
+    [("ldm-celebahq-256", lambda f: make_latent_model(f, kind="vq"), "vq"),
+     ("sd15", lambda f: make_sd_model(f), "kl"),
+     ("sd21-base", lambda f: make_sd_model(f, seed=1), "kl")],
+)
+def test_presets_load_through_the_hub_cache(tmp_path, monkeypatch, preset, make, kind):
+    repo = models.PRESETS[preset].repo
+    commit = _fake_hub_cache(monkeypatch, tmp_path / "hub", repo, make)
+    assert models.available_locally(models.PRESETS[preset])
+    bb = models.load_model(preset)
+    assert bb.vae_kind == kind
+    assert bb.reference == {"preset": preset, "revision": commit}
+    assert (bb.prompt_embedding is not None) == preset.startswith("sd")
+    z = bb.encode(torch.rand(1, 3, bb.image_size, bb.image_size) * 2 - 1)
+    assert bb.predict(z, 10).shape == z.shape
+    # The stored reference loads the same weights again.
+    assert models.load_model(bb.reference, expect_sha256=bb.sha256).sha256 == bb.sha256
+
+
+def test_stable_diffusion_folder_and_hub_id(tmp_path, monkeypatch):
+    folder = make_sd_model(tmp_path / "sd")
+    bb = models.load_model(str(folder))
+    assert bb.prompt_embedding.shape[0] == 1 and bb.latent_shape == (4, 16, 16)
+    _fake_hub_cache(monkeypatch, tmp_path / "hub", "someone/tiny-sd", make_sd_model)
+    assert models.load_model("someone/tiny-sd").reference["hub"] == "someone/tiny-sd"
+
+
+def test_models_command_lists_presets():
+    from click.testing import CliRunner
+
+    from faceveil.cli import main
+
+    r = CliRunner().invoke(main, ["models", "--json"])
+    assert r.exit_code == 0
+    rows = {row["name"]: row for row in json.loads(r.output)}
+    assert set(rows) == set(models.PRESETS)
+    assert rows["face64-v1"]["default"] and rows["face64-v1"]["resolution"] == 64

@@ -128,3 +128,52 @@ def make_latent_model(folder: Path, *, kind: str = "vq", size: int = 32, seed: i
     _save_scheduler(folder)
     _index(folder, "LDMPipeline", unet="UNet2DModel", **{name: cls})
     return folder
+
+
+def make_sd_model(folder: Path, *, size: int = 32, seed: int = 0) -> Path:
+    """A tiny Stable-Diffusion-layout model: AutoencoderKL + UNet2DConditionModel + CLIP."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    AutoencoderKL(
+        in_channels=3, out_channels=3, block_out_channels=(16, 32), layers_per_block=1,
+        norm_num_groups=8, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    ).save_pretrained(folder / "vae")
+    unet = UNet2DConditionModel(
+        sample_size=size // 2, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=16,
+        attention_head_dim=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    with torch.no_grad():
+        unet.conv_out.weight.mul_(0.05)
+        unet.conv_out.bias.zero_()
+    unet.save_pretrained(folder / "unet")
+    tok_dir = folder / "tokenizer"
+    tok_dir.mkdir(exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for i, ch in enumerate("abcdefghijklmnopqrstuvwxyz"):
+        vocab[ch] = 2 + 2 * i
+        vocab[ch + "</w>"] = 3 + 2 * i
+    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
+    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"),
+                  model_max_length=8).save_pretrained(tok_dir)
+    CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=8, bos_token_id=0, eos_token_id=1,
+        pad_token_id=1,
+    )).save_pretrained(folder / "text_encoder")
+    _save_scheduler(folder, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                    steps_offset=1, set_alpha_to_one=False)
+    index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
+             "scheduler": ["diffusers", "DDPMScheduler"],
+             "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+             "text_encoder": ["transformers", "CLIPTextModel"],
+             "tokenizer": ["transformers", "CLIPTokenizer"]}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder

@@ -35,7 +35,7 @@ from . import __version__, container, faces, images
 from .engine import CONTEXTS, METHODS, Engine, Progress
 from .errors import InputError, MetadataError, ModelError, NoFaceError, WrongKeyError
 from .keys import NONCE_BYTES, KeySource, SecretKey
-from .models import Backbone, load_model
+from .models import PRESETS, Backbone, load_model
 
 ImageInput = str | os.PathLike | np.ndarray | Image.Image
 RECOVERY_METHODS = METHODS  # "plain" (the paper's one-pass inversion), "exact-steps"
@@ -592,8 +592,20 @@ def _diffusion_recover(out, pixels, record, regions, face_records, intact, secre
                        model, device, batch_size, progress) -> np.ndarray:
     """Recover faces by running the engine on their (residual-corrected) crops."""
     recorded = record["model"]
-    backbone = get_model(model if model is not None else recorded["reference"], device,
-                         expect_sha256=recorded.get("sha256"))
+    try:
+        backbone = get_model(model if model is not None else recorded["reference"], device,
+                             expect_sha256=recorded.get("sha256"))
+    except ModelError as e:
+        preset = recorded["reference"].get("preset")
+        if model is None and preset and PRESETS.get(preset) and PRESETS[preset].folder:
+            # Built-in weights never change under one name; a mismatch means another
+            # release. The file names the one that made it.
+            raise ModelError(
+                f"this file was made with built-in model {preset!r} of "
+                f"{record.get('created_by', 'another faceveil release')}, whose weights this "
+                "installation does not have; recover it with that release"
+            ) from None
+        raise e
     for r in regions:
         if r.crop_size != backbone.image_size:
             raise ModelError("the model's resolution does not match the file's face crops")

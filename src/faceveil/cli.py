@@ -406,6 +406,27 @@ def detect(input, output, model, boxes, exclude, detector, min_face, aligned, pa
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@handle_errors
+def models(as_json) -> None:
+    """List the named models: resolution, size, and whether they are on this machine."""
+    from .models import DEFAULT_MODEL, PRESETS, available_locally
+
+    rows = [{"name": p.name, "source": p.repo or "built-in", "resolution": p.resolution,
+             "size": p.size, "available": available_locally(p), "default": p.name == DEFAULT_MODEL,
+             "description": p.description} for p in PRESETS.values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        where = "available" if r["available"] else f"missing: hf download {r['source']}"
+        click.echo(f"{mark} {r['name']:<18} {r['resolution']:>4}px  {r['size']:>8}  {where}")
+        click.echo(f"    {r['description']}")
+    click.echo("(* default; --model also takes a local diffusers folder or a Hugging Face id)")
+
+
+@main.command()
 @click.argument("input", type=click.Path())
 @click.option("--export", type=click.Path(dir_okay=False),
               help="Also write the metadata to this JSON file (for `recover --meta`).")

@@ -80,6 +80,7 @@ PRESETS: dict[str, Preset] = {
     )
 }
 DEFAULT_MODEL = "face64-v1"
+DEFAULT = PRESETS[DEFAULT_MODEL]
 
 # Only what a backbone needs; skips safety checkers, fp16 and EMA-only copies.
 _HUB_IGNORE = [
@@ -327,11 +328,14 @@ def _component(folder: Path, index: dict, name: str, dtype: torch.dtype):
 @torch.no_grad()
 def _empty_prompt_embedding(folder: Path, dtype: torch.dtype):
     try:
+        import transformers
         from transformers import CLIPTextModel, CLIPTokenizer
     except ImportError:
         raise ModelError(
             "Stable Diffusion models need transformers: pip install 'faceveil[sd]'"
         ) from None
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     try:
         tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
         encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").eval()
@@ -401,7 +405,9 @@ def load_model(
     stored reference; refuse weights whose hash differs from ``expect_sha256``."""
     reference = spec if isinstance(spec, dict) else parse_reference(spec)
     folder = locate(reference)
-    if "hub" in reference and not reference.get("revision"):
+    on_hub = "hub" in reference or PRESETS.get(reference.get("preset", ""), DEFAULT).repo
+    if on_hub and not reference.get("revision"):
+        # Record the exact snapshot, so recovery finds the same weights.
         reference = {**reference, "revision": _hub_revision(folder)}
     backbone = load_folder(folder, reference, dtype)
     if expect_sha256 and backbone.sha256 != expect_sha256:
