@@ -227,3 +227,20 @@ def test_deniable_lossless_with_a_wrong_key_gives_another_face(tmp_path, model64
     union = union_footprint(record, original.shape)
     wrong = np.asarray(Image.open(tmp_path / "w.png"))
     assert (wrong[union] != original[union]).mean() > 0.5
+
+
+def test_parser_weights_option(tmp_path, model64, key):
+    import torch
+
+    from faceveil import parsing
+
+    weights = tmp_path / "79999_iter.pth"
+    torch.save(parsing.BiSeNet().state_dict(), weights)
+    r = run("detect", DATA / "obama.jpg", "-o", tmp_path / "p.png", "-m", model64,
+            "--parser-weights", weights)
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)["faces"]) == 1
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    r = run("anonymize", DATA / "obama.jpg", "-o", tmp_path / "a.png", "-k", key, "-m", model64,
+            "--parser-weights", tmp_path / "junk.pth")
+    assert r.exit_code == 1 and "face-parser weights" in r.output

@@ -299,10 +299,14 @@ def find_regions(
                                             min_face=min_face, boxes=boxes, exclude=exclude,
                                             **kwargs)
     if parser is not None and mask is None:
-        from .parsing import parse_mask
+        from .parsing import INPUT_SIZE, parse_mask
 
         for r in regions:
-            hard = parse_mask(parser, faces.extract(pixels, r.transform, size))
+            # Parse a sharp crop at the parser's own resolution, straight from the photo,
+            # and bring the labels down to the model's crop.
+            sharp = np.vstack([np.asarray(r.transform) * (INPUT_SIZE / size)])
+            sharp[:, 2] += 0.5 * (INPUT_SIZE / size) - 0.5  # keep pixel centres aligned
+            hard = parse_mask(parser, faces.extract(pixels, sharp, INPUT_SIZE), size=size)
             if hard.any():
                 r.mask = faces.soften(hard, PARSER_FEATHER * size)
     return regions, skipped
