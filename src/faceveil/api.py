@@ -529,13 +529,15 @@ def recover(
     batch_size: int = 8,
     progress: Progress | None = None,
     method: str | None = None,
+    residual: bool = True,
 ) -> Recovered:
     """Restore the original faces of an anonymized image with the right key.
 
     The model is reloaded from the reference in the record unless ``model`` says
     where to find it; either way its weights must hash to the recorded value.
-    ``method`` picks the diffusion recovery ("exact-steps" or "plain"; default: the
-    one the file names).
+    ``method`` picks the recovery ("lossless", "exact-steps" or "plain"; default: the
+    one the file names). ``residual=False`` ignores the stored precision residual (to
+    measure the reference method as it was).
 
     Raises:
         WrongKeyError: the key is not the one the file was made with (unless the file
@@ -561,9 +563,10 @@ def recover(
         raise InputError(f"this file supports recovery methods {supported}, not {method!r}")
     notes = list(loaded.notes)
     # Whether the anonymized pixels are still those anonymization wrote (not re-encoded).
-    intact = [face.get("residual", {}).get("window_sha256") == _crop_window_hash(pixels, r)
+    intact = [residual and
+              face.get("residual", {}).get("window_sha256") == _crop_window_hash(pixels, r)
               for r, face in zip(regions, record["faces"])]
-    if any(face.get("residual") for face in record["faces"]) and not all(intact):
+    if residual and any(face.get("residual") for face in record["faces"]) and not all(intact):
         notes.append("the image was re-encoded since anonymization (e.g. JPEG): recovering "
                      "by diffusion from its pixels alone, less exactly")
 
