@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from faceveil import container, faces, images
+from faceveil import container, faces, identity, images
 from faceveil.cli import main
 
 from .tinymodels import make_pixel_model
@@ -70,6 +70,17 @@ def test_photo_anonymize_and_recover_in_place(tmp_path, model64, key, name):
     assert r.exit_code == 0, r.output
     b = np.asarray(Image.open(back))
     assert (b[~union] == a[~union]).all()  # recovery touches only the masks too
+    # Every recovered face is the same person for dlib, and closer than the anonymized one.
+    for face in record["faces"]:
+        x, y, w, h = face["box"]
+        pad = w // 2
+        crop = (slice(max(0, y - pad), y + h + pad), slice(max(0, x - pad), x + w + pad))
+        e0, ea, eb = (identity.embed(np.ascontiguousarray(im[crop]))
+                      for im in (original, a, b))
+        assert e0 is not None and eb is not None
+        assert identity.distance(e0, eb) < 0.6
+        if ea is not None:
+            assert identity.distance(e0, eb) < identity.distance(e0, ea)
 
 
 def test_detect_preview_and_json(tmp_path, model64):
