@@ -73,6 +73,7 @@ class Recovered:
     pixels: np.ndarray
     metadata: dict[str, bytes] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    record: dict = field(default_factory=dict)  # the anonymized file's metadata
 
     def encode(self, fmt: str = "PNG") -> bytes:
         return images.encode_image(self.pixels, fmt, metadata=self.metadata)
@@ -96,7 +97,7 @@ def _load(image: ImageInput) -> images.LoadedImage:
         return image
     if isinstance(image, Image.Image):
         notes: list[str] = []
-        return images.LoadedImage(images._to_rgb(image, notes), {}, notes, image.format)
+        return images.LoadedImage(images.to_rgb(image, notes), {}, notes, image.format)
     if isinstance(image, np.ndarray):
         a = image
         if a.ndim == 2:
@@ -508,12 +509,13 @@ def read_record(image: ImageInput, meta: str | os.PathLike | dict | None = None)
         return container.read_sidecar(meta)
     if isinstance(image, (str, os.PathLike)):
         container.allow_large_chunks()
-        loaded = images.load_image(image)
-        record = container.read_png_record(loaded.text)
+        image = images.load_image(image)
+    if isinstance(image, images.LoadedImage):
+        record = container.read_png_record(image.text)
         if record is not None:
             return record
         raise MetadataError(
-            f"{str(image)!r} has no faceveil metadata (was it re-encoded?); "
+            "the image has no faceveil metadata (was it re-encoded?); "
             "pass the exported metadata with --meta META.json"
         )
     raise MetadataError("no faceveil metadata given for this image")
@@ -545,8 +547,10 @@ def recover(
         MetadataError: missing, corrupt or modified metadata.
         ModelError: the model cannot be found or has different weights.
     """
-    record = read_record(image, meta)
+    if isinstance(image, (str, os.PathLike)):
+        container.allow_large_chunks()
     loaded = _load(image)
+    record = read_record(loaded, meta)
     pixels = loaded.pixels
     size = record["image"]
     if (pixels.shape[1], pixels.shape[0]) != (size.get("width"), size.get("height")):
@@ -592,7 +596,7 @@ def recover(
             restored = {k: container.b64d(v) for k, v in json.loads(blob).items()}
         elif record["key"].get("check") is not None:
             raise MetadataError("the encrypted original metadata does not authenticate")
-    return Recovered(out, restored, notes)
+    return Recovered(out, restored, notes, record)
 
 
 def _diffusion_recover(out, pixels, record, regions, face_records, intact, secret, method,

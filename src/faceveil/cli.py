@@ -321,7 +321,7 @@ def recover(input, output, key_file, passphrase_stdin, model, method, meta, devi
         finally:
             progress.close()
         images.write_atomic(dst, result.encode(fmt))
-        return len(api.read_record(src, meta)["faces"]), result.notes
+        return len(result.record["faces"]), result.notes
 
     _run(Path(input), Path(output), one, quiet, verb="recovered", out_suffix=None)
 

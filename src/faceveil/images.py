@@ -66,7 +66,8 @@ def _open(source: str | os.PathLike | bytes) -> Image.Image:
     return img
 
 
-def _to_rgb(img: Image.Image, notes: list[str]) -> np.ndarray:
+def to_rgb(img: Image.Image, notes: list[str]) -> np.ndarray:
+    """8-bit RGB pixels of any Pillow image; what was converted is added to ``notes``."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         a = np.asarray(img, dtype=np.float64)
         scale = 257.0 if a.max(initial=0) > 255 else 1.0
@@ -104,7 +105,7 @@ def load_image(source: str | os.PathLike | bytes) -> LoadedImage:
         if key != "faceveil":
             metadata[f"text:{key}"] = value.encode("utf-8")
     notes: list[str] = []
-    pixels = _to_rgb(oriented, notes)
+    pixels = to_rgb(oriented, notes)
     return LoadedImage(pixels, metadata, notes, fmt, text)
 
 
