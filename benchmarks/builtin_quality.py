@@ -63,11 +63,12 @@ def tile(image: np.ndarray, region) -> np.ndarray:
     return np.ascontiguousarray(image[y:y + h, x:x + w])
 
 
-def measure(name, image, regions, backbone, steps) -> dict:
+def measure(name, image, regions, backbone, steps, method) -> dict:
     key = keys.KeySource.from_bytes(os.urandom(32))
     wrong = keys.KeySource.from_bytes(os.urandom(32))
     t0 = time.perf_counter()
-    kw = dict(model=backbone, steps=steps, deniable=True)
+    kw = dict(model=backbone, steps=steps, deniable=True, method=method,
+              context="own" if method == "plain" else "masked")
     anon = (api.anonymize(image, key, regions=regions, **kw) if regions is not None
             else api.anonymize(image, key, **kw))
     t1 = time.perf_counter()
@@ -113,12 +114,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--model", default=None)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--method", default="exact-steps", choices=["exact-steps", "plain"],
+                    help="inversion for anonymize and recover (plain: half the model calls)")
     ap.add_argument("--photos", nargs="*", default=["group.jpg", "obama.jpg", "biden.jpg",
                                                     "astronaut.jpg"])
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     backbone = api.get_model(args.model)
-    print(f"model {backbone.model_id} ({backbone.sha256[:12]}), {args.steps} steps")
+    print(f"model {backbone.model_id} ({backbone.sha256[:12]}), {args.steps} steps, "
+          f"method {args.method}")
     if args.samples:
         samples = model_samples(backbone, args.samples)
         reference = synthetic_faces(args.samples)
@@ -131,7 +135,8 @@ def main() -> None:
     for start in range(0, args.faces, 50):  # mosaics of 50 faces keep memory small
         tiles = synthetic_faces(start + min(50, args.faces - start))[start:]
         image, regions = mosaic(tiles, backbone)
-        results.append(measure("synthetic", image, regions, backbone, args.steps))
+        results.append(measure("synthetic", image, regions, backbone, args.steps,
+                               args.method))
     if results:
         merged = {"set": f"synthetic x{args.faces}", "faces": sum(r["faces"] for r in results)}
         for k in results[0]:
@@ -141,7 +146,7 @@ def main() -> None:
         results = [merged]
     for name in args.photos:
         photo = images.load_image(ROOT / "tests" / "data" / name).pixels
-        results.append(measure(name, photo, None, backbone, args.steps))
+        results.append(measure(name, photo, None, backbone, args.steps, args.method))
     keys_ = [k for k in results[0] if k != "set"]
     print("| set | " + " | ".join(keys_[1:]) + " |")
     print("|---" * len(keys_) + "|")
