@@ -443,5 +443,13 @@ def inspect(input, export, force) -> None:
     click.echo(json.dumps(record, indent=2, sort_keys=True))
 
 
+def _register_eval() -> None:
+    from .evaluation import eval_command
+
+    main.add_command(eval_command)
+
+
+_register_eval()
+
 if __name__ == "__main__":
     main()
