@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from recovery_methods import mosaic, synthetic_faces  # noqa: E402
+from recovery_methods import identity_box, mosaic, synthetic_faces  # noqa: E402
 
 from faceveil import api, faces, identity, images, keys  # noqa: E402
 from faceveil.engine import Engine  # noqa: E402
@@ -58,11 +58,6 @@ def model_samples(backbone, n: int, seed: int = 1234) -> list[np.ndarray]:
     return out
 
 
-def tile(image: np.ndarray, region) -> np.ndarray:
-    x, y, w, h = region.box
-    return np.ascontiguousarray(image[y:y + h, x:x + w])
-
-
 def measure(name, image, regions, backbone, steps, method) -> dict:
     key = keys.KeySource.from_bytes(os.urandom(32))
     wrong = keys.KeySource.from_bytes(os.urandom(32))
@@ -77,11 +72,10 @@ def measure(name, image, regions, backbone, steps, method) -> dict:
     other = api.recover(anon.pixels, wrong, meta=anon.record, model=backbone)
     rows = []
     for region in anon.regions:
-        crops = [tile(a, region) if regions is not None else
-                 np.clip(np.rint(faces.extract(a, region.transform, backbone.image_size)),
-                         0, 255).astype(np.uint8)
+        window, box = identity_box(region, backbone)
+        crops = [np.ascontiguousarray(a[window])
                  for a in (image, anon.pixels, back.pixels, other.pixels)]
-        emb = [identity.embed(c) for c in crops]
+        emb = [identity.embed(c, box) for c in crops]
         dist = [None if emb[0] is None or e is None else identity.distance(emb[0], e)
                 for e in emb[1:]]
         inside, window = api._face_window(region, image.shape)

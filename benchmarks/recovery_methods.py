@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
 
 from faceveil import api, faces, identity, images, keys  # noqa: E402
+from faceveil.evaluation.harness import aligned_face_box  # noqa: E402
 from faceveil.evaluation.measures import psnr, ssim  # noqa: E402
 
 # (label, anonymize options, recover options, measure after JPEG). After JPEG the residual
@@ -84,15 +85,27 @@ def count_calls(backbone):
     return calls
 
 
-def face_scores(original: np.ndarray, recovered: np.ndarray, regions, record) -> list[dict]:
+def identity_box(region, backbone) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The window to embed a face in and its box there: the same for every version of
+    the face, so dlib compares them at one place (aligned tiles: where the framing puts
+    the face; photos: the detection box with some margin)."""
+    x, y, w, h = region.box
+    if region.source == "aligned":
+        return (slice(y, y + h), slice(x, x + w)), aligned_face_box(backbone, (h, w))
+    pad = w // 2
+    x0, y0 = max(0, x - pad), max(0, y - pad)
+    return (slice(y0, y + h + pad), slice(x0, x + w + pad)), (x - x0, y - y0, w, h)
+
+
+def face_scores(original: np.ndarray, recovered: np.ndarray, regions, backbone) -> list[dict]:
     """Per face: PSNR/SSIM over the face's hard-mask footprint, dlib same person."""
     out = []
     for region in regions:
         inside, window = api._face_window(region, original.shape)
         a, b = original[window], recovered[window]
-        x, y, w, h = region.box
-        e0 = identity.embed(np.ascontiguousarray(original[y:y + h, x:x + w]))
-        e1 = identity.embed(np.ascontiguousarray(recovered[y:y + h, x:x + w]))
+        crop, box = identity_box(region, backbone)
+        e0 = identity.embed(np.ascontiguousarray(original[crop]), box)
+        e1 = identity.embed(np.ascontiguousarray(recovered[crop]), box)
         same = None if e0 is None or e1 is None else identity.distance(e0, e1) <= 0.6
         out.append({"psnr": psnr(a, b, inside), "ssim": ssim(a, b, inside), "same": same})
     return out
@@ -133,13 +146,13 @@ def run_set(name, image, regions, backbone, key, steps, log, skip=()) -> list[di
                "anonymize_s_per_face": (t1 - t0) / n, "recover_s_per_face": (t2 - t1) / n,
                "bytes_per_face": added,
                "bit_exact": bool(np.array_equal(back.pixels, image)),
-               **summarize(face_scores(image, back.pixels, regs, anon.record))}
+               **summarize(face_scores(image, back.pixels, regs, backbone))}
         for quality in (95, 90) if with_jpeg else ():
             buf = io.BytesIO()
             Image.fromarray(anon.pixels).save(buf, "JPEG", quality=quality)
             jpeg = images.load_image(buf.getvalue()).pixels
             rec = api.recover(jpeg, key, meta=anon.record, model=backbone, **rec_opts)
-            s = summarize(face_scores(image, rec.pixels, regs, anon.record))
+            s = summarize(face_scores(image, rec.pixels, regs, backbone))
             row[f"jpeg{quality}"] = {"psnr_median": s["psnr_median"],
                                      "same_person": s["same_person"], "notes": rec.notes}
         results.append(row)
