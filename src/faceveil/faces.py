@@ -755,12 +755,15 @@ def find_faces(
     return regions, skipped
 
 
-def _framing_box(framing: Framing, crop_size: int) -> Box:
-    """Where a detector box would sit in a crop of this framing: dlib's mean shape lives in
-    box units, so fitting it onto the framing's landmarks places the unit box."""
-    t = similarity_transform(dlib_mean_shape68(), framing.landmarks68 * crop_size)
+def framing_box(framing: Framing, width: int, height: int | None = None) -> Box:
+    """Where a detector box would sit in an aligned crop of this framing, ``width`` x
+    ``height`` pixels: dlib's mean shape lives in box units, so fitting it onto the
+    framing's landmarks places the unit box."""
+    height = width if height is None else height
+    t = similarity_transform(dlib_mean_shape68(), framing.landmarks68)
     (x0, y0), (x1, y1) = apply_transform(t, [[0.0, 0.0], [1.0, 1.0]])
-    return (int(round(x0)), int(round(y0)), int(round(x1 - x0)), int(round(y1 - y0)))
+    return (int(round(x0 * width)), int(round(y0 * height)),
+            max(1, int(round((x1 - x0) * width))), max(1, int(round((y1 - y0) * height))))
 
 
 def aligned_region(
@@ -793,7 +796,7 @@ def aligned_region(
         hard = (m[0, 0].numpy() >= 0.5).astype(np.float32)
         return FaceRegion(box=(0, 0, w, h), transform=transform, crop_size=crop_size,
                           mask=hard, landmarks=None, source="aligned", score=None)
-    lm = _aligned_landmarks(img, _framing_box(framing, crop_size), (sx, sy))
+    lm = _aligned_landmarks(img, framing_box(framing, crop_size), (sx, sy))
     lm_crop = None if lm is None else apply_transform(transform, lm)
     if lm_crop is not None and _fits_framing(lm_crop, framing, crop_size):
         soft, landmarks = facial_mask(lm_crop, crop_size), lm

@@ -235,13 +235,7 @@ def aligned_face_box(backbone: Backbone, shape: Sequence[int]) -> tuple[int, int
     landmarks are compared at one place, whatever a detector makes of each version."""
     framing = (faces.Framing.from_dict(backbone.framing) if backbone.framing
                else faces.Framing.ffhq())
-    size = backbone.image_size
-    t = faces.similarity_transform(faces.dlib_mean_shape68(), framing.landmarks68 * size)
-    (x0, y0), (x1, y1) = faces.apply_transform(t, [[0.0, 0.0], [1.0, 1.0]])
-    h, w = int(shape[0]), int(shape[1])
-    sx, sy = w / size, h / size
-    return (int(round(x0 * sx)), int(round(y0 * sy)), max(1, int(round((x1 - x0) * sx))),
-            max(1, int(round((y1 - y0) * sy))))
+    return faces.framing_box(framing, int(shape[1]), int(shape[0]))
 
 
 def _detections(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
