@@ -374,6 +374,8 @@ def anonymize(
     Raises:
         NoFaceError: when no face is found.
     """
+    if method not in METHODS or context not in CONTEXTS:
+        raise InputError(f"method must be one of {METHODS} and context one of {CONTEXTS}")
     loaded = _load(image)
     pixels = loaded.pixels
     if mask is not None:
@@ -402,8 +404,6 @@ def anonymize(
     latent_masks = [_latent_mask(backbone, r.mask > 0) for r in regions]
     signs = [secret.signs(n, backbone.latent_shape) for n in nonces]
 
-    if method not in METHODS or context not in CONTEXTS:
-        raise InputError(f"method must be one of {METHODS} and context one of {CONTEXTS}")
     engine = Engine(backbone, steps=steps, spacing=spacing, progress=progress)
     size = backbone.image_size
     crops = [faces.extract(pixels, r.transform, size) for r in regions]

@@ -242,9 +242,9 @@ class Engine:
             sa_prev, sb_prev = math.sqrt(s.alphas[i - 1]), math.sqrt(1.0 - s.alphas[i - 1])
             outside = None if context is None else context[i]
 
-            def implied(eps: torch.Tensor, y=y, outside=outside, i=i) -> torch.Tensor:
+            def implied(eps: torch.Tensor, y=y, outside=outside, i=i, sa=sa_prev,
+                        sb=sb_prev) -> torch.Tensor:
                 """The z_i whose step lands on y if the model's noise there were eps."""
-                sa, sb = math.sqrt(s.alphas[i - 1]), math.sqrt(1.0 - s.alphas[i - 1])
                 z_new = ddim_move((y - sb * eps) / sa, eps, s.alphas[i])
                 return z_new if outside is None else torch.where(inside, z_new, outside)
 
