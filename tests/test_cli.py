@@ -9,6 +9,7 @@ from PIL import Image
 
 from faceveil import container, images
 from faceveil.cli import main
+from faceveil.errors import InputError
 
 from .conftest import centre_mask, psnr, smooth_image
 
@@ -61,13 +62,22 @@ def test_deniable_wrong_key_gives_another_face(tmp_path, face_files, pixel_model
     assert record["key"]["check"] is None and record["mac"] is None
     other = tmp_path / "other.key"
     run("keygen", "-o", other)
-    r = run("recover", out, "-o", tmp_path / "w.png", "-k", other, "-q")
+    # Without --deniable an unauthenticated file is refused, with either key.
+    for k in (key, other):
+        r = run("recover", out, "-o", tmp_path / "w.png", "-k", k, "-q")
+        assert r.exit_code == 4 and "--deniable" in r.output
+    # Its model reference (a folder) is not followed from an unauthenticated record.
+    r = run("recover", out, "-o", tmp_path / "w.png", "-k", other, "--deniable", "-q")
+    assert r.exit_code == 5 and "--model" in r.output
+    r = run("recover", out, "-o", tmp_path / "w.png", "-k", other, "--deniable",
+            "-m", pixel_model, "-q")
     assert r.exit_code == 0, r.output
     m = centre_mask()
     original = np.array(Image.open(img))
     wrong = np.array(Image.open(tmp_path / "w.png"))
     assert psnr(wrong[m], original[m]) < 30
-    run("recover", out, "-o", tmp_path / "r.png", "-k", key, "-q")
+    run("recover", out, "-o", tmp_path / "r.png", "-k", key, "--deniable", "-m", pixel_model,
+        "-q")
     assert psnr(np.array(Image.open(tmp_path / "r.png"))[m], original[m]) > 35
 
 
@@ -75,11 +85,14 @@ def test_inspect_prints_one_json_document_without_secrets(anon, face_files):
     r = run("inspect", anon)
     assert r.exit_code == 0
     record = json.loads(r.stdout)  # exactly one JSON document on stdout
-    assert record["format"] == "faceveil" and record["version"] == 1
+    assert record["format"] == "faceveil" and record["version"] == 2
     assert record["sampler"]["steps"] == 20 and len(record["faces"]) == 1
+    assert record["sampler"]["flip"] == "mixed" and record["sampler"]["norm"] == "hidden"
     key_hex = face_files[2].read_text().split()[1]
     assert key_hex not in r.stdout
-    assert container.unpack_mask(record["faces"][0]["mask"]).sum() == centre_mask().sum()
+    # Only what is needed before the key is public; geometry and residual are sealed.
+    face = record["faces"][0]
+    assert set(face) == {"box", "crop_size", "nonce", "window_sha256", "sealed"}
 
 
 def test_jpeg_reencoded_file_recovers_with_exported_metadata(tmp_path, face_files, anon):
@@ -286,11 +299,19 @@ def test_api_round_trip_and_determinism(pixel_model):
 
     key = keys.KeySource.from_bytes(bytes(range(32)))
     x, m = smooth_image(), centre_mask()
-    a1 = api.anonymize(x, key, model=str(pixel_model), mask=m, steps=20, nonces=[b"n" * 16])
-    a2 = api.anonymize(x, key, model=str(pixel_model), mask=m, steps=20, nonces=[b"n" * 16])
-    assert np.array_equal(a1.pixels, a2.pixels)  # same inputs and nonce: identical output
+    fixed = {"nonces": [b"n" * 16], "salt": b"s" * 16}
+    a1 = api.anonymize(x, key, model=str(pixel_model), mask=m, steps=20, **fixed)
+    a2 = api.anonymize(x, key, model=str(pixel_model), mask=m, steps=20, **fixed)
+    assert np.array_equal(a1.pixels, a2.pixels)  # same inputs, salt and nonce: identical
     a3 = api.anonymize(x, key, model=str(pixel_model), mask=m, steps=20)
     assert not np.array_equal(a1.pixels, a3.pixels)  # fresh random nonce: another face
+    # The file salt is bound into every face's key material: the same nonce in another
+    # file (another salt) gives another face.
+    a4 = api.anonymize(x, key, model=str(pixel_model), mask=m, steps=20, nonces=[b"n" * 16])
+    assert not np.array_equal(a1.pixels, a4.pixels)
+    for bad in ([b"short"], [b"n" * 16, b"n" * 16]):
+        with pytest.raises(InputError, match="nonce"):
+            api.anonymize(x, key, model=str(pixel_model), mask=m, steps=2, nonces=bad)
     record = container.record_from_png_bytes(a1.png_bytes())
     assert record == a1.record  # the metadata round-trips through the PNG chunk
     rec = api.recover(a1.pixels, key, meta=record)

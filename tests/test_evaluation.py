@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from faceveil import api, container, keys
-from faceveil.errors import InputError, WrongKeyError
+from faceveil.errors import InputError, MetadataError, WrongKeyError
 from faceveil.evaluation import PSNR_CAP, eval_command, evaluate, harness, measures
 from faceveil.evaluation.report import summary_table
 
@@ -128,21 +128,26 @@ def test_wrong_keys_differ_from_the_key():
     assert one.secret != phrase.secret and one.secret.decode("utf-8")
 
 
-def test_deniable_twin_is_what_deniable_mode_writes(model64):
+def test_stripping_key_check_and_mac_is_refused_not_a_deniable_twin(model64):
+    """A normal record stripped of its key check and MAC (digest recomputed) is a
+    downgrade, not a deniable file: refused by default, and with deniable=True it still
+    cannot reach the sealed geometry."""
     face = gan_face(2)
     key = keys.KeySource.from_bytes(bytes(32))
-    nonce = [bytes(16)]
-    normal = api.anonymize(face, key, model=str(model64), aligned=True, steps=2, nonces=nonce)
-    deniable = api.anonymize(face, key, model=str(model64), aligned=True, steps=2,
-                             nonces=nonce, deniable=True)
-    assert np.array_equal(normal.pixels, deniable.pixels)  # only the record differs
-    twin = harness.deniable_twin(normal.record)
-    container.validate(twin)
-    assert twin["key"]["check"] is None and twin["mac"] is None
+    normal = api.anonymize(face, key, model=str(model64), aligned=True, steps=2)
+    body = {k: v for k, v in normal.record.items() if k not in ("digest", "mac")}
+    stripped = container.finalize({**body, "key": {**body["key"], "check": None}}, None)
+    for deniable in (False, True):
+        with pytest.raises(MetadataError, match="removed"):
+            api.recover(normal.pixels, key, meta=stripped, model=str(model64),
+                        deniable=deniable)
     wrong = keys.KeySource.from_bytes(bytes([1] * 32))
     with pytest.raises(WrongKeyError):
         api.recover(normal.pixels, wrong, meta=normal.record, model=str(model64))
-    out = api.recover(normal.pixels, wrong, meta=twin, model=str(model64))
+    deniable = api.anonymize(face, key, model=str(model64), aligned=True, steps=2,
+                             deniable=True)
+    out = api.recover(deniable.pixels, wrong, meta=deniable.record, model=str(model64),
+                      deniable=True)
     assert out.pixels.shape == face.shape
 
 
@@ -218,8 +223,8 @@ def test_metrics_are_consistent(run):
     assert r["mae"]["face"]["mean"] < a["mae"]["face"]["mean"]
     assert r["dlib"]["distance"]["mean"] < a["dlib"]["distance"]["mean"]
     for kind in ("random", "one_bit"):
-        # A normal file refuses every wrong key; on its deniable twin a wrong key gives a
-        # face that is not the person.
+        # A normal file refuses every wrong key; on a deniable anonymization of the same
+        # faces a wrong key gives a face that is not the person.
         assert w[kind]["refused"] == {"refused": 3, "attempts": 3, "rate": 1.0}
         assert w[kind]["dlib"]["match_rate"] == 0.0
         assert w[kind]["dlib"]["distance"]["min"] > 0.6

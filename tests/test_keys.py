@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from faceveil import keys
-from faceveil.errors import KeyMaterialError
+from faceveil.errors import KeyMaterialError, WrongKeyError
 
 FAST_KDF = {"name": "argon2id", "iterations": 1, "lanes": 1, "memory_kib": 64}
 
@@ -116,10 +116,14 @@ def test_passphrase_resolution_uses_salt_and_kdf():
     assert not k1.matches(other.check_value())
 
 
-def test_passphrase_cannot_open_key_file_params():
+def test_wrong_kind_of_key_is_a_wrong_key_both_ways():
+    # The same mistake in both directions gives the same error (exit 3).
     params = keys.KeySource.from_bytes(os.urandom(32)).new_params()
-    with pytest.raises(KeyMaterialError, match="key file"):
+    with pytest.raises(WrongKeyError, match="key file"):
         keys.KeySource.from_passphrase("pw").resolve(params)
+    params = keys.KeySource.from_passphrase("pw").new_params(FAST_KDF)
+    with pytest.raises(WrongKeyError, match="passphrase"):
+        keys.KeySource.from_bytes(os.urandom(32)).resolve(params)
 
 
 def test_empty_passphrase_rejected():

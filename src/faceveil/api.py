@@ -1,9 +1,9 @@
 """The Python API: anonymize, recover and inspect images. The CLI is a thin skin on it.
 
 Anonymize, as data: image -> faces (crops, masks, transforms) -> keys (one nonce and
-one sign tensor per face) -> engine (one batched pass) -> faces (blend back) ->
+one key operation per face) -> engine (one batched pass) -> faces (blend back) ->
 container (metadata record) -> PNG. Recover runs the same arrows backwards from the
-record stored in the file.
+record stored in the file, opened with the key by :func:`faceveil.container.open_record`.
 
 Example::
 
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
-import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -31,16 +31,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import __version__, container, faces, images
+from . import __version__, container, faces, images, mixing
+from .container import FaceData, OpenedRecord
 from .engine import CONTEXTS, METHODS, Engine, Progress
-from .errors import InputError, MetadataError, ModelError, NoFaceError, WrongKeyError
+from .engine import flip as sign_flip
+from .errors import FaceveilError, InputError, MetadataError, ModelError, NoFaceError
 from .keys import NONCE_BYTES, KeySource, SecretKey
 from .models import PRESETS, Backbone, load_model
 
 ImageInput = str | os.PathLike | np.ndarray | Image.Image
 RECOVERY_METHODS = METHODS  # "plain" (the paper's one-pass inversion), "exact-steps"
 DEFAULT_METHOD = "exact-steps"
+FLIPS = ("mixed", "signs")
+DEFAULT_FLIP = "mixed"
 PARSER_FEATHER = 0.04  # soft edge of parser masks, as a fraction of the crop side
+# An exact-steps face whose worst step still misses by more than this (latent units)
+# did not converge: its recovery will be visibly less exact, so the user is told.
+UNCONVERGED = 0.02
 
 
 @dataclass
@@ -68,12 +75,17 @@ class Anonymized:
 
 @dataclass
 class Recovered:
-    """A recovered image and the original metadata (EXIF, ...) restored with it."""
+    """A recovered image and the original metadata (EXIF, ...) restored with it.
+
+    ``faces`` holds what the record says of each face once opened with the key
+    (geometry, masks), for callers that measure the result.
+    """
 
     pixels: np.ndarray
     metadata: dict[str, bytes] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     record: dict = field(default_factory=dict)  # the anonymized file's metadata
+    faces: list[FaceData] = field(default_factory=list)
 
     def encode(self, fmt: str = "PNG") -> bytes:
         return images.encode_image(self.pixels, fmt, metadata=self.metadata)
@@ -105,6 +117,8 @@ def _load(image: ImageInput) -> images.LoadedImage:
         if a.ndim != 3 or a.shape[2] not in (3, 4) or a.dtype != np.uint8:
             raise InputError("an image array must be uint8 with shape (H, W, 3)")
         return images.LoadedImage(np.ascontiguousarray(a[:, :, :3]))
+    if isinstance(image, (str, os.PathLike)):
+        container.allow_large_chunks()
     return images.load_image(image)
 
 
@@ -141,77 +155,93 @@ def _framing(backbone: Backbone) -> faces.Framing:
     return faces.Framing.ffhq()
 
 
+KeyOp = Callable[[torch.Tensor, torch.Tensor, range], torch.Tensor]
+"""A batch's key operation: (z_T, latent mask, which faces) -> the keyed z_T."""
+
+
 def _run_engine(
     backbone: Backbone,
     engine: Engine,
     crops: Sequence[np.ndarray],
-    regions: Sequence[faces.FaceRegion],
-    signs: Sequence[np.ndarray],
     latent_masks: Sequence[np.ndarray],
+    key_op: KeyOp,
     batch_size: int,
     method: str,
     context: str,
-) -> list[np.ndarray]:
+) -> tuple[list[np.ndarray], list[float]]:
     """Run face crops (float, [0, 255]) through the engine in batches; return the new
-    crops, changed only inside the pixel footprint of each latent mask.
+    crops, changed only inside the pixel footprint of each latent mask, and each face's
+    worst exact-inversion residual (0 for the plain method).
 
     The footprint, not the (smaller) hard pixel mask: for a pixel model the decoded
     latent is then exactly the crop, so recovery can invert it exactly. Pasting into the
     photo with the facial mask as alpha keeps everything outside the mask unchanged."""
     out: list[np.ndarray] = []
-    for start in range(0, len(regions), batch_size):
-        part = range(start, min(start + batch_size, len(regions)))
+    residuals: list[float] = []
+    for start in range(0, len(crops), batch_size):
+        part = range(start, min(start + batch_size, len(crops)))
         batch = np.stack([crops[i] for i in part])
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         z0 = backbone.encode(x)
-        k = torch.from_numpy(np.stack([signs[i] for i in part])).to(z0.device)
         m = torch.from_numpy(np.stack([latent_masks[i] for i in part]))[:, None].to(z0.device)
-        z = engine.transform(z0, k, m, method=method, context=context)
+        z = engine.transform(z0, lambda zt, m=m, part=part: key_op(zt, m, part), m,
+                             method=method, context=context)
+        residuals += (engine.residuals.tolist() if method == "exact-steps"
+                      else [0.0] * len(part))
         x_new = backbone.decode(z).float().cpu()
         new = ((x_new + 1.0) * 127.5).permute(0, 2, 3, 1).numpy()
         scale = backbone.scale_factor
         for j, i in enumerate(part):
             cells = np.kron(latent_masks[i], np.ones((scale, scale), bool)).astype(bool)
             out.append(np.where(cells[:, :, None], new[j], batch[j]).astype(np.float32))
-    return out
+    return out, residuals
 
 
-# The precision residual: what 8-bit rounding, clipping to [0, 255] and resampling did to
-# each anonymized crop, stored in 1/RESIDUAL_SCALE pixel steps. Recovery adds it back to
-# the crop it extracts, so the engine inverts exactly the latent anonymization produced.
-# It is a function of the anonymized face alone (like a 16-bit copy of the output) and
-# says nothing about the original face beyond what the anonymized image does.
-RESIDUAL_SCALE = 64
+def _convergence_notes(residuals: Sequence[float], verb: str) -> list[str]:
+    return [f"face {i}: exact inversion did not converge (worst step error {r:.3g}); its "
+            f"{verb} will be less exact than usual" for i, r in enumerate(residuals)
+            if r > UNCONVERGED]
 
 
-def _crop_window_hash(pixels: np.ndarray, region: faces.FaceRegion) -> str:
+def _crop_window_hash(pixels: np.ndarray, transform: np.ndarray, crop_size: int) -> str:
     """SHA-256 of the photo pixels a face's crop is sampled from (detects re-encoding)."""
-    ones = np.ones((region.crop_size, region.crop_size), np.float32)
-    _, (rows, cols) = faces.footprint(ones, region.transform, pixels.shape)
+    ones = np.ones((crop_size, crop_size), np.float32)
+    _, (rows, cols) = faces.footprint(ones, transform, pixels.shape)
     window = np.ascontiguousarray(pixels[rows, cols])
     return hashlib.sha256(window.tobytes() + repr(window.shape).encode()).hexdigest()
 
 
-def _residual_record(new_crop: np.ndarray, pixels: np.ndarray, region: faces.FaceRegion) -> dict:
+def _residual(new_crop: np.ndarray, pixels: np.ndarray, region: faces.FaceRegion) -> np.ndarray:
+    """The precision residual: what 8-bit rounding, clipping to [0, 255] and resampling
+    did to an anonymized crop, in steps of 1/RESIDUAL_SCALE pixel (int16). Recovery adds
+    it back to the crop it extracts, so the engine inverts exactly the latent that
+    anonymization produced."""
     diff = new_crop - faces.extract(pixels, region.transform, region.crop_size)
-    q = np.clip(np.rint(diff * RESIDUAL_SCALE), -32768, 32767).astype("<i2")
-    return {
-        "scale": RESIDUAL_SCALE,
-        "window_sha256": _crop_window_hash(pixels, region),
-        "data": container.b64e(zlib.compress(q.tobytes(), 9)),
-    }
+    return np.clip(np.rint(diff * container.RESIDUAL_SCALE), -32768, 32767).astype(np.int16)
 
 
-def _apply_residual(crop: np.ndarray, record: dict | None) -> np.ndarray:
-    """The crop corrected by its stored residual (only valid on unmodified pixels)."""
-    if not record:
-        return crop
-    try:
-        q = np.frombuffer(zlib.decompress(container.b64d(record["data"], "residual")), "<i2")
-        q = q.reshape(crop.shape).astype(np.float32)
-    except (KeyError, ValueError, zlib.error):
-        raise MetadataError("faceveil metadata is corrupt (a precision residual)") from None
-    return crop + q / float(record["scale"])
+def _erode(mask: np.ndarray, r: int, outside: bool) -> np.ndarray:
+    """Pixels whose whole (2r+1)^2 neighbourhood is in ``mask`` (``outside``: the value
+    assumed beyond the crop's border)."""
+    pad = np.pad(mask.astype(np.int32), r + 1, constant_values=int(outside))
+    c = pad.cumsum(0).cumsum(1)
+    k = 2 * r + 1
+    total = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+    return total[: mask.shape[0], : mask.shape[1]] == k * k
+
+
+def public_residual(q: np.ndarray, region: faces.FaceRegion) -> np.ndarray:
+    """A residual fit to publish (deniable files): cleared wherever the facial mask blends
+    the anonymized face with the original. There the published pixel is
+    ``a * new + (1 - a) * original``, and the residual holds ``new - published``, which
+    together would give the original back. Kept only where the mask is exactly 1 (the
+    pixel is pure anonymized face) or exactly 0 (the pixel is the unchanged, public
+    outside), with a margin for resampling between crop and photo."""
+    soft = np.asarray(region.mask, dtype=np.float64)
+    scale = math.sqrt(abs(np.linalg.det(np.asarray(region.transform)[:, :2])))
+    r = int(math.ceil(scale)) + 2
+    safe = _erode(soft >= 1.0, r, False) | _erode(soft <= 0.0, r, True)
+    return np.where(safe[:, :, None], q, 0).astype(np.int16)
 
 
 def _face_window(region: faces.FaceRegion, shape) -> tuple[np.ndarray, tuple[slice, slice]]:
@@ -221,50 +251,69 @@ def _face_window(region: faces.FaceRegion, shape) -> tuple[np.ndarray, tuple[sli
     return warped > 0, window
 
 
-def _lossless_record(original: np.ndarray, region: faces.FaceRegion, secret: SecretKey,
-                     nonce: bytes) -> dict:
-    """The original pixels under a face's footprint, PNG-compressed and sealed under a
-    key derived from the secret key and the face's nonce."""
+def _lossless_png(original: np.ndarray, region: faces.FaceRegion) -> bytes:
+    """The original pixels under a face's footprint, PNG-compressed (sealed later)."""
     inside, window = _face_window(region, original.shape)
     patch = np.where(inside[:, :, None], original[window], 0).astype(np.uint8)
-    png = images.encode_image(patch, "PNG")
-    return {"data": container.b64e(secret.seal("lossless", png, nonce=nonce)), "bytes": len(png)}
+    return images.encode_image(patch, "PNG")
 
 
-def _lossless_restore(out: np.ndarray, region: faces.FaceRegion, face: dict, secret: SecretKey,
-                      strict: bool) -> bool:
-    """Put a face's original pixels back from its sealed copy; False if it does not open
-    (a wrong key in deniable mode). Raises when it should open and does not."""
-    png = secret.open("lossless", container.b64d(face["lossless"]["data"], "lossless data"),
-                      nonce=container.b64d(face["nonce"], "nonce"))
-    if png is None:
-        if strict:
-            raise MetadataError("the lossless data does not authenticate (tampered)")
-        return False
+def _lossless_restore(out: np.ndarray, region: faces.FaceRegion, png: bytes) -> None:
+    """Put a face's original pixels back from its (unsealed) copy."""
     inside, window = _face_window(region, out.shape)
-    patch = images.load_image(png).pixels
+    try:
+        patch = images.load_image(png).pixels
+    except InputError:
+        raise MetadataError("the lossless data of a face is corrupt") from None
     if patch.shape[:2] != inside.shape:
         raise MetadataError("the lossless data does not fit its face (corrupt metadata)")
     region_pixels = out[window]
     region_pixels[inside] = patch[inside]
-    return True
-
-
-def _face_record(region: faces.FaceRegion, nonce: bytes, latent_mask: np.ndarray) -> dict:
-    return {
-        "box": [int(v) for v in region.box],
-        "transform": np.asarray(region.transform, dtype=float).round(10).tolist(),
-        "crop_size": int(region.crop_size),
-        "source": region.source,
-        "nonce": container.b64e(nonce),
-        "mask": container.pack_mask(region.mask > 0),
-        "latent_mask": container.pack_mask(latent_mask),
-    }
 
 
 def _latent_mask(backbone: Backbone, hard: np.ndarray) -> np.ndarray:
     m = backbone.latent_mask(torch.from_numpy(hard)[None, None])
     return m[0, 0].cpu().numpy().astype(bool)
+
+
+def _masked_count(backbone: Backbone, latent_mask: np.ndarray) -> int:
+    return int(latent_mask.sum()) * backbone.latent_channels
+
+
+def _key_op(backbone: Backbone, face_keys: Sequence[FaceData], version: int, flip_kind: str,
+            *, targets: Sequence[float | None] | None = None,
+            radii: list[float | None] | None = None, secret: SecretKey | None = None) -> KeyOp:
+    """The key operation on z_T for the faces of a record.
+
+    Version 2 "mixed": each face's keyed orthogonal flip (:mod:`faceveil.mixing`);
+    anonymization passes ``targets`` (the fixed radius each face's noise is rescaled
+    to, or None) and receives the original norms in ``radii``; recovery passes the
+    sealed norms in ``radii``. Version 2 "signs": the paper's flip with per-face signs.
+    Version 1: the paper's flip with version 1 signs (``secret`` needed).
+    """
+    shape = backbone.latent_shape
+
+    def signs_for(f: FaceData) -> np.ndarray:
+        if version == 1:
+            return secret.signs(f.nonce, shape)
+        return f.key.signs(int(np.prod(shape))).reshape(shape)
+
+    def op(z: torch.Tensor, mask: torch.Tensor, part: range) -> torch.Tensor:
+        if version == 1 or flip_kind == "signs":
+            k = torch.from_numpy(np.stack([signs_for(face_keys[i]) for i in part]))
+            return sign_flip(z, k.to(z.device), mask)
+        params = [face_keys[i].key.mixing(_masked_count(backbone, face_keys[i].latent_mask))
+                  for i in part]
+        if targets is not None:  # anonymize
+            new, norms = mixing.apply(z, mask, params, hide=[targets[i] for i in part])
+            if radii is not None:
+                for i, n in zip(part, norms, strict=True):
+                    radii[i] = n
+            return new
+        restore = None if radii is None else [radii[i] for i in part]
+        return mixing.apply(z, mask, params, restore=restore)[0]
+
+    return op
 
 
 # ---------------------------------------------------------------------------
@@ -327,6 +376,31 @@ def resolution_notes(regions: Sequence[faces.FaceRegion], backbone: Backbone) ->
     return notes
 
 
+@dataclass
+class _Job:
+    """One image on its way through anonymization."""
+
+    loaded: images.LoadedImage
+    regions: list[faces.FaceRegion]
+    skipped: list[dict]
+    mask: np.ndarray | None
+    nonces: list[bytes]
+    params: dict
+    secret: SecretKey
+    first: int = 0  # index of its first face in the batch of all faces
+
+
+def _check_nonces(nonces: Sequence[bytes], count: int) -> list[bytes]:
+    nonces = [bytes(n) for n in nonces]
+    if len(nonces) != count:
+        raise InputError(f"one nonce per face is needed ({count} faces, {len(nonces)} nonces)")
+    if any(len(n) != NONCE_BYTES for n in nonces):
+        raise InputError(f"face nonces must be {NONCE_BYTES} random bytes each")
+    if len(set(nonces)) != len(nonces):
+        raise InputError("two faces were given the same nonce; nonces must never repeat")
+    return nonces
+
+
 def anonymize(
     image: ImageInput,
     key: KeySource,
@@ -346,6 +420,8 @@ def anonymize(
     method: str = DEFAULT_METHOD,
     context: str = "masked",
     lossless: bool = False,
+    flip: str = DEFAULT_FLIP,
+    salt: bytes | None = None,
     **find_kwargs,
 ) -> Anonymized:
     """Replace every face in ``image`` with another identity, reversibly under ``key``.
@@ -359,9 +435,14 @@ def anonymize(
         mask: boolean (H, W) mask of what to replace (white = replace); implies aligned.
         regions: explicit face regions (skips detection entirely).
         steps, spacing: DDIM settings.
-        deniable: store no key-check value, so a wrong key silently yields a face.
+        deniable: store no key check and no MAC, so a wrong key silently yields another
+            face; such a file holds nothing authenticated (no lossless copy, no original
+            metadata, geometry and norm in clear: see SECURITY.md).
         kdf: Argon2id parameters for passphrases (default: 64 MiB, 3 passes).
-        nonces: per-face nonces (random by default; fixed ones make runs repeatable).
+        nonces: per-face nonces, 16 bytes each and all different (random by default;
+            fixed ones, with a fixed ``salt``, make runs repeatable).
+        salt: the file's 16-byte key salt (random by default). Every face's key material
+            depends on it, so never give the same salt and nonces to two images.
         method: how the face is inverted to noise: "exact-steps" (each DDIM step solved
             exactly, so recovery can be near-exact) or "plain" (the paper's one pass).
         context: what is re-injected outside the mask while denoising: "masked" (a
@@ -369,14 +450,127 @@ def anonymize(
             original image's trajectory, which recovery can only approximate).
         lossless: also store each face's original pixels, compressed and sealed under the
             key, so recovery with the key is bit-exact at full resolution.
+        flip: the key operation: "mixed" (signs flipped in a keyed orthogonal basis, with
+            the noise norm hidden: resists linking; the default) or "signs" (the
+            paper's sign flip, kept for comparison).
         find_kwargs: detection options (``boxes``, ``exclude``, ``detector``, ``min_face``).
 
     Raises:
         NoFaceError: when no face is found.
     """
+    result = anonymize_many([image], key, model=model, aligned=aligned, mask=mask,
+                            regions=regions, steps=steps, spacing=spacing, deniable=deniable,
+                            kdf=kdf, device=device, batch_size=batch_size, progress=progress,
+                            nonces=nonces, method=method, context=context, lossless=lossless,
+                            flip=flip, salt=salt, **find_kwargs)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def anonymize_many(
+    sources: Sequence[ImageInput],
+    key: KeySource,
+    *,
+    model: Backbone | str | None = None,
+    aligned: bool = False,
+    mask: np.ndarray | None = None,
+    regions: Sequence[faces.FaceRegion] | None = None,
+    steps: int = 50,
+    spacing: str = "leading",
+    deniable: bool = False,
+    kdf: dict | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+    nonces: Sequence[bytes] | None = None,
+    method: str = DEFAULT_METHOD,
+    context: str = "masked",
+    lossless: bool = False,
+    flip: str = DEFAULT_FLIP,
+    salt: bytes | None = None,
+    **find_kwargs,
+) -> list[Anonymized | FaceveilError]:
+    """:func:`anonymize` for several images, their faces batched together for the model
+    (a folder of small photos fills the batches). Options are those of
+    :func:`anonymize` and apply to every image (``mask``, ``regions``, ``nonces`` and
+    ``salt`` only make sense for one image). Each image gets its own salt and nonces.
+
+    Returns:
+        One entry per source: its :class:`Anonymized`, or the :class:`FaceveilError`
+        that stopped it (a bad file, no face), so one bad image does not stop the rest.
+    """
     if method not in METHODS or context not in CONTEXTS:
         raise InputError(f"method must be one of {METHODS} and context one of {CONTEXTS}")
-    loaded = _load(image)
+    if flip not in FLIPS:
+        raise InputError(f"flip must be one of {FLIPS}, not {flip!r}")
+    if deniable and lossless:
+        raise InputError("--lossless cannot be deniable: the sealed original pixels would "
+                         "tell a wrong key from the right one; choose one of them")
+    if len(sources) > 1 and any(v is not None for v in (mask, regions, nonces, salt)):
+        raise InputError("mask, regions, nonces and salt apply to one image at a time")
+    backbone = get_model(model, device)
+    jobs: list[_Job | FaceveilError] = []
+    for source in sources:
+        try:
+            jobs.append(_prepare(source, key, backbone, aligned=aligned, mask=mask,
+                                 regions=regions, nonces=nonces, deniable=deniable, kdf=kdf,
+                                 salt=salt, **find_kwargs))
+        except FaceveilError as e:
+            jobs.append(e)
+    ready = [j for j in jobs if isinstance(j, _Job)]
+    all_faces: list[FaceData] = []
+    regions_all: list[faces.FaceRegion] = []
+    crops: list[np.ndarray] = []
+    size = backbone.image_size
+    for job in ready:
+        job.first = len(all_faces)
+        for region, nonce in zip(job.regions, job.nonces, strict=True):
+            latent = _latent_mask(backbone, region.mask > 0)
+            all_faces.append(FaceData(
+                box=tuple(int(v) for v in region.box), crop_size=int(region.crop_size),
+                nonce=nonce, transform=np.asarray(region.transform, dtype=np.float64),
+                mask=region.mask > 0, latent_mask=latent, source=region.source,
+                key=job.secret.face(nonce)))
+            regions_all.append(region)
+            crops.append(faces.extract(job.loaded.pixels, region.transform, size))
+
+    hide = flip == "mixed" and not deniable
+    rms = float(backbone.extra.get("inversion_rms", 1.0)) if backbone.extra else 1.0
+    targets = [mixing.target_radius(_masked_count(backbone, f.latent_mask), rms) if hide
+               else None for f in all_faces]
+    radii: list[float | None] = [None] * len(all_faces)
+    engine = Engine(backbone, steps=steps, spacing=spacing, progress=progress)
+    op = _key_op(backbone, all_faces, 2, flip, targets=targets, radii=radii)
+    new_crops, residuals = _run_engine(backbone, engine, crops,
+                                       [f.latent_mask for f in all_faces], op, batch_size,
+                                       method, context)
+
+    sampler = {
+        "name": "ddim", "eta": 0, "steps": steps, "spacing": spacing,
+        "timesteps": list(engine.schedule.timesteps), "inversion": method, "context": context,
+        "flip": flip, "norm": "hidden" if hide else "kept",
+        "recovery_methods": (["lossless"] if lossless else []) + list(RECOVERY_METHODS),
+        "default_recovery": "lossless" if lossless else method,
+    }
+    results: list[Anonymized | FaceveilError] = []
+    for job in jobs:
+        if not isinstance(job, _Job):
+            results.append(job)
+            continue
+        span = range(job.first, job.first + len(job.regions))
+        results.append(_finish(job, backbone, sampler, [all_faces[i] for i in span],
+                               [new_crops[i] for i in span], [radii[i] for i in span],
+                               [residuals[i] for i in span], deniable, lossless))
+    return results
+
+
+def _prepare(source: ImageInput, key: KeySource, backbone: Backbone, *, aligned: bool,
+             mask: np.ndarray | None, regions: Sequence[faces.FaceRegion] | None,
+             nonces: Sequence[bytes] | None, deniable: bool, kdf: dict | None,
+             salt: bytes | None = None, **find_kwargs) -> _Job:
+    """Decode an image, find its faces and resolve its key (a fresh salt per file)."""
+    loaded = _load(source)
     pixels = loaded.pixels
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
@@ -385,7 +579,6 @@ def anonymize(
                 f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                 f"{pixels.shape[1]}x{pixels.shape[0]}; they must be the same size"
             )
-    backbone = get_model(model, device)
     skipped: list[dict] = []
     if regions is None:
         regions, skipped = find_regions(pixels, backbone, aligned=aligned, mask=mask,
@@ -393,68 +586,65 @@ def anonymize(
     regions = list(regions)
     if not regions:
         raise NoFaceError("no face found" + (f" ({len(skipped)} too small)" if skipped else ""))
-
+    if deniable and "text:faceveil" in loaded.metadata:
+        raise InputError("this image is itself an anonymized faceveil file; its inner record "
+                         "cannot be kept in a deniable file (recover it first, or anonymize "
+                         "it without --deniable)")
+    nonces = _check_nonces(nonces if nonces is not None else
+                           [secrets.token_bytes(NONCE_BYTES) for _ in regions], len(regions))
     params = key.new_params(kdf)
-    secret = key.resolve(params)
-    nonces = list(nonces) if nonces is not None else [
-        secrets.token_bytes(NONCE_BYTES) for _ in regions
-    ]
-    if len(nonces) != len(regions):
-        raise ValueError("one nonce per face is needed")
-    latent_masks = [_latent_mask(backbone, r.mask > 0) for r in regions]
-    signs = [secret.signs(n, backbone.latent_shape) for n in nonces]
+    if salt is not None:
+        if len(salt) != len(params["salt"]):
+            raise InputError(f"a salt must be {len(params['salt'])} bytes")
+        params["salt"] = bytes(salt)
+    return _Job(loaded, regions, skipped, mask, nonces, params, key.resolve(params))
 
-    engine = Engine(backbone, steps=steps, spacing=spacing, progress=progress)
-    size = backbone.image_size
-    crops = [faces.extract(pixels, r.transform, size) for r in regions]
-    new_crops = _run_engine(backbone, engine, crops, regions, signs, latent_masks, batch_size,
-                            method, context)
+
+def _finish(job: _Job, backbone: Backbone, sampler: dict, face_data: list[FaceData],
+            new_crops: list[np.ndarray], radii: list[float | None], residuals: list[float],
+            deniable: bool, lossless: bool) -> Anonymized:
+    """Paste one image's new faces and build its record."""
+    pixels = job.loaded.pixels
     out = pixels
-    for region, crop in zip(regions, new_crops):
+    for region, crop in zip(job.regions, new_crops, strict=True):
         out = faces.paste(out, crop, region.transform, region.mask)
-    if mask is not None:  # black in the user's mask means "keep", exactly
-        out = np.where(mask[:, :, None], out, pixels)
-    residuals = [_residual_record(c, out, r) for c, r in zip(new_crops, regions)]
-    extras = [{"residual": res} for res in residuals]
-    if lossless:
-        for extra, region, nonce in zip(extras, regions, nonces):
-            extra["lossless"] = _lossless_record(pixels, region, secret, nonce)
-
-    sealed = None
-    if loaded.metadata:
-        blob = json.dumps({k: container.b64e(v) for k, v in loaded.metadata.items()}).encode()
-        sealed = container.b64e(secret.seal("original-metadata", blob))
+    if job.mask is not None:  # black in the user's mask means "keep", exactly
+        out = np.where(job.mask[:, :, None], out, pixels)
+    notes = list(job.loaded.notes)
+    for f, region, crop, radius in zip(face_data, job.regions, new_crops, radii, strict=True):
+        q = _residual(crop, out, region)
+        f.residual = public_residual(q, region) if deniable else q
+        f.window_sha256 = _crop_window_hash(out, region.transform, region.crop_size)
+        f.radius = radius
+        if lossless:
+            f.lossless = _lossless_png(pixels, region)
+    metadata = job.loaded.metadata
+    if deniable and metadata:
+        notes.append("deniable mode: the input's own metadata (" + ", ".join(sorted(metadata))
+                     + ") was removed and not kept, since nothing in a deniable file may "
+                     "authenticate")
     record = {
         "format": container.FORMAT,
         "version": container.VERSION,
         "created_by": f"faceveil {__version__}",
         "model": backbone.describe(),
-        "sampler": {
-            "name": "ddim",
-            "eta": 0,
-            "steps": steps,
-            "spacing": spacing,
-            "timesteps": list(engine.schedule.timesteps),
-            "inversion": method,
-            "context": context,
-            "recovery_methods": (["lossless"] if lossless else []) + list(RECOVERY_METHODS),
-            "default_recovery": "lossless" if lossless else method,
-        },
+        "sampler": sampler,
         "key": {
-            "type": params["type"],
-            "salt": container.b64e(params["salt"]),
-            "kdf": params.get("kdf"),
-            "check": None if deniable else container.b64e(secret.check_value()),
+            "type": job.params["type"],
+            "salt": container.b64e(job.params["salt"]),
+            "kdf": job.params.get("kdf"),
+            "check": None if deniable else container.b64e(job.secret.check_value()),
         },
         "image": {"width": int(pixels.shape[1]), "height": int(pixels.shape[0])},
-        "faces": [{**_face_record(r, n, m), **extra}
-                  for r, n, m, extra in zip(regions, nonces, latent_masks, extras)],
-        "original_metadata": sealed,
+        "faces": [container.face_entry(f, job.secret, deniable) for f in face_data],
+        "original_metadata": None if deniable else container.seal_metadata(job.secret,
+                                                                            metadata),
     }
-    mac = None if deniable else secret.mac(container.canonical_bytes(record))
+    mac = None if deniable else job.secret.mac(container.canonical_bytes(record))
     record = container.finalize(record, mac)
-    notes = loaded.notes + resolution_notes(regions, backbone)
-    return Anonymized(out, record, regions, skipped, notes)
+    notes += resolution_notes(job.regions, backbone)
+    notes += _convergence_notes(residuals, "recovery")
+    return Anonymized(out, record, job.regions, job.skipped, notes)
 
 
 # ---------------------------------------------------------------------------
@@ -462,62 +652,18 @@ def anonymize(
 # ---------------------------------------------------------------------------
 
 
-def _unlock(record: dict, key: KeySource) -> SecretKey:
-    """Resolve the key for a record and check it; wrong keys fail unless deniable."""
-    info = record["key"]
-    try:
-        params = {"type": info["type"], "salt": container.b64d(info["salt"], "salt"),
-                  "kdf": info.get("kdf")}
-    except (KeyError, TypeError):
-        raise MetadataError("faceveil metadata is corrupt (key parameters)") from None
-    if params["type"] == "passphrase" and key.kind == "file":
-        raise WrongKeyError("wrong key: this file was anonymized with a passphrase, not a key file")
-    secret = key.resolve(params)
-    if info.get("check") is not None:
-        if not secret.matches(container.b64d(info["check"], "key check")):
-            raise WrongKeyError("wrong key: this file was anonymized with a different key")
-        mac = record.get("mac")
-        expected = secret.mac(container.canonical_bytes(record))
-        if mac is None or not secrets.compare_digest(container.b64d(mac, "mac"), expected):
-            raise MetadataError("faceveil metadata was modified after anonymization (MAC mismatch)")
-    return secret
-
-
-def _regions_from_record(record: dict) -> list[faces.FaceRegion]:
-    regions = []
-    for i, face in enumerate(record["faces"]):
-        try:
-            hard = container.unpack_mask(face["mask"])
-            transform = np.asarray(face["transform"], dtype=np.float64)
-            if transform.shape != (2, 3) or hard.shape != (face["crop_size"],) * 2:
-                raise ValueError
-            regions.append(faces.FaceRegion(
-                box=tuple(face["box"]), transform=transform, crop_size=int(face["crop_size"]),
-                mask=hard.astype(np.float32), landmarks=None, source=face.get("source", "file"),
-                score=None,
-            ))
-        except (KeyError, TypeError, ValueError):
-            raise MetadataError(f"faceveil metadata is corrupt (face {i})") from None
-    return regions
+def _region(f: FaceData) -> faces.FaceRegion:
+    return faces.FaceRegion(box=f.box, transform=f.transform, crop_size=f.crop_size,
+                            mask=f.mask.astype(np.float32), landmarks=None, source=f.source,
+                            score=None)
 
 
 def read_record(image: ImageInput, meta: str | os.PathLike | dict | None = None) -> dict:
     """The metadata record for an anonymized image: from ``meta`` or the PNG chunk."""
-    if isinstance(meta, dict):
-        return container.validate(meta)
     if meta is not None:
-        return container.read_sidecar(meta)
-    if isinstance(image, (str, os.PathLike)):
-        container.allow_large_chunks()
-        image = images.load_image(image)
-    if isinstance(image, images.LoadedImage):
-        record = container.read_png_record(image.text)
-        if record is not None:
-            return record
-        raise MetadataError(
-            "the image has no faceveil metadata (was it re-encoded?); "
-            "pass the exported metadata with --meta META.json"
-        )
+        return container.read_record(None, meta)
+    if isinstance(image, (str, os.PathLike, images.LoadedImage)):
+        return container.read_record(_load(image).text)
     raise MetadataError("no faceveil metadata given for this image")
 
 
@@ -532,6 +678,7 @@ def recover(
     progress: Progress | None = None,
     method: str | None = None,
     residual: bool = True,
+    deniable: bool = False,
 ) -> Recovered:
     """Restore the original faces of an anonymized image with the right key.
 
@@ -539,111 +686,139 @@ def recover(
     where to find it; either way its weights must hash to the recorded value.
     ``method`` picks the recovery ("lossless", "exact-steps" or "plain"; default: the
     one the file names). ``residual=False`` ignores the stored precision residual (to
-    measure the reference method as it was).
+    measure the reference method as it was). ``deniable=True`` accepts a file without
+    key check and MAC (made with ``--deniable``): nothing in it is authenticated, a
+    wrong key yields other faces, and its model reference is only followed when it
+    names a preset (pass ``model`` otherwise).
 
     Raises:
-        WrongKeyError: the key is not the one the file was made with (unless the file
-            is deniable, in which case a wrong key silently yields other faces).
-        MetadataError: missing, corrupt or modified metadata.
+        WrongKeyError: the key is not the one the file was made with.
+        MetadataError: missing, corrupt, modified or (without ``deniable``)
+            unauthenticated metadata.
         ModelError: the model cannot be found or has different weights.
     """
-    if isinstance(image, (str, os.PathLike)):
-        container.allow_large_chunks()
     loaded = _load(image)
     record = read_record(loaded, meta)
     pixels = loaded.pixels
     size = record["image"]
-    if (pixels.shape[1], pixels.shape[0]) != (size.get("width"), size.get("height")):
+    if (pixels.shape[1], pixels.shape[0]) != (size["width"], size["height"]):
         raise InputError(
             f"image is {pixels.shape[1]}x{pixels.shape[0]} but its metadata describes "
-            f"{size.get('width')}x{size.get('height')}: not the image this metadata belongs to"
+            f"{size['width']}x{size['height']}: not the image this metadata belongs to"
         )
-    secret = _unlock(record, key)
-    regions = _regions_from_record(record)
+    opened = container.open_record(record, key, deniable=deniable)
+    regions = [_region(f) for f in opened.faces]
     sampler = record["sampler"]
     supported = sampler.get("recovery_methods", ["plain"])
     method = method or sampler.get("default_recovery", "plain")
     if method not in supported:
         raise InputError(f"this file supports recovery methods {supported}, not {method!r}")
     notes = list(loaded.notes)
-    # Whether the anonymized pixels are still those anonymization wrote (not re-encoded).
-    intact = [residual and
-              face.get("residual", {}).get("window_sha256") == _crop_window_hash(pixels, r)
-              for r, face in zip(regions, record["faces"])]
-    if residual and any(face.get("residual") for face in record["faces"]) and not all(intact):
-        notes.append("the image was re-encoded since anonymization (e.g. JPEG): recovering "
-                     "by diffusion from its pixels alone, less exactly")
+    # Whether the published pixels around each face are those anonymization wrote.
+    intact = [f.window_sha256 == _crop_window_hash(pixels, f.transform, f.crop_size)
+              for f in opened.faces]
 
     out = pixels.copy()
     todo = list(range(len(regions)))
     if method == "lossless":
-        strict = record["key"].get("check") is not None
-        todo = [i for i in todo if not (intact[i] and "lossless" in record["faces"][i] and
-                _lossless_restore(out, regions[i], record["faces"][i], secret, strict))]
+        restored = [i for i in todo if opened.faces[i].lossless is not None]
+        todo = [i for i in todo if i not in restored]
+        if restored and not all(intact[i] for i in restored):
+            notes.append("the image was re-encoded since anonymization: its faces were "
+                         "restored bit-exactly from their sealed originals, and the rest of "
+                         "the image is the re-encoded one")
         method = sampler.get("inversion", "plain")
+    else:
+        restored = []
     if todo:
-        out = _diffusion_recover(out, pixels, record, [regions[i] for i in todo],
-                                 [record["faces"][i] for i in todo], [intact[i] for i in todo],
-                                 secret, method, model, device, batch_size, progress)
-        if len(todo) < len(regions):  # lossless faces win where faces overlap
-            for i in set(range(len(regions))) - set(todo):
-                _lossless_restore(out, regions[i], record["faces"][i], secret, True)
-
-    restored: dict[str, bytes] = {}
-    if record.get("original_metadata"):
-        blob = secret.open("original-metadata", container.b64d(record["original_metadata"]))
-        if blob is not None:
-            restored = {k: container.b64d(v) for k, v in json.loads(blob).items()}
-        elif record["key"].get("check") is not None:
-            raise MetadataError("the encrypted original metadata does not authenticate")
-    return Recovered(out, restored, notes, record)
+        if not all(intact[i] for i in todo) and residual:
+            notes.append(
+                "the image was re-encoded since anonymization (e.g. JPEG): its faces were "
+                "recovered by diffusion from the re-encoded pixels alone, which usually fails "
+                "to restore them (about 15 dB with the built-in model); keep the PNG, or "
+                "anonymize with --lossless to recover faces after re-encoding")
+        out, residuals = _diffusion_recover(out, pixels, opened, todo, intact, method,
+                                            model, device, batch_size, progress, residual)
+        notes += _convergence_notes(residuals, "recovered face")
+    for i in restored:  # lossless faces win where faces overlap
+        _lossless_restore(out, regions[i], opened.faces[i].lossless)
+    return Recovered(out, opened.metadata, notes, record, opened.faces)
 
 
-def _diffusion_recover(out, pixels, record, regions, face_records, intact, secret, method,
-                       model, device, batch_size, progress) -> np.ndarray:
-    """Recover faces by running the engine on their (residual-corrected) crops."""
-    recorded = record["model"]
+def _recovery_model(opened: OpenedRecord, model, device) -> Backbone:
+    recorded = opened.record["model"]
+    reference = recorded["reference"]
+    if model is None and not opened.authenticated and "preset" not in reference:
+        # An unauthenticated record could point anywhere (a path, a hub repository):
+        # only the user says where to load code and weights from.
+        raise ModelError(
+            f"this deniable file names the model {reference}; faceveil does not follow a "
+            "model location from an unauthenticated file: pass --model to say where it is"
+        )
     try:
-        backbone = get_model(model if model is not None else recorded["reference"], device,
-                             expect_sha256=recorded.get("sha256"))
-    except ModelError as e:
-        preset = recorded["reference"].get("preset")
+        return get_model(model if model is not None else reference, device,
+                         expect_sha256=recorded.get("sha256"))
+    except ModelError:
+        preset = reference.get("preset")
         if model is None and preset and PRESETS.get(preset) and PRESETS[preset].folder:
             # Built-in weights never change under one name; a mismatch means another
             # release. The file names the one that made it.
             raise ModelError(
                 f"this file was made with built-in model {preset!r} of "
-                f"{record.get('created_by', 'another faceveil release')}, whose weights this "
-                "installation does not have; recover it with that release"
+                f"{opened.record.get('created_by', 'another faceveil release')}, whose "
+                "weights this installation does not have; recover it with that release"
             ) from None
-        raise e
-    for r in regions:
-        if r.crop_size != backbone.image_size:
+        raise
+
+
+def _diffusion_recover(out, pixels, opened: OpenedRecord, todo, intact, method, model, device,
+                       batch_size, progress, residual) -> tuple[np.ndarray, list[float]]:
+    """Recover faces ``todo`` by running the engine on their (residual-corrected) crops."""
+    backbone = _recovery_model(opened, model, device)
+    face_data = [opened.faces[i] for i in todo]
+    for f in face_data:
+        if f.crop_size != backbone.image_size or f.latent_mask.shape != backbone.latent_shape[1:]:
             raise ModelError("the model's resolution does not match the file's face crops")
-    sampler = record["sampler"]
+    sampler = opened.sampler
     engine = Engine(backbone, steps=int(sampler["steps"]), spacing=sampler["spacing"],
                     progress=progress)
-    if list(engine.schedule.timesteps) != list(sampler.get("timesteps", [])):
+    if list(engine.schedule.timesteps) != list(sampler["timesteps"]):
         raise MetadataError("the file's DDIM timesteps do not match this model's scheduler")
-    latent_masks = [container.unpack_mask(f["latent_mask"]) for f in face_records]
-    signs = [secret.signs(container.b64d(f["nonce"], "nonce"), backbone.latent_shape)
-             for f in face_records]
+    flip_kind = sampler.get("flip", "signs")
+    radii = None
+    if opened.version >= 2 and flip_kind == "mixed" and sampler.get("norm") == "hidden":
+        radii = [f.radius for f in face_data]
+        if any(r is None for r in radii):
+            raise MetadataError("faceveil metadata is corrupt (a face's noise radius)")
+    op = _key_op(backbone, face_data, opened.version, flip_kind, radii=radii,
+                 secret=opened.secret)
     crops = []
-    for region, face, ok in zip(regions, face_records, intact):
-        crop = faces.extract(pixels, region.transform, backbone.image_size)
-        crops.append(_apply_residual(crop, face.get("residual")) if ok else crop)
-    new_crops = _run_engine(backbone, engine, crops, regions, signs, latent_masks, batch_size,
-                            method, sampler.get("context", "own"))
-    for region, crop in zip(regions, new_crops):
+    for f, i in zip(face_data, todo, strict=True):
+        crop = faces.extract(pixels, f.transform, backbone.image_size)
+        crops.append(crop + f.residual if residual and intact[i] and f.residual is not None
+                     else crop)
+    new_crops, residuals = _run_engine(backbone, engine, crops,
+                                       [f.latent_mask for f in face_data], op, batch_size,
+                                       method, sampler.get("context", "own"))
+    for f, crop in zip(face_data, new_crops, strict=True):
         # Paste hard over the whole footprint: the soft edge of anonymization mixed the
         # anonymized face into the photo there, and the recovered crop replaces it.
-        out = faces.paste(out, crop, region.transform, (region.mask > 0).astype(np.float32))
-    return out
+        out = faces.paste(out, crop, f.transform, f.mask.astype(np.float32))
+    return out, residuals
 
 
 def inspect(image: ImageInput, meta: str | os.PathLike | None = None) -> dict:
     """The metadata record of an anonymized image (nothing secret is in it)."""
     return read_record(image, meta)
+
+
+def open_record(image: ImageInput, key: KeySource, *,
+                meta: str | os.PathLike | dict | None = None,
+                deniable: bool = False) -> OpenedRecord:
+    """The key holder's view of an anonymized file: its record opened with the key
+    (key check and MAC verified, sealed per-face geometry, residuals and original
+    metadata decrypted). See :func:`faceveil.container.open_record`."""
+    return container.open_record(read_record(image, meta), key, deniable=deniable)
 
 
 def sidecar_path(output: str | os.PathLike) -> Path:

@@ -202,8 +202,15 @@ def _model_option(help_text: str):
 @click.option("--lossless", is_flag=True,
               help="Also store each face's original pixels, compressed and sealed under the "
                    "key: recovery with the key is then bit-exact at full resolution.")
+@click.option("--flip", "flip_kind", type=click.Choice(["mixed", "signs"]), default="mixed",
+              show_default=True,
+              help="Key operation on the noise: signs flipped in a keyed orthogonal basis "
+                   "with the noise norm hidden (resists linking a file to its original), or "
+                   "the paper's plain sign flip (for comparison).")
 @click.option("--deniable", is_flag=True,
-              help="Store no key check: a wrong key then yields another face, not an error.")
+              help="Store no key check and no MAC: a wrong key then yields another face, not "
+                   "an error. Nothing in such a file is authenticated (see SECURITY.md); "
+                   "incompatible with --lossless, and the input's metadata is not kept.")
 @click.option("--sidecar", is_flag=True,
               help="Also write the metadata to OUT.faceveil.json (survives re-encoding).")
 @click.option("--aligned", is_flag=True, help="INPUT is an aligned face crop: no detection.")
@@ -231,7 +238,7 @@ def _model_option(help_text: str):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
 @handle_errors
 def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, method, context,
-              lossless, deniable,
+              lossless, flip_kind, deniable,
               sidecar, aligned, mask, boxes, exclude, detector, min_face, parser_weights,
               no_face, device, batch_size, force, quiet) -> None:
     """Replace every face in INPUT with another identity, reversibly.
@@ -244,7 +251,7 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
     key = get_key(key_file, passphrase_stdin, confirm=True)
     options = dict(
         model=model, device=device, steps=steps, spacing=spacing, method=method,
-        context=context, lossless=lossless, deniable=deniable,
+        context=context, lossless=lossless, deniable=deniable, flip=flip_kind,
         batch_size=batch_size,
         boxes=[_parse_box(b) for b in boxes], exclude=list(exclude), detector=detector,
         min_face=min_face, parser=_load_parser(parser_weights),
@@ -297,13 +304,16 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
 @click.option("--meta", type=click.Path(dir_okay=False),
               help="Metadata exported with `inspect --export` or `--sidecar`, for images "
                    "whose PNG chunk was lost.")
+@click.option("--deniable", is_flag=True,
+              help="Accept a file made with --deniable (no key check, no MAC): nothing in it "
+                   "is authenticated, and a wrong key gives other faces instead of an error.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
 @handle_errors
-def recover(input, output, key_file, passphrase_stdin, model, method, meta, device, batch_size,
-            force, quiet) -> None:
+def recover(input, output, key_file, passphrase_stdin, model, method, meta, deniable, device,
+            batch_size, force, quiet) -> None:
     """Restore the original faces of an anonymized image (needs the key)."""
     from . import api, images
 
@@ -317,7 +327,8 @@ def recover(input, output, key_file, passphrase_stdin, model, method, meta, devi
         progress = Progress(not quiet, prefix)
         try:
             result = api.recover(src, key, meta=meta, model=model, device=device,
-                                 batch_size=batch_size, progress=progress, method=method)
+                                 batch_size=batch_size, progress=progress, method=method,
+                                 deniable=deniable)
         finally:
             progress.close()
         images.write_atomic(dst, result.encode(fmt))

@@ -157,6 +157,7 @@ class Engine:
         self.max_iterations = max_iterations
         self.calls = 0  # model evaluations so far, for cost reports
         self.worst_residual = 0.0  # largest unconverged exact-inversion residual seen
+        self.residuals = torch.zeros(0, dtype=torch.float64)  # per face, last invert_exact
 
     def _predict(self, z: torch.Tensor, i: int) -> torch.Tensor:
         self.calls += 1
@@ -233,38 +234,63 @@ class Engine:
         (a trajectory), only the inside is solved for: the outside of every z_i is the
         context's, exactly as :meth:`denoise` re-injects it, so denoising the result
         reproduces ``z0``.
+
+        Every face of the batch is solved on its own: its iterations, its best iterate
+        and its stop (converged, diverging or out of iterations) do not depend on the
+        other faces, and a converged face is not evaluated again at that step. So a
+        face's result is the same whichever faces share its batch. The largest
+        unconverged residual of each face is left in :attr:`residuals`.
         """
         s, ptype = self.schedule, self.denoiser.prediction_type
+        batch = z0.shape[0]
         inside = None if mask is None else mask.expand_as(z0)
         trajectory = [z0]
         y, eps_prev = z0, None
+        self.residuals = torch.zeros(batch, dtype=torch.float64)
         for i in range(1, s.steps + 1):
             sa_prev, sb_prev = math.sqrt(s.alphas[i - 1]), math.sqrt(1.0 - s.alphas[i - 1])
             outside = None if context is None else context[i]
 
-            def implied(eps: torch.Tensor, y=y, outside=outside, i=i, sa=sa_prev,
+            def implied(eps: torch.Tensor, rows, y=y, outside=outside, i=i, sa=sa_prev,
                         sb=sb_prev) -> torch.Tensor:
-                """The z_i whose step lands on y if the model's noise there were eps."""
-                z_new = ddim_move((y - sb * eps) / sa, eps, s.alphas[i])
-                return z_new if outside is None else torch.where(inside, z_new, outside)
+                """The z_i of faces ``rows`` whose step lands on y if the model's noise
+                there were eps."""
+                z_new = ddim_move((y[rows] - sb * eps) / sa, eps, s.alphas[i])
+                return z_new if outside is None else torch.where(inside[rows], z_new,
+                                                                 outside[rows])
 
+            every = torch.arange(batch, device=z0.device)
             if eps_prev is None:
                 z = y if outside is None else torch.where(inside, y, outside)
             else:
-                z = implied(eps_prev)
-            best, best_err, best_eps = None, math.inf, None
+                z = implied(eps_prev, every)
+            best, best_eps = z.clone(), torch.zeros_like(z)
+            best_err = torch.full((batch,), math.inf, dtype=torch.float64)
+            active = every
             for _ in range(self.max_iterations):
-                out = self._predict(z, i)
-                x0, eps = split_output(out, z, s.alphas[i], ptype)
-                residual = (sa_prev * x0 + sb_prev * eps - y).abs()
-                err = float((residual if inside is None else residual[inside]).max())
-                if err < best_err:
-                    best, best_err, best_eps = z, err, eps
-                if err <= self.tolerance or err > 4 * best_err:
-                    break  # converged, or diverging: keep the best iterate
-                z = implied(eps)
+                out = self._predict(z[active], i)
+                x0, eps = split_output(out, z[active], s.alphas[i], ptype)
+                residual = (sa_prev * x0 + sb_prev * eps - y[active]).abs()
+                if inside is not None:
+                    residual = torch.where(inside[active], residual, torch.zeros_like(residual))
+                err = residual.flatten(1).amax(dim=1).double().cpu()
+                rows = active.cpu()
+                better = err < best_err[rows]
+                if better.any():
+                    keep = active[better.to(active.device)]
+                    best[keep] = z[keep]
+                    best_eps[keep] = eps[better.to(eps.device)]
+                    best_err[rows[better]] = err[better]
+                # A face stops when it converged or diverges; the others iterate on.
+                going = (err > self.tolerance) & (err <= 4 * best_err[rows])
+                if not going.any():
+                    break
+                active = active[going.to(active.device)]
+                z = z.clone()
+                z[active] = implied(eps[going.to(eps.device)], active)
             eps_prev = best_eps
-            self.worst_residual = max(self.worst_residual, best_err)
+            self.residuals = torch.maximum(self.residuals, best_err)
+            self.worst_residual = max(self.worst_residual, float(best_err.max()))
             trajectory.append(best)
             y = best
             self._tick("invert", i)
@@ -273,17 +299,20 @@ class Engine:
     def transform(
         self,
         z0: torch.Tensor,
-        signs: torch.Tensor,
+        key: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
         mask: torch.Tensor,
         method: str = "plain",
         context: str = "own",
         fill: float = 0.0,
     ) -> torch.Tensor:
-        """Anonymize (or, with the same signs, recover) a batch of clean latents.
+        """Anonymize (or, with the same key, recover) a batch of clean latents.
 
         Args:
             z0: clean latents, shape (B, C, H, W).
-            signs: +-1 per latent element, shape (B, C, H, W).
+            key: the key operation applied to the inverted noise z_T: +-1 ``signs`` of
+                the latent shape (the paper's sign flip, :func:`flip`), or a function
+                taking and returning (B, C, H, W) that changes only the inside of the
+                mask (e.g. :func:`faceveil.mixing.apply`).
             mask: boolean latent mask, shape (B, 1, H, W) or (B, C, H, W).
             method: "plain" (one DDIM inversion pass, the paper's) or "exact-steps"
                 (each step solved by :meth:`invert_exact`).
@@ -293,12 +322,20 @@ class Engine:
                 the outside, so recovery recomputes it exactly from the anonymized
                 image (the outside is unchanged by anonymization).
         """
-        if signs.shape != z0.shape:
-            raise ValueError(f"signs shape {tuple(signs.shape)} != latent shape {tuple(z0.shape)}")
         if method not in METHODS or context not in CONTEXTS:
             raise ValueError(f"unknown method {method!r} or context {context!r}")
         mask = mask.to(device=z0.device, dtype=torch.bool)
-        signs = signs.to(z0.device)
+        if callable(key):
+            key_op = key
+        else:
+            if key.shape != z0.shape:
+                raise ValueError(
+                    f"signs shape {tuple(key.shape)} != latent shape {tuple(z0.shape)}")
+            signs = key.to(z0.device)
+
+            def key_op(z: torch.Tensor) -> torch.Tensor:
+                return flip(z, signs, mask)
+
         if context == "masked":
             outside = self.invert(torch.where(mask, torch.full_like(z0, fill), z0), "context")
         else:
@@ -308,7 +345,7 @@ class Engine:
         else:
             trajectory = self.invert(z0)
         outside = outside if outside is not None else trajectory
-        z_T = flip(torch.where(mask, trajectory[-1], outside[-1]), signs, mask)
+        z_T = key_op(torch.where(mask, trajectory[-1], outside[-1]))
         return self.denoise(z_T, mask, outside)
 
     anonymize = transform

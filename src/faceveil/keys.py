@@ -10,16 +10,27 @@ Derivations from the 256-bit master key ``K`` (a key file's bytes, or Argon2id o
 passphrase with the file's salt). Every derived value names its purpose in the HKDF
 ``info`` string, so no two uses ever share a key::
 
-    signs(nonce)  = ChaCha20(HKDF(K, salt=nonce, info="faceveil/v1/signs"), counter=0)
-                    keystream bits, little-endian within each byte, bit 1 -> -1
     check(salt)   = HKDF(K, salt=salt, info="faceveil/v1/key-check")[:16]
     mac key       = HKDF(K, salt=salt, info="faceveil/v1/metadata-mac")
-    sealing key   = HKDF(K, salt=salt or nonce, info="faceveil/v1/seal/<label>")
+    sealing key   = HKDF(K, salt=salt, info="faceveil/v1/seal/<label>")
+
+Per face, format version 2 (:class:`FaceKey`; the file salt is bound in, so a nonce
+reused in another file gives unrelated material)::
+
+    stream(label) = ChaCha20(HKDF(K, salt=salt || nonce, info="faceveil/v2/<label>"))
+    signs         = stream("signs") bits, little-endian within each byte, bit 1 -> -1
+    mixing        = 3 x (permutation: argsort of stream("mix/perm/r") as uint64 LE,
+                         round signs: stream("mix/signs/r")), flip: stream("mix/flip")
+    face sealing  = ChaCha20-Poly1305 under HKDF(K, salt=salt || nonce,
+                                                 info="faceveil/v2/seal/<label>")
+
+Format version 1 (still read): ``signs(nonce) = ChaCha20(HKDF(K, salt=nonce,
+info="faceveil/v1/signs"))`` and lossless data sealed under ``salt=nonce``.
 
 Each face gets its own random nonce, so one leaked (original, anonymized) pair only
-reveals the signs of that face; the signs of any other face are an independent
-ChaCha20 keystream. The derivation uses no torch or numpy RNG: it is byte-for-byte the
-same on every OS, CPU and GPU (pinned by known-answer tests).
+reveals the material of that face; any other face's is an independent ChaCha20
+keystream. The derivation uses no torch or numpy RNG: it is byte-for-byte the same on
+every OS, CPU and GPU (pinned by known-answer tests).
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import KeyMaterialError
+from .errors import KeyMaterialError, MetadataError, WrongKeyError
 
 KEY_BYTES = 32
 NONCE_BYTES = 16
@@ -48,6 +59,9 @@ KEY_FILE_HEADER = "faceveil-key-v1"
 
 # Argon2id defaults (RFC 9106 second recommended option: 64 MiB, 3 passes).
 DEFAULT_KDF = {"name": "argon2id", "iterations": 3, "lanes": 4, "memory_kib": 65536}
+# What a file may ask for: a hostile file must not make recovery allocate gigabytes or
+# run for minutes. 1 GiB and 10 passes is several times the default's cost.
+KDF_LIMITS = {"iterations": (1, 10), "lanes": (1, 16), "memory_kib": (8, 1 << 20)}
 
 
 # ---------------------------------------------------------------------------
@@ -67,10 +81,34 @@ def _chacha20_keystream(key: bytes, n_bytes: int) -> bytes:
     return encryptor.update(bytes(n_bytes))
 
 
+def _bits_to_signs(stream: bytes, n: int) -> np.ndarray:
+    """The first ``n`` bits of ``stream`` (little-endian within each byte), 1 -> -1."""
+    bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8), bitorder="little")[:n]
+    return 1 - 2 * bits.astype(np.int8)
+
+
+def check_kdf(params: object) -> dict:
+    """Argon2id parameters within :data:`KDF_LIMITS`, or :class:`MetadataError`."""
+    if not isinstance(params, dict) or params.get("name") != "argon2id":
+        raise MetadataError("faceveil metadata names an unsupported key derivation function")
+    for name, (lo, hi) in KDF_LIMITS.items():
+        value = params.get(name)
+        if type(value) is not int or not lo <= value <= hi:
+            raise MetadataError(
+                f"faceveil metadata asks for Argon2id {name}={value!r}, outside the "
+                f"accepted {lo}..{hi}: refusing (a hostile file could exhaust memory or time)"
+            )
+    if params["memory_kib"] < 8 * params["lanes"]:
+        raise MetadataError("faceveil metadata has inconsistent Argon2id parameters")
+    return params
+
+
 def argon2id(passphrase: str, salt: bytes, params: dict) -> bytes:
-    """Stretch a passphrase into a 256-bit key with Argon2id and the given parameters."""
-    if params.get("name") != "argon2id":
-        raise KeyMaterialError(f"unsupported key derivation function {params.get('name')!r}")
+    """Stretch a passphrase into a 256-bit key with Argon2id and the given parameters
+    (refused outside :data:`KDF_LIMITS`)."""
+    check_kdf(params)
+    if len(salt) != SALT_BYTES:
+        raise MetadataError(f"the key salt must be {SALT_BYTES} bytes")
     return Argon2id(
         salt=salt,
         length=KEY_BYTES,
@@ -173,15 +211,21 @@ class KeySource:
         return params
 
     def resolve(self, params: dict) -> SecretKey:
-        """The master key for a file with these key parameters (see :meth:`new_params`)."""
+        """The master key for a file with these key parameters (see :meth:`new_params`).
+
+        Raises:
+            WrongKeyError: a passphrase for a file made with a key file, or the reverse.
+        """
         salt = params["salt"]
+        kind = params.get("type", "file")
+        if kind != self.kind:
+            made_with = "a key file" if kind == "file" else "a passphrase"
+            given = "a passphrase" if self.kind == "passphrase" else "a key file"
+            raise WrongKeyError(f"wrong key: this file was anonymized with {made_with}, "
+                                f"and {given} was given")
         if self.kind == "file":
             return SecretKey(self.secret, salt)
-        kdf = params.get("kdf")
-        if kdf is None:
-            # The file was made with a key file: no passphrase can match.
-            raise KeyMaterialError("this file was anonymized with a key file, not a passphrase")
-        return SecretKey(argon2id(self.secret.decode("utf-8"), salt, kdf), salt)
+        return SecretKey(argon2id(self.secret.decode("utf-8"), salt, params["kdf"]), salt)
 
     def __repr__(self) -> str:  # never print the secret
         return f"KeySource(kind={self.kind!r})"
@@ -200,11 +244,15 @@ class SecretKey:
         return "SecretKey(<hidden>)"
 
     def signs(self, nonce: bytes, shape: tuple[int, ...]) -> np.ndarray:
-        """The +-1 key signs for one face, as an int8 array of ``shape`` (C order)."""
+        """Format version 1: the +-1 key signs for one face, an int8 array of ``shape``
+        (C order). Version 2 derives per-face material with :meth:`face`."""
         n = int(np.prod(shape))
         stream = _chacha20_keystream(_hkdf(self._master, nonce, "faceveil/v1/signs"), (n + 7) // 8)
-        bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8), bitorder="little")[:n]
-        return (1 - 2 * bits.astype(np.int8)).reshape(shape)
+        return _bits_to_signs(stream, n).reshape(shape)
+
+    def face(self, nonce: bytes) -> FaceKey:
+        """The key material of one face (format version 2), bound to this file's salt."""
+        return FaceKey(self._master, self.salt, nonce)
 
     def check_value(self) -> bytes:
         """A value that identifies the key for this file without revealing it."""
@@ -237,5 +285,62 @@ class SecretKey:
         aead = self._aead(label, nonce)
         try:
             return aead.decrypt(sealed[:12], sealed[12:], label.encode())
+        except (InvalidTag, ValueError):
+            return None
+
+
+class FaceKey:
+    """The key material of one face (format version 2).
+
+    Every value is a ChaCha20 keystream under ``HKDF(K, salt=file salt || nonce,
+    info="faceveil/v2/<label>")``: the file salt is bound in, so the same nonce in
+    another file gives unrelated signs and mixing.
+    """
+
+    def __init__(self, master: bytes, salt: bytes, nonce: bytes) -> None:
+        if len(nonce) != NONCE_BYTES:
+            raise MetadataError(f"a face nonce must be {NONCE_BYTES} bytes")
+        self._master = master
+        self._salt = bytes(salt) + bytes(nonce)
+
+    def __repr__(self) -> str:
+        return "FaceKey(<hidden>)"
+
+    def _stream(self, label: str, n_bytes: int) -> bytes:
+        return _chacha20_keystream(_hkdf(self._master, self._salt, f"faceveil/v2/{label}"),
+                                   n_bytes)
+
+    def signs(self, n: int) -> np.ndarray:
+        """``n`` key signs (+-1, int8)."""
+        return _bits_to_signs(self._stream("signs", (n + 7) // 8), n)
+
+    def mixing(self, n: int):
+        """The keyed orthogonal mixing of ``n`` coordinates (a
+        :class:`faceveil.mixing.MixingParams`)."""
+        from .mixing import ROUNDS, MixingParams  # torch: only where mixing is used
+
+        perms, round_signs = [], []
+        for r in range(ROUNDS):
+            keys = np.frombuffer(self._stream(f"mix/perm/{r}", 8 * n), dtype="<u8")
+            perms.append(np.argsort(keys, kind="stable"))
+            round_signs.append(_bits_to_signs(self._stream(f"mix/signs/{r}", (n + 7) // 8), n))
+        flip = _bits_to_signs(self._stream("mix/flip", (n + 7) // 8), n)
+        return MixingParams(tuple(perms), tuple(round_signs), flip)
+
+    def _aead(self, label: str) -> ChaCha20Poly1305:
+        return ChaCha20Poly1305(_hkdf(self._master, self._salt, f"faceveil/v2/seal/{label}"))
+
+    def seal(self, label: str, plaintext: bytes, associated: bytes = b"") -> bytes:
+        """ChaCha20-Poly1305 of ``plaintext`` under this face's key for ``label``;
+        ``aead_nonce || ciphertext || tag``."""
+        aead_nonce = secrets.token_bytes(12)
+        return aead_nonce + self._aead(label).encrypt(aead_nonce, plaintext,
+                                                      label.encode() + associated)
+
+    def open(self, label: str, sealed: bytes, associated: bytes = b"") -> bytes | None:
+        """Decrypt what :meth:`seal` made; ``None`` when it does not authenticate."""
+        try:
+            return self._aead(label).decrypt(sealed[:12], sealed[12:],
+                                             label.encode() + associated)
         except (InvalidTag, ValueError):
             return None

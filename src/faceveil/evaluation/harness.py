@@ -2,12 +2,12 @@
 
 For every image of a folder (aligned crops or photos): anonymize it under the key,
 recover it with the key, try a random wrong key and a key one bit away from the right
-one (refused on the normal file; on its deniable twin they yield faces, which are
-measured), recover after JPEG compression at each quality with the metadata passed
-separately, and anonymize it again under other keys (diversity). Each image's numbers go
-to ``REPORT_DIR/results.jsonl`` as one line as soon as they exist, so an interrupted run
-continues where it stopped; :mod:`faceveil.evaluation.report` turns the lines into
-``metrics.json`` and ``report.md``.
+one (refused on the normal file; on a deniable anonymization of the same faces they
+yield faces, which are measured), recover after JPEG compression at each quality with
+the metadata passed separately, and anonymize it again under other keys (diversity).
+Each image's numbers go to ``REPORT_DIR/results.jsonl`` as one line as soon as they
+exist, so an interrupted run continues where it stopped;
+:mod:`faceveil.evaluation.report` turns the lines into ``metrics.json`` and ``report.md``.
 """
 
 from __future__ import annotations
@@ -191,15 +191,6 @@ def read_results(path: Path) -> list[dict]:
     return list(by_image.values())
 
 
-def deniable_twin(record: dict) -> dict:
-    """The record ``anonymize(..., deniable=True)`` writes for the same pixels: no key
-    check and no MAC. The pixels do not depend on ``deniable`` (only the record does), so
-    the wrong-key measurements need no second anonymization."""
-    body = {k: v for k, v in record.items() if k not in ("digest", "mac")}
-    body["key"] = {**body["key"], "check": None}
-    return container.finalize(body, None)
-
-
 def jpeg_roundtrip(pixels: np.ndarray, quality: int) -> np.ndarray:
     """The pixels after a JPEG encode/decode at ``quality`` (Pillow's defaults otherwise:
     4:2:0 chroma subsampling), as a file that lost its PNG metadata chunk would be."""
@@ -264,13 +255,15 @@ def _landmark_shift(original: np.ndarray, other: np.ndarray, box: Sequence[int])
     return measures.landmark_shift(faces.landmarks68(a, wbox), faces.landmarks68(b, wbox))
 
 
-def face_region_mask(record: dict, shape: Sequence[int]) -> np.ndarray:
-    """The union of the stored hard face masks, warped into the photo (H, W) bool: every
-    pixel anonymization may have changed."""
+def face_region_mask(face_data: Sequence[container.FaceData], shape: Sequence[int]
+                     ) -> np.ndarray:
+    """The union of the stored hard face masks (of a record opened with the key, e.g.
+    ``api.recover(...).faces``), warped into the photo (H, W) bool: every pixel
+    anonymization may have changed."""
     out = np.zeros((int(shape[0]), int(shape[1])), dtype=bool)
-    for face in record["faces"]:
-        hard = container.unpack_mask(face["mask"]).astype(np.float32)
-        warped, (rows, cols) = faces.footprint(hard, np.asarray(face["transform"]), shape)
+    for face in face_data:
+        hard = face.mask.astype(np.float32)
+        warped, (rows, cols) = faces.footprint(hard, face.transform, shape)
         if warped.size:
             out[rows, cols] |= warped > 0
     return out
@@ -345,7 +338,8 @@ def evaluate_image(ctx: Context, path: Path, name: str, example: int | None = No
     n = len(anon.regions)
 
     t0 = time.perf_counter()
-    recovered = api.recover(anon.pixels, ctx.key, meta=record, model=bb).pixels
+    back = api.recover(anon.pixels, ctx.key, meta=record, model=bb)
+    recovered = back.pixels
     t_rec = time.perf_counter() - t0
 
     # A normal file must refuse every wrong key before any model work.
@@ -357,9 +351,15 @@ def evaluate_image(ctx: Context, path: Path, name: str, example: int | None = No
         except WrongKeyError:
             refused[kind] = True
     versions: dict[str, np.ndarray] = {"anonymized": anon.pixels, "recovered": recovered}
-    twin = deniable_twin(record)
+    # What a wrong key yields is only observable on a deniable file (a normal one refuses
+    # it, and seals the geometry a wrong key would need): anonymize the same faces
+    # deniably and recover that with each wrong key.
+    options = {k: v for k, v in (ctx.options or {}).items() if k != "lossless"}
+    twin = api.anonymize(loaded, ctx.key, model=bb, regions=anon.regions, steps=ctx.steps,
+                         deniable=True, **options)
     for kind, wk in ctx.wrong.items():
-        versions[f"wrong_{kind}"] = api.recover(anon.pixels, wk, meta=twin, model=bb).pixels
+        versions[f"wrong_{kind}"] = api.recover(twin.pixels, wk, meta=twin.record, model=bb,
+                                                deniable=True).pixels
     jpeg_failed = {}
     for q in ctx.jpeg:
         try:
@@ -373,7 +373,7 @@ def evaluate_image(ctx: Context, path: Path, name: str, example: int | None = No
         for _ in range(max(0, ctx.diversity_keys - 1))
     ]
 
-    face = face_region_mask(record, original.shape)
+    face = face_region_mask(back.faces, original.shape)
     fidelity = {v: measures.fidelity(px, original, face) for v, px in versions.items()}
     fidelity["anonymized"]["psnr_outside"] = measures.psnr(anon.pixels, original, ~face)
 
