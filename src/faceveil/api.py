@@ -75,8 +75,10 @@ class Recovered:
     notes: list[str] = field(default_factory=list)
     record: dict = field(default_factory=dict)  # the anonymized file's metadata
 
-    def encode(self, fmt: str = "PNG") -> bytes:
-        return images.encode_image(self.pixels, fmt, metadata=self.metadata)
+    def encode(self, fmt: str = "PNG", notes: list[str] | None = None) -> bytes:
+        """The image with its original metadata; what ``fmt`` cannot hold is said in
+        ``notes``."""
+        return images.encode_image(self.pixels, fmt, metadata=self.metadata, notes=notes)
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> None:
         images.check_output(path, [], force)
@@ -95,17 +97,15 @@ class Recovered:
 def _load(image: ImageInput) -> images.LoadedImage:
     if isinstance(image, images.LoadedImage):
         return image
-    if isinstance(image, Image.Image):
-        notes: list[str] = []
-        return images.LoadedImage(images.to_rgb(image, notes), {}, notes, image.format)
     if isinstance(image, np.ndarray):
         a = image
         if a.ndim == 2:
             a = np.repeat(a[:, :, None], 3, axis=2)
         if a.ndim != 3 or a.shape[2] not in (3, 4) or a.dtype != np.uint8:
             raise InputError("an image array must be uint8 with shape (H, W, 3)")
-        return images.LoadedImage(np.ascontiguousarray(a[:, :, :3]))
-    return images.load_image(image)
+        a = np.ascontiguousarray(a[:, :, :3])
+        return images.LoadedImage(a, grayscale=images.is_gray(a))
+    return images.load_image(image)  # a path, bytes or a PIL image
 
 
 def resolve_device(device: str | None) -> str:
@@ -412,10 +412,14 @@ def anonymize(
     out = pixels
     for region, crop in zip(regions, new_crops):
         out = faces.paste(out, crop, region.transform, region.mask)
+    if loaded.grayscale:  # a grayscale photo stays grayscale (faces too)
+        out = images.to_gray(out)
     if mask is not None:  # black in the user's mask means "keep", exactly
         out = np.where(mask[:, :, None], out, pixels)
     residuals = [_residual_record(c, out, r) for c, r in zip(new_crops, regions)]
     extras = [{"residual": res} for res in residuals]
+    if mask is not None:  # what anonymization changed, exactly: recovery changes no more
+        extras[0]["photo_mask"] = container.pack_mask(mask)
     if lossless:
         for extra, region, nonce in zip(extras, regions, nonces):
             extra["lossless"] = _lossless_record(pixels, region, secret, nonce)
@@ -589,6 +593,14 @@ def recover(
             for i in set(range(len(regions))) - set(todo):
                 _lossless_restore(out, regions[i], record["faces"][i], secret, True)
 
+    for face in record["faces"]:
+        if face.get("photo_mask"):  # a user mask: pixels outside it were never changed
+            kept = container.unpack_mask(face["photo_mask"])
+            if kept.shape != pixels.shape[:2]:
+                raise MetadataError("faceveil metadata is corrupt (the mask does not fit)")
+            out = np.where(kept[:, :, None], out, pixels)
+    if loaded.grayscale:  # the anonymized file is grayscale, so was the original
+        out = images.to_gray(out)
     restored: dict[str, bytes] = {}
     if record.get("original_metadata"):
         blob = secret.open("original-metadata", container.b64d(record["original_metadata"]))

@@ -15,7 +15,9 @@ recovery needs except the key::
       "faces":   [{"box": [x, y, w, h], "transform": [[a, b, c], [d, e, f]],
                    "crop_size": S, "source": ..., "nonce": b64,
                    "mask": {"shape": [S, S], "bits": b64},          # pixel mask, crop space
-                   "latent_mask": {"shape": [s, s], "bits": b64}}],
+                   "latent_mask": {"shape": [s, s], "bits": b64},
+                   "photo_mask": {"shape": [H, W], "bits": b64}}],  # only with --mask:
+                                                     # the pixels it may change, photo space
       "original_metadata": b64 | null,   # input EXIF/XMP/ICC..., sealed under the key
       "digest": hex,                     # SHA-256 of the canonical record (corruption)
       "mac": b64 | null                  # HMAC under the key (tampering); null if deniable
