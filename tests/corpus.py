@@ -171,6 +171,10 @@ def build(folder: Path) -> list[Case]:
     damaged = good[:crc_at] + bytes(b ^ 0xFF for b in good[crc_at : crc_at + 4]) + \
         good[crc_at + 4 :]
     add("damaged_record.png", damaged, anonymize=4, says="metadata chunk is damaged")
+    plain = png(base)  # a record chunk whose checksum is right but whose zlib data is not
+    bad_zip = _png_chunk(b"iTXt", b"faceveil\0\x01\x00\0\0not zlib data")
+    add("damaged_compression.png", plain[:-12] + bad_zip + plain[-12:], anonymize=4,
+        says="compressed data is damaged")
     xmp = PngImagePlugin.PngInfo()
     xmp.add_itxt("XML:com.adobe.xmp", XMP_ORIENT6)
     add("xmp_orientation6.png", png(base, pnginfo=xmp), upright=(H, W), tags={"xmp6"})

@@ -260,7 +260,10 @@ from click.testing import CliRunner
 from faceveil import api, container, images, keys
 from faceveil.cli import main
 import encodings.utf_8_sig, json, tempfile, tqdm  # noqa: E401 (loaded lazily later)
-os.setgid(65534); os.setuid(65534)  # after the imports: the interpreter may be in /root
+try:  # after the imports: the interpreter may live in /root
+    os.setgid(65534); os.setuid(65534)
+except PermissionError:
+    print("cannot become nobody"); sys.exit(0)
 d = sys.argv[1]
 for args in (["keygen", "-o", d + "/ro/k.key"],
              ["anonymize", d + "/in.png", "-o", d + "/ro/a.png", "-k", d + "/k.key"],
@@ -287,11 +290,13 @@ def test_read_only_output_folder_as_a_normal_user(key):
         os.chmod(root / "k.key", 0o644)
         os.chmod(root / "ro", 0o555)
         script = NON_ROOT if os.geteuid() == 0 else NON_ROOT.replace(
-            "os.setgid(65534); os.setuid(65534)", "")
+            "    os.setgid(65534); os.setuid(65534)", "    pass")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
         r = subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True,
                            text=True, env=env, timeout=300)
         assert r.returncode == 0, r.stderr
+        if r.stdout.startswith("cannot become nobody"):
+            pytest.skip("this root cannot switch users")
         lines = r.stdout.strip().splitlines()
         assert len(lines) == 4, r.stdout
         for line in lines:

@@ -593,13 +593,16 @@ def encode_image(
 ) -> bytes:
     """Encode uint8 RGB pixels, with optional PNG text chunks and restored metadata.
 
-    Pixels whose channels are all equal are written as grayscale. Metadata the format
-    cannot hold (see the module docstring) is left out and said in ``notes``.
+    Pixels whose channels are all equal are written as grayscale (as RGB when an RGB
+    colour profile comes with them). Metadata the format cannot hold (see the module
+    docstring) is left out and said in ``notes``.
     """
     fmt = fmt.upper()
     metadata = dict(metadata or {})
     all_keys = list(metadata)
-    gray = is_gray(pixels)
+    # Gray pixels are written as gray, unless an RGB colour profile is to be restored.
+    gray = is_gray(pixels) and not (_restorable("icc_profile", fmt) and _icc_space(
+        metadata.get("icc_profile", b"")) == b"RGB ")
     missing = sorted({_WHAT.get(k, "PNG text chunks") for k in metadata
                       if not _restorable(k, fmt)})
     metadata = {k: v for k, v in metadata.items() if _restorable(k, fmt)}
