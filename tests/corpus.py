@@ -185,8 +185,8 @@ def build(folder: Path) -> list[Case]:
         anonymize=1, says="frames")
     add("single.gif", save(base, "GIF"))
     blank = Image.new("RGB", (W, H), (128, 128, 128))
-    add("face_on_page2.tif", save(blank, "TIFF", save_all=True, append_images=[base]),
-        anonymize=1, says="frames")
+    add("face_on_page2.tif", save(blank, "TIFF", save_all=True, append_images=[base],
+                                  tiffinfo=_odd_tiff_tags()), anonymize=1, says="frames")
     add("odd_tags.tif", save(base, "TIFF", tiffinfo=_odd_tiff_tags()), says="XMP",
         tags={"tiff"})
     add("lossy.webp", save(base, "WEBP", quality=80))
