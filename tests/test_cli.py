@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from faceveil import container, images
+from faceveil import api, container, images, keys
 from faceveil.cli import main
 from faceveil.errors import InputError
 
@@ -93,6 +93,9 @@ def test_inspect_prints_one_json_document_without_secrets(anon, face_files):
     # Only what is needed before the key is public; geometry and residual are sealed.
     face = record["faces"][0]
     assert set(face) == {"box", "crop_size", "nonce", "window_sha256", "sealed"}
+    opened = api.open_record(anon, keys.KeySource.from_key_file(face_files[2]))
+    assert opened.faces[0].mask.sum() == centre_mask().sum()
+    assert (opened.faces[0].photo_mask == centre_mask()).all()
 
 
 def test_jpeg_reencoded_file_recovers_with_exported_metadata(tmp_path, face_files, anon):
@@ -225,8 +228,9 @@ def test_decompression_bomb_refused(tmp_path, face_files, monkeypatch):
     assert r.exit_code == 1 and "decompression bomb" in r.output
 
 
-@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
-def test_other_modes_are_converted(tmp_path, face_files, pixel_model, mode):
+@pytest.mark.parametrize("mode, out_mode", [("L", "L"), ("RGBA", "RGB"), ("P", "RGB"),
+                                            ("I;16", "L")])
+def test_other_modes_are_converted(tmp_path, face_files, pixel_model, mode, out_mode):
     img, mask, key = face_files
     rgb = Image.open(img)
     if mode == "I;16":
@@ -239,7 +243,7 @@ def test_other_modes_are_converted(tmp_path, face_files, pixel_model, mode):
     r = run("anonymize", path, "-o", out, "-k", key, "-m", pixel_model, "--mask", mask,
             "--steps", 2, "-q")
     assert r.exit_code == 0, r.output
-    assert Image.open(out).mode == "RGB"
+    assert Image.open(out).mode == out_mode  # grayscale stays grayscale
 
 
 def test_exif_is_stripped_kept_encrypted_and_restored(tmp_path, face_files, pixel_model):

@@ -341,7 +341,22 @@ def test_aligned_region_with_a_user_mask_is_hard_and_resized():
     user[32:96, 40:88] = True
     r = faces.aligned_region(random_image(128, 128), framing=FFHQ, crop_size=64, mask=user)
     assert set(np.unique(r.mask)) == {0.0, 1.0}
-    assert r.mask[16:48, 20:44].all() and r.mask.sum() == 32 * 24
+    # The 2x smaller rectangle, grown by the one crop pixel bilinear pasting reads.
+    assert r.mask[15:49, 19:45].all() and r.mask.sum() == 34 * 26
+
+
+def test_crop_mask_keeps_every_white_pixel():
+    thin = np.zeros((128, 128), bool)
+    thin[5:100, 77] = True  # 1 px wide, 4x smaller in the crop: an area threshold loses it
+    assert faces.crop_mask(thin, 32)[2:25, 19].all()
+    spot = np.zeros((8, 8), bool)
+    spot[5, 2] = True  # 4x larger in the crop
+    assert faces.crop_mask(spot, 32)[20:24, 8:12].all()
+    same = np.zeros((32, 32), bool)
+    same[3, 4] = True  # same size: pixel for pixel
+    assert np.array_equal(faces.crop_mask(same, 32) > 0, same)
+    with pytest.raises(InputError, match="no white pixel"):
+        faces.crop_mask(np.zeros((8, 8), bool), 32)
 
 
 # --- preview --------------------------------------------------------------------------

@@ -87,8 +87,10 @@ class Recovered:
     record: dict = field(default_factory=dict)  # the anonymized file's metadata
     faces: list[FaceData] = field(default_factory=list)
 
-    def encode(self, fmt: str = "PNG") -> bytes:
-        return images.encode_image(self.pixels, fmt, metadata=self.metadata)
+    def encode(self, fmt: str = "PNG", notes: list[str] | None = None) -> bytes:
+        """The image with its original metadata; what ``fmt`` cannot hold is said in
+        ``notes``."""
+        return images.encode_image(self.pixels, fmt, metadata=self.metadata, notes=notes)
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> None:
         images.check_output(path, [], force)
@@ -107,19 +109,17 @@ class Recovered:
 def _load(image: ImageInput) -> images.LoadedImage:
     if isinstance(image, images.LoadedImage):
         return image
-    if isinstance(image, Image.Image):
-        notes: list[str] = []
-        return images.LoadedImage(images.to_rgb(image, notes), {}, notes, image.format)
     if isinstance(image, np.ndarray):
         a = image
         if a.ndim == 2:
             a = np.repeat(a[:, :, None], 3, axis=2)
         if a.ndim != 3 or a.shape[2] not in (3, 4) or a.dtype != np.uint8:
             raise InputError("an image array must be uint8 with shape (H, W, 3)")
-        return images.LoadedImage(np.ascontiguousarray(a[:, :, :3]))
+        a = np.ascontiguousarray(a[:, :, :3])
+        return images.LoadedImage(a, grayscale=images.is_gray(a))
     if isinstance(image, (str, os.PathLike)):
         container.allow_large_chunks()
-    return images.load_image(image)
+    return images.load_image(image)  # a path, bytes or a PIL image
 
 
 def resolve_device(device: str | None) -> str:
@@ -608,8 +608,12 @@ def _finish(job: _Job, backbone: Backbone, sampler: dict, face_data: list[FaceDa
     out = pixels
     for region, crop in zip(job.regions, new_crops, strict=True):
         out = faces.paste(out, crop, region.transform, region.mask)
+    if job.loaded.grayscale:  # a grayscale photo stays grayscale (faces too)
+        out = images.to_gray(out)
     if job.mask is not None:  # black in the user's mask means "keep", exactly
         out = np.where(job.mask[:, :, None], out, pixels)
+        # What anonymization changed, exactly: recovery changes no more.
+        face_data[0].photo_mask = job.mask
     notes = list(job.loaded.notes)
     for f, region, crop, radius in zip(face_data, job.regions, new_crops, radii, strict=True):
         q = _residual(crop, out, region)
@@ -742,6 +746,13 @@ def recover(
         notes += _convergence_notes(residuals, "recovered face")
     for i in restored:  # lossless faces win where faces overlap
         _lossless_restore(out, regions[i], opened.faces[i].lossless)
+    for f in opened.faces:
+        if f.photo_mask is not None:  # a user mask: pixels outside it were never changed
+            if f.photo_mask.shape != pixels.shape[:2]:
+                raise MetadataError("faceveil metadata is corrupt (the mask does not fit)")
+            out = np.where(f.photo_mask[:, :, None], out, pixels)
+    if loaded.grayscale:  # the anonymized file is grayscale, so was the original
+        out = images.to_gray(out)
     return Recovered(out, opened.metadata, notes, record, opened.faces)
 
 

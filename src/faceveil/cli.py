@@ -6,11 +6,13 @@ Exit status: 0 success, 1 bad input or usage, 2 command-line syntax, 3 wrong key
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -18,7 +20,7 @@ import click
 from . import __version__
 from .errors import FaceveilError, InputError, KeyMaterialError, NoFaceError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo"}
 
 
 # ---------------------------------------------------------------------------
@@ -37,7 +39,9 @@ def handle_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return func(*args, **kwargs)
         except FaceveilError as e:
             _fail(str(e), e.exit_code)
         except KeyboardInterrupt:
@@ -52,11 +56,24 @@ def handle_errors(func):
     return wrapper
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings as one plain note: no source paths or line numbers."""
+    click.echo(f"faceveil: note: {message}", err=True)
+
+
+def _tty() -> bool:
+    """Whether stderr is a terminal: progress bars only there, never in logs."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class Progress:
-    """tqdm bars for the engine's invert/denoise loops (on stderr)."""
+    """tqdm bars for the engine's invert/denoise loops (on stderr, on a terminal only)."""
 
     def __init__(self, enabled: bool, prefix: str = "") -> None:
-        self.enabled = enabled
+        self.enabled = enabled and _tty()
         self.prefix = prefix
         self.bar = None
 
@@ -86,10 +103,20 @@ def key_options(func):
     return func
 
 
+def _stdin_passphrase() -> str:
+    """The first line of standard input, as UTF-8 (a byte-order mark is ignored)."""
+    line = click.get_binary_stream("stdin").readline().rstrip(b"\r\n")
+    try:
+        return line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise KeyMaterialError("the passphrase on standard input is not valid UTF-8 text "
+                               "(save it as UTF-8)") from None
+
+
 def get_key(key_file: str | None, passphrase_stdin: bool, *, confirm: bool):
     """The key source: a key file, a passphrase from stdin, FACEVEIL_PASSPHRASE, or a prompt.
     A passphrase is never taken from a command-line argument (it would land in shell
-    history and process listings)."""
+    history and process listings). ``confirm`` (a new key: anonymize) asks twice."""
     from .keys import KeySource
 
     if key_file and passphrase_stdin:
@@ -97,8 +124,7 @@ def get_key(key_file: str | None, passphrase_stdin: bool, *, confirm: bool):
     if key_file:
         return KeySource.from_key_file(key_file)
     if passphrase_stdin:
-        line = sys.stdin.readline().rstrip("\r\n")
-        return KeySource.from_passphrase(line)
+        return KeySource.from_passphrase(_stdin_passphrase())
     env = os.environ.get("FACEVEIL_PASSPHRASE")
     if env:
         return KeySource.from_passphrase(env)
@@ -106,9 +132,14 @@ def get_key(key_file: str | None, passphrase_stdin: bool, *, confirm: bool):
         phrase = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm,
                               err=True)
         return KeySource.from_passphrase(phrase)
+    if confirm:
+        raise KeyMaterialError(
+            "no key: give --key-file KEY (make one with `faceveil keygen -o KEY`), "
+            "--passphrase-stdin, or set FACEVEIL_PASSPHRASE"
+        )
     raise KeyMaterialError(
-        "no key: give --key-file KEY (make one with `faceveil keygen -o KEY`), "
-        "--passphrase-stdin, or set FACEVEIL_PASSPHRASE"
+        "no key: give the key the file was anonymized with: --key-file KEY, "
+        "--passphrase-stdin, or FACEVEIL_PASSPHRASE"
     )
 
 
@@ -139,7 +170,12 @@ def _note(message: str, quiet: bool = False) -> None:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The images of a folder, by name (not its subfolders, even one named x.jpg)."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as e:
+        raise InputError(f"cannot list folder {str(folder)!r}: {e.strerror or e}") from None
+    return [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
 
 
 # ---------------------------------------------------------------------------
@@ -257,12 +293,14 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
         min_face=min_face, parser=_load_parser(parser_weights),
     )
 
+    def outputs(dst: Path) -> list[Path]:
+        return [dst, api.sidecar_path(dst)] if sidecar else [dst]
+
     def one(src: Path, dst: Path, prefix: str = "") -> tuple[int, list[str]]:
         if dst.suffix.lower() != ".png":
             raise InputError(f"anonymized output must be a .png file (got {str(dst)!r})")
-        images.check_output(dst, [src, mask, key_file], force)
-        if sidecar:
-            images.check_output(api.sidecar_path(dst), [src], force)
+        for path in outputs(dst):
+            images.check_output(path, [src, mask, key_file], force)
         loaded = images.load_image(src)
         user_mask = images.load_mask(mask, loaded.pixels.shape[1::-1]) if mask else None
         progress = Progress(not quiet, prefix)
@@ -274,8 +312,8 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
                 raise
             if no_face == "copy":
                 images.write_atomic(dst, images.encode_image(loaded.pixels, "PNG"))
-                return 0, ["no face found: copied without metadata"]
-            return 0, ["no face found: nothing written"]
+                return 0, [*loaded.notes, "no face found: copied without metadata"]
+            return 0, [*loaded.notes, "no face found: nothing written"]
         finally:
             progress.close()
         images.write_atomic(dst, result.png_bytes())
@@ -288,7 +326,11 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
             notes.append(f"{len(result.skipped)} face(s) not anonymized: {where}")
         return len(result.regions), notes
 
-    _run(Path(input), Path(output), one, quiet, verb="anonymized", out_suffix=".png")
+    src, dst = Path(input), Path(output)
+    jobs = _plan(src, dst, lambda p: p.stem + ".png", outputs, force, quiet)
+    if jobs is not None:  # a folder: fail early on a bad --model, not once per image
+        api.get_model(model, device)
+    _run(src, dst, jobs, one, quiet, verb="anonymized")
 
 
 @main.command()
@@ -331,15 +373,80 @@ def recover(input, output, key_file, passphrase_stdin, model, method, meta, deni
                                  deniable=deniable)
         finally:
             progress.close()
-        images.write_atomic(dst, result.encode(fmt))
-        return len(result.record["faces"]), result.notes
+        notes = list(result.notes)
+        images.write_atomic(dst, result.encode(fmt, notes))
+        return len(result.record["faces"]), notes
 
-    _run(Path(input), Path(output), one, quiet, verb="recovered", out_suffix=None)
+    src, dst = Path(input), Path(output)
+    _run(src, dst, _plan(src, dst, lambda p: p.name, lambda d: [d], force, quiet), one, quiet,
+         verb="recovered")
 
 
-def _run(src: Path, dst: Path, one, quiet: bool, *, verb: str, out_suffix: str | None) -> None:
-    """One file, or every image of a folder with one progress bar and a summary."""
+def _plan(src: Path, dst: Path, name, outputs, force: bool, quiet: bool):
+    """The (input, output) pairs of a folder, decided before any work; None for a file.
+
+    ``name(input)`` is an output's file name and ``outputs(output)`` every file one
+    input writes (the output and, say, its sidecar). Outputs never collide with each
+    other (case-insensitively, for the file systems that ignore case) nor with an
+    input: a colliding name gets the input's extension (``x_jpg.png``) and, if needed, a
+    number; each renaming is said here. Existing outputs are refused without --force
+    and the output folder must be writable: all before the first model run.
+    """
+    from . import images
+
     if not src.is_dir():
+        return None
+    if dst.exists() and not dst.is_dir():
+        raise InputError(f"{str(dst)!r} is a file; the output of a folder must be a folder")
+    if not dst.exists() and dst.suffix.lower() in IMAGE_SUFFIXES:
+        raise InputError(f"{str(src)!r} is a folder, so the output must be a folder too, "
+                         f"not {str(dst)!r}")
+    files = _image_files(src)
+    if not files:
+        raise InputError(f"no images in {str(src)!r} (looked for "
+                         f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+    probe = dst
+    while not probe.exists():
+        probe = probe.parent
+    images.check_writable(probe)
+    inputs = {str(p.resolve()).lower() for p in files}
+    taken: set[str] = set()
+
+    def names(path: Path) -> set[str]:
+        return {str(p.resolve()).lower() for p in outputs(path)}
+
+    def free(path: Path) -> bool:
+        return not (names(path) & inputs or names(path) & taken)
+
+    wanted = collections.Counter(str((dst / name(p)).resolve()).lower() for p in files)
+    jobs, renamed = [], []
+    for path in files:
+        target = dst / name(path)
+        if wanted[str(target.resolve()).lower()] > 1 or not free(target):  # rename them all
+            base = f"{target.stem}_{path.suffix.lstrip('.').lower()}"
+            target = target.with_name(base + target.suffix)
+            k = 2
+            while not free(target):
+                target, k = target.with_name(f"{base}-{k}{target.suffix}"), k + 1
+            renamed.append(f"{path.name} -> {target.name}")
+        taken |= {str(p.resolve()).lower() for p in outputs(target)}
+        jobs.append((path, target))
+    if renamed:
+        _note("output names that would collide with an input or with each other are renamed: "
+              + ", ".join(renamed), quiet)
+    existing = [p.name for _, t in jobs for p in outputs(t) if p.exists()]
+    if existing and not force:
+        more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
+        raise InputError(f"{len(existing)} output(s) exist in {str(dst)!r} "
+                         f"({', '.join(existing[:5])}{more}); use --force to overwrite them")
+    return jobs
+
+
+def _run(src: Path, dst: Path, jobs, one, quiet: bool, *, verb: str) -> None:
+    """One file (``jobs`` None), or the planned jobs of a folder with a progress bar on a
+    terminal, one line per image, and a summary. An image that fails, for any reason,
+    is reported and the batch goes on; the exit status is then 1."""
+    if jobs is None:
         t0 = time.perf_counter()
         n, notes = one(src, dst)
         for note in notes:
@@ -349,28 +456,45 @@ def _run(src: Path, dst: Path, one, quiet: bool, *, verb: str, out_suffix: str |
         return
     from tqdm import tqdm
 
-    if dst.exists() and not dst.is_dir():
-        raise InputError(f"{str(dst)!r} is a file; the output of a folder must be a folder")
-    dst.mkdir(parents=True, exist_ok=True)
-    files = _image_files(src)
-    if not files:
-        raise InputError(f"no images in {str(src)!r}")
-    done, failed = [], []
-    for path in tqdm(files, desc=verb, unit="image", disable=quiet):
-        target = dst / (path.stem + out_suffix if out_suffix else path.name)
-        try:
-            n, notes = one(path, target, prefix=f"{path.name}: ")
-            done.append((path.name, n, notes))
-        except FaceveilError as e:
-            failed.append((path.name, str(e)))
+    created = [d for d in (dst, *dst.parents) if not d.exists()]
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot make the output folder {str(dst)!r}: "
+                         f"{e.strerror or e}") from None
+    bar = tqdm(total=len(jobs), desc=verb, unit="image", disable=quiet or not _tty())
+    say = bar.write if not bar.disable else functools.partial(click.echo, err=True)
+    faces = 0
+    failed = 0
+    try:
+        for i, (path, target) in enumerate(jobs, 1):
+            where = f"[{i}/{len(jobs)}] {path.name}"
+            try:
+                n, notes = one(path, target, prefix=f"{path.name}: ")
+                faces += n
+                if not quiet:
+                    say(f"{where}: {n} face(s)" + (f" -> {target.name}" if n else "")
+                        + (f" ({'; '.join(notes)})" if notes else ""))
+            except FaceveilError as e:
+                failed += 1
+                say(f"{where}: FAILED: {e}")
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:  # a bug on one image must not stop the others
+                if os.environ.get("FACEVEIL_DEBUG"):
+                    raise
+                failed += 1
+                say(f"{where}: FAILED: unexpected {type(e).__name__}: {e} (a bug; set "
+                    "FACEVEIL_DEBUG=1 for details)")
+            bar.update(1)
+    finally:
+        bar.close()
+        for folder in created:  # nothing was written there: leave no empty folder behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     if not quiet:
-        for f, n, notes in done:
-            click.echo(f"  {f}: {n} face(s)" + (f" ({'; '.join(notes)})" if notes else ""),
-                       err=True)
-        for f, r in failed:
-            click.echo(f"  {f}: FAILED: {r}", err=True)
-        click.echo(f"{verb} {sum(n for _, n, _ in done)} face(s) in {len(done)} image(s); "
-                   f"{len(failed)} failed", err=True)
+        click.echo(f"{verb} {faces} face(s) in {len(jobs) - failed} image(s); "
+                   f"{failed} failed", err=True)
     if failed:  # the batch went on, but the exit status says not everything worked
         sys.exit(1)
 
@@ -378,7 +502,8 @@ def _run(src: Path, dst: Path, one, quiet: bool, *, verb: str, out_suffix: str |
 @main.command()
 @click.argument("input", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Preview PNG: boxes, masks and numbers of the faces found.")
+              help="Preview image (format from the extension: .png, .jpg, ...): boxes, "
+                   "masks and numbers of the faces found.")
 @_model_option("Model whose crop framing and resolution to use (default: built-in).")
 @click.option("--box", "boxes", multiple=True, metavar="X,Y,W,H", help="Add a face (repeatable).")
 @click.option("--exclude", multiple=True, type=int, metavar="N", help="Leave face N out.")
@@ -395,6 +520,7 @@ def detect(input, output, model, boxes, exclude, detector, min_face, aligned, pa
     (and the faces skipped, with reasons) as one JSON document."""
     from . import api, faces, images
 
+    fmt = images.output_format(output)
     images.check_output(output, [input], force)
     loaded = images.load_image(input)
     backbone = api.get_model(model, device)
@@ -404,7 +530,9 @@ def detect(input, output, model, boxes, exclude, detector, min_face, aligned, pa
         parser=_load_parser(parser_weights),
     )
     preview = faces.draw_preview(loaded.pixels, regions, skipped)
-    images.write_atomic(output, images.encode_image(preview, "PNG"))
+    images.write_atomic(output, images.encode_image(preview, fmt))
+    for note in loaded.notes:
+        _note(f"{input}: {note}")
     report = {
         "image": {"width": int(loaded.pixels.shape[1]), "height": int(loaded.pixels.shape[0])},
         "model": backbone.model_id,
@@ -447,9 +575,10 @@ def inspect(input, export, force) -> None:
     """Print an anonymized file's metadata as one JSON document (nothing secret)."""
     from . import api, container, images
 
-    record = api.inspect(input)
     if export:
         images.check_output(export, [input], force)
+    record = api.inspect(input)
+    if export:
         images.write_atomic(export, container.dumps(record).encode())
     click.echo(json.dumps(record, indent=2, sort_keys=True))
 

@@ -31,6 +31,8 @@ they are sealed (ChaCha20-Poly1305) under that face's key::
 
     sealed = {"transform": [[a, b, c], [d, e, f]], "source": ...,
               "mask": {"shape": [S, S], "bits": b64}, "latent_mask": {...},
+              "photo_mask": {"shape": [H, W], "bits": b64},   # only with --mask: the
+                                                # pixels it may change, photo space
               "residual": {"scale": 64, "data": b64} | null, "radius": float | null}
 
 Deniable files (``--deniable``) store no key check and no MAC, so nothing in them can
@@ -82,6 +84,7 @@ MAX_FACES = 4096
 MAX_CROP = 2048  # pixels per side of a model crop (SD: 512)
 MAX_LATENT = 512
 MAX_SIDE = 1 << 16
+MAX_PHOTO_PIXELS = 64_000_000  # as images.MAX_PIXELS: a photo-space mask's bits
 MAX_STEPS = 1000
 MAX_SEALED = 64 * 1024 * 1024  # bytes of one sealed or compressed blob, decoded
 RESIDUAL_SCALE = 64
@@ -167,12 +170,14 @@ def pack_mask(mask: np.ndarray) -> dict:
     return {"shape": list(mask.shape), "bits": b64e(zlib.compress(np.packbits(mask).tobytes(), 9))}
 
 
-def unpack_mask(record: object, side: int | None = None, what: str = "a face mask") -> np.ndarray:
+def unpack_mask(record: object, side: int | None = None, what: str = "a face mask",
+                max_side: int = MAX_CROP) -> np.ndarray:
     """The boolean mask of a {"shape", "bits"} record; square of ``side`` when given."""
     d = _dict(record, what)
     shape = d.get("shape")
     if (not isinstance(shape, list) or len(shape) != 2
-            or not all(type(n) is int and 1 <= n <= MAX_CROP for n in shape)
+            or not all(type(n) is int and 1 <= n <= max_side for n in shape)
+            or shape[0] * shape[1] > MAX_PHOTO_PIXELS
             or (side is not None and shape != [side, side])):
         raise _corrupt(f"{what} has a wrong shape")
     n = shape[0] * shape[1]
@@ -238,6 +243,8 @@ def _validate_face(face: object, i: int, version: int, deniable: bool) -> None:
                 type(n) is int and 1 <= n <= MAX_LATENT for n in lm):
             raise _corrupt(f"{what} latent mask shape")
         unpack_residual(f.get("residual") or None, crop)
+        if f.get("photo_mask") is not None:
+            unpack_mask(f["photo_mask"], None, f"{what} photo mask", MAX_SIDE)
     else:
         b64d(f.get("sealed"), f"{what} sealed data")
         if "lossless" in f:
@@ -396,6 +403,8 @@ class FaceData:
     """Everything the record holds about one face, in usable form.
 
     ``mask`` is the hard pixel mask in crop space, ``latent_mask`` the latent one,
+    ``photo_mask`` the user's ``--mask`` in photo space (None without one: then
+    recovery may change every pixel the face's mask reaches),
     ``residual`` the precision residual as float pixels (None: not stored), ``radius``
     the original norm of the masked noise (None: the norm was kept), ``lossless`` the
     original pixels' PNG (None: not stored), ``key`` the face's key material (None for
@@ -414,6 +423,7 @@ class FaceData:
     window_sha256: str | None = None
     lossless: bytes | None = None
     key: FaceKey | None = None
+    photo_mask: np.ndarray | None = None
 
 
 @dataclass
@@ -446,13 +456,16 @@ def _face_associated(salt: bytes, face: dict) -> bytes:
 
 
 def _geometry(f: FaceData, residual: dict | None) -> dict:
-    return {
+    geometry = {
         "transform": np.asarray(f.transform, dtype=float).round(10).tolist(),
         "source": f.source,
         "mask": pack_mask(f.mask),
         "latent_mask": pack_mask(f.latent_mask),
         "residual": residual,
     }
+    if f.photo_mask is not None:
+        geometry["photo_mask"] = pack_mask(f.photo_mask)
+    return geometry
 
 
 def face_entry(f: FaceData, secret: SecretKey, deniable: bool) -> dict:
@@ -505,6 +518,8 @@ def _face_from_entry(f: dict, i: int, payload: dict, fk: FaceKey | None,
         residual=unpack_residual(payload.get("residual"), crop),
         radius=None if radius is None else float(radius),
         window_sha256=window, lossless=lossless, key=fk,
+        photo_mask=(None if payload.get("photo_mask") is None else
+                    unpack_mask(payload["photo_mask"], None, f"{what} photo mask", MAX_SIDE)),
     )
 
 

@@ -766,6 +766,46 @@ def framing_box(framing: Framing, width: int, height: int | None = None) -> Box:
             max(1, int(round((x1 - x0) * width))), max(1, int(round((y1 - y0) * height))))
 
 
+def crop_mask(mask: np.ndarray, crop_size: int) -> np.ndarray:
+    """A user's photo mask (white = replace) as the hard crop mask of
+    :func:`aligned_region`'s scaling, ``(crop_size, crop_size)`` float32 in {0, 1}.
+
+    It never fails open: a crop pixel is inside when any photo pixel it covers is white
+    (max pooling, not an area threshold), and the result is grown by the crop pixels
+    that :func:`paste` reads around a photo pixel (its bilinear neighbours, and their
+    box-filter blocks when the crop is 2x or more larger than the photo), so that every
+    white photo pixel is taken from the new crop alone.
+
+    Raises:
+        InputError: the mask has no white pixel.
+    """
+    m = np.asarray(mask)
+    if m.ndim == 3:
+        m = m.any(axis=2) if m.dtype == bool else m.max(axis=2)
+    if m.size == 0 or not (m > 0).any():
+        raise InputError("the mask has no white pixel: nothing to anonymize")
+    t = torch.from_numpy((m > 0).astype(np.float32))[None, None]
+    # Adaptive max pooling covers every source pixel when shrinking; nearest copies each
+    # source pixel to at least one crop pixel when enlarging.
+    rows = (F.adaptive_max_pool2d(t, (crop_size, t.shape[-1])) if t.shape[-2] >= crop_size
+            else F.interpolate(t, size=(crop_size, t.shape[-1]), mode="nearest"))
+    both = (F.adaptive_max_pool2d(rows, (crop_size, crop_size)) if t.shape[-1] >= crop_size
+            else F.interpolate(rows, size=(crop_size, crop_size), mode="nearest"))
+    ry, rx = (_paste_reach(crop_size / n) for n in m.shape[:2])
+    grown = F.max_pool2d(both, (2 * ry + 1, 2 * rx + 1), stride=1, padding=(ry, rx))
+    return (grown[0, 0].numpy() > 0).astype(np.float32)
+
+
+def _paste_reach(scale: float) -> int:
+    """How far (crop pixels) from a photo pixel's crop position :func:`paste` reads, for a
+    crop ``scale`` times larger than the photo: the bilinear neighbour, or, from 2x on,
+    two box-filter blocks of ``floor(scale)`` pixels (see :func:`_sample`)."""
+    if scale == 1:  # pixel centres on pixel centres: each photo pixel reads one crop pixel
+        return 0
+    f = math.floor(scale)
+    return 1 if f < 2 else math.ceil(1.5 * f) + 1
+
+
 def aligned_region(
     image: np.ndarray,
     *,
@@ -787,15 +827,9 @@ def aligned_region(
     # Pixel centres map to pixel centres: u = (x + 0.5) * s - 0.5.
     transform = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
     if mask is not None:
-        m = np.asarray(mask)
-        if m.ndim == 3:
-            m = m.any(axis=2) if m.dtype == bool else m.max(axis=2)
-        m = torch.from_numpy((m > 0).astype(np.float32))[None, None]
-        m = F.interpolate(m, size=(crop_size, crop_size), mode="area" if m.shape[-1] >= crop_size
-                          else "nearest")
-        hard = (m[0, 0].numpy() >= 0.5).astype(np.float32)
         return FaceRegion(box=(0, 0, w, h), transform=transform, crop_size=crop_size,
-                          mask=hard, landmarks=None, source="aligned", score=None)
+                          mask=crop_mask(mask, crop_size), landmarks=None, source="aligned",
+                          score=None)
     lm = _aligned_landmarks(img, framing_box(framing, crop_size), (sx, sy))
     lm_crop = None if lm is None else apply_transform(transform, lm)
     if lm_crop is not None and _fits_framing(lm_crop, framing, crop_size):

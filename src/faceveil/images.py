@@ -1,30 +1,104 @@
 """Reading images safely and writing outputs atomically.
 
 Inputs are decoded with Pillow under a pixel limit (decompression bombs are refused),
-EXIF orientation is applied, and every mode is brought to 8-bit RGB. The input's own
-metadata (EXIF, XMP, ICC profile, comments, text chunks) is split off so the caller
-can keep it encrypted instead of publishing it.
+their orientation (EXIF or XMP) is applied, and every pixel mode is brought to 8-bit
+RGB. What the file carries besides its pixels is split off so the caller can seal it
+under the key instead of publishing it, and restored by :func:`encode_image`.
+
+**Metadata**: :attr:`LoadedImage.metadata` maps a name to bytes; these names are all
+there is (the encoding of each value is fixed here, whatever type Pillow returned):
+
+=================  ===========================================================
+``exif``           EXIF as a TIFF structure with its ``Exif\\0\\0`` header; for
+                   TIFF inputs, the file's descriptive tags (not its layout)
+``xmp``            the XMP packet, UTF-8
+``icc_profile``    the ICC colour profile
+``comment``        the JPEG or GIF comment
+``photoshop``      Photoshop image resources (IPTC captions, credits...): the
+                   ``8BIM`` resource blocks of a JPEG APP13 segment
+``text:NAME``      each PNG text chunk (tEXt, zTXt, iTXt) but XMP, UTF-8; an
+                   anonymized PNG's own record is carried as ``text:faceveil``
+``alpha``          the alpha channel of a transparent input, as an 8-bit PNG
+=================  ===========================================================
+
+Encoding parameters (dpi, JFIF density, progressive, gamma, palette transparency,
+animation timing...) describe the file, not its content, and are not kept. Anything
+else is dropped with a note. When the orientation is applied, it is removed from the
+EXIF and XMP that are kept, so the restored file is not turned twice.
+
+**Pixels**: transparent pixels are flattened onto white (what was hidden under
+transparency is never published) and the alpha channel is kept in ``alpha``;
+grayscale inputs are flagged (:attr:`LoadedImage.grayscale`) and written back as
+grayscale; 16- and 32-bit inputs are reduced to 8 bits, with a note. Files of several
+frames are refused (a face on another frame would be published), except MPO, whose
+first image is the picture and whose others are views of it that are not published.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
+import struct
 import tempfile
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, MetadataError
 
 MAX_PIXELS = 64_000_000
 """Largest image accepted (64 megapixels); larger ones are refused as possible bombs."""
 
-# Metadata blobs Pillow exposes in ``Image.info`` that can identify or locate people.
-_BLOB_KEYS = ("exif", "xmp", "icc_profile", "comment", "XML:com.adobe.xmp", "photoshop")
+MAX_TEXT_CHUNK = 256 * 1024 * 1024
+"""Largest PNG text chunk read (Pillow's default, 1 MB, is too small for some records)."""
+
+BACKGROUND = 255
+"""Transparent pixels are flattened onto this gray level (white), as viewers show them."""
+
+RECORD_CHUNK = "faceveil"  # the keyword of an anonymized PNG's record chunk
+
+# Info keys that describe how the file is encoded, not what it shows: not kept.
+_ENCODING_KEYS = {
+    "dpi", "jfif", "jfif_version", "jfif_unit", "jfif_density", "adobe", "adobe_transform",
+    "progressive", "progression", "interlace", "gamma", "srgb", "chromaticity", "cHRM",
+    "transparency", "duration", "loop", "background", "version", "compression",
+    "resolution", "aspect", "mp", "mpoffset", "mpinfo", "bbox", "disposal", "blend",
+    "extension", "default_image", "frame", "tile", "icc_profile_name", "quality",
+    "subsampling", "optimize", "huffman_ac", "huffman_dc", "quantization", "flags",
+    "unit", "sizes", "compression_name", "timestamp",
+}
+_XMP_KEYS = ("xmp", "XML:com.adobe.xmp")
+
+# TIFF tags that describe the pixel layout (not kept: the output has its own).
+_TIFF_LAYOUT_TAGS = {
+    254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 274, 277, 278, 279, 280,
+    281, 282, 283, 284, 286, 287, 290, 291, 296, 297, 317, 318, 319, 320, 321, 322, 323,
+    324, 325, 330, 332, 338, 339, 340, 341, 347, 512, 513, 514, 515, 517, 518, 519, 520,
+    521, 529, 530, 531, 532, 700, 34675, 37724,
+}
+
+# Files whose other frames are views of the first image (stereo pair, previews).
+_PRIMARY_IMAGE_FORMATS = {"MPO"}
+
+# What each output format can hold of the kept metadata (the rest is said in a note).
+_RESTORABLE = {
+    "PNG": {"exif", "xmp", "icc_profile", "comment", "text:", "alpha"},
+    "JPEG": {"exif", "xmp", "icc_profile", "comment", "photoshop"},
+    "WEBP": {"exif", "xmp", "icc_profile", "alpha"},
+    "TIFF": {"exif", "xmp", "icc_profile", "alpha"},
+    "BMP": set(),
+}
+_WHAT = {
+    "exif": "EXIF", "xmp": "XMP", "icc_profile": "ICC profile", "comment": "comment",
+    "photoshop": "Photoshop/IPTC block", "alpha": "alpha channel (transparency)",
+}
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -36,91 +110,477 @@ class LoadedImage:
     notes: list[str] = field(default_factory=list)
     format: str | None = None
     text: dict[str, str] = field(default_factory=dict)  # PNG text chunks, incl. faceveil's
+    grayscale: bool = False  # the three channels are equal: outputs are grayscale too
 
 
-def _open(source: str | os.PathLike | bytes) -> Image.Image:
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
-    if not isinstance(source, bytes):
-        if not Path(source).exists():
-            raise InputError(f"{name!r} not found")
-        if Path(source).is_dir():
-            raise InputError(f"{name!r} is a folder, not an image")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+# ---------------------------------------------------------------------------
+# Opening
+# ---------------------------------------------------------------------------
+
+
+def _name(source) -> str:
+    return "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+
+
+def _png_record_damage(fp) -> str | None:
+    """Why a PNG's faceveil record chunk cannot be read, or None (fine or absent)."""
+    fp.seek(0)
+    if fp.read(8) != _PNG_SIGNATURE:
+        return None
+    while True:
+        head = fp.read(8)
+        if len(head) < 8:
+            return None
+        length, ctype = struct.unpack(">I4s", head)
+        if ctype == b"IEND":
+            return None
+        if ctype not in (b"tEXt", b"zTXt", b"iTXt"):
+            fp.seek(length + 4, os.SEEK_CUR)
+            continue
+        body, crc = fp.read(length), fp.read(4)
+        keyword, _, rest = body.partition(b"\0")
+        if keyword != RECORD_CHUNK.encode():
+            continue
+        if len(body) < length or len(crc) < 4:
+            return "it is cut short"
+        if zlib.crc32(ctype + body) != int.from_bytes(crc, "big"):
+            return "its checksum does not match"
         try:
-            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-            if img.width * img.height > MAX_PIXELS:
-                raise InputError(
-                    f"{name!r} is {img.width}x{img.height} pixels, more than the limit of "
-                    f"{MAX_PIXELS:,} pixels (a possible decompression bomb)"
-                )
-            img.load()
-        except InputError:
-            raise
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-            raise InputError(f"{name!r} is too large to decode safely") from None
-        except UnidentifiedImageError:
-            raise InputError(f"{name!r} is not an image Pillow can read") from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise InputError(f"{name!r} is corrupt or truncated ({e})") from None
+            if ctype == b"zTXt":
+                zlib.decompress(rest[1:])
+            elif ctype == b"iTXt" and rest[:1] == b"\x01":
+                zlib.decompress(rest[2:].split(b"\0", 2)[2])
+        except (zlib.error, IndexError):
+            return "its compressed data is damaged"
+        return None
+
+
+def _damaged_record_error(source) -> MetadataError | None:
+    """A MetadataError when the cause of a problem is a damaged faceveil chunk."""
+    try:
+        with (io.BytesIO(source) if isinstance(source, (bytes, bytearray))
+              else open(source, "rb")) as fp:
+            why = _png_record_damage(fp)
+    except OSError:
+        return None
+    if why is None:
+        return None
+    return MetadataError(f"{_name(source)!r}: the faceveil metadata chunk is damaged ({why}); "
+                         "recover it with the metadata exported by `inspect --export` or "
+                         "`--sidecar` (recover --meta)")
+
+
+def _refuse_frames(img: Image.Image, name: str, notes: list[str]) -> None:
+    """Several frames: refuse, or (MPO) keep the first image with a note."""
+    try:
+        frames = int(getattr(img, "n_frames", 1) or 1)
+    except Exception:  # counting frames reads the whole file; a broken one says so later
+        frames = 1
+    if frames <= 1:
+        return
+    if img.format in _PRIMARY_IMAGE_FORMATS:
+        notes.append(
+            f"this {img.format} file holds {frames} images (a stereo view or previews of "
+            "the same picture): only the first is anonymized and kept; the others are "
+            "not published and not kept"
+        )
+        return
+    raise InputError(
+        f"{name!r} has {frames} frames or pages ({img.format}); faceveil anonymizes single "
+        "images, and a face on another frame would be published: split it into single "
+        "images first"
+    )
+
+
+def _drop_odd_xmp(img: Image.Image, notes: list[str]) -> None:
+    """An XMP that is neither bytes nor text (a TIFF tag typed SHORT) is no XMP: drop it
+    before Pillow searches it for an orientation (a TypeError)."""
+    for key in _XMP_KEYS:
+        if key in img.info and _as_bytes(img.info[key]) is None:
+            value = img.info.pop(key)
+            notes.append(f"XMP of unexpected type ({type(value).__name__}) dropped "
+                         "(not published, not kept)")
+
+
+def _bit_depth_note(img: Image.Image) -> str | None:
+    raw = " ".join(str(t.args) for t in (getattr(img, "tile", None) or []))
+    if img.mode.startswith("I;16") or ";16" in raw:
+        return "16-bit image reduced to 8 bits per channel"
+    if img.mode in ("I", "F"):
+        return "32-bit image reduced to 8 bits per channel"
+    return None
+
+
+def _open(source, notes: list[str]) -> Image.Image:
+    name = _name(source)
+    if not isinstance(source, (bytes, bytearray)):
+        path = Path(source)
+        if not path.exists():
+            raise InputError(f"{name!r} not found")
+        if path.is_dir():
+            raise InputError(f"{name!r} is a folder, not an image")
+        try:
+            if path.stat().st_size == 0:
+                raise InputError(f"{name!r} is empty (0 bytes)")
+        except OSError as e:
+            raise InputError(f"cannot read {name!r}: {e.strerror}") from None
+    elif not source:
+        raise InputError("the image data is empty (0 bytes)")
+    PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, MAX_TEXT_CHUNK)
+    try:
+        img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        if img.width * img.height > MAX_PIXELS:
+            raise InputError(
+                f"{name!r} is {img.width}x{img.height} pixels, more than the limit of "
+                f"{MAX_PIXELS:,} pixels (a possible decompression bomb)"
+            )
+        _refuse_frames(img, name, notes)
+        _drop_odd_xmp(img, notes)  # before load(): Pillow's TIFF load() reads the XMP
+        note = _bit_depth_note(img)
+        img.load()
+    except InputError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise InputError(f"{name!r} is too large to decode safely") from None
+    except UnidentifiedImageError:
+        raise _damaged_record_error(source) or InputError(
+            f"{name!r} is not an image Pillow can read") from None
+    except PermissionError as e:
+        raise InputError(f"cannot read {name!r}: {e.strerror}") from None
+    except (OSError, SyntaxError, ValueError, TypeError, EOFError, struct.error,
+            zlib.error) as e:
+        raise _damaged_record_error(source) or InputError(
+            f"{name!r} is corrupt or truncated ({e})") from None
+    if note:
+        notes.append(note)
+    if img.format == "PNG" and RECORD_CHUNK not in getattr(img, "text", {}):
+        damaged = _damaged_record_error(source)  # Pillow drops text chunks it cannot inflate
+        if damaged:
+            raise damaged
     return img
 
 
+# ---------------------------------------------------------------------------
+# Pixels
+# ---------------------------------------------------------------------------
+
+
+def _alpha(img: Image.Image) -> np.ndarray | None:
+    """The alpha channel (uint8) of an image that has one, else None."""
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return np.asarray(img.getchannel("A"))
+    if "transparency" in img.info:
+        try:
+            return np.asarray(img.convert("RGBA"))[:, :, 3]
+        except ValueError:  # a mode Pillow cannot convert: treated as opaque, said
+            return None
+    return None
+
+
 def to_rgb(img: Image.Image, notes: list[str]) -> np.ndarray:
-    """8-bit RGB pixels of any Pillow image; what was converted is added to ``notes``."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    """8-bit RGB pixels of any Pillow image, transparent pixels flattened onto white;
+    what was converted is added to ``notes``."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
-        scale = 257.0 if a.max(initial=0) > 255 else 1.0
-        a = np.clip(np.round(a / scale), 0, 255).astype(np.uint8)
-        notes.append(f"converted {img.mode} to 8-bit RGB")
-        return np.repeat(a[:, :, None], 3, axis=2)
-    if img.mode == "F":
-        a = np.clip(np.round(np.asarray(img)), 0, 255).astype(np.uint8)
-        notes.append("converted float image to 8-bit RGB")
-        return np.repeat(a[:, :, None], 3, axis=2)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        notes.append("alpha channel dropped (output is RGB)")
-    if img.mode != "RGB":
-        if img.mode not in ("L", "P", "RGBA", "LA", "PA", "1"):
+        if img.mode.startswith("I;16"):
+            a = a / 257.0
+        elif a.max(initial=0) > 255:
+            a = a * (255.0 / a.max())
+        gray = np.clip(np.round(a), 0, 255).astype(np.uint8)
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    elif img.mode == "RGB":
+        rgb = np.array(img, dtype=np.uint8)
+    else:
+        if img.mode not in ("L", "P", "RGBA", "LA", "PA", "1", "RGBa", "La", "RGBX"):
             notes.append(f"converted {img.mode} to RGB")
-        img = img.convert("RGB")
-    return np.array(img, dtype=np.uint8)
+        try:
+            rgb = np.array(img.convert("RGB"), dtype=np.uint8)
+        except ValueError:
+            raise InputError(f"images in pixel mode {img.mode} are not supported") from None
+    alpha = _alpha(img)
+    if alpha is not None and (alpha < 255).any():
+        a = alpha[:, :, None].astype(np.float64) / 255.0
+        flat = rgb.astype(np.float64) * a + BACKGROUND * (1.0 - a)
+        rgb = np.clip(np.round(flat), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb)
 
 
-def load_image(source: str | os.PathLike | bytes) -> LoadedImage:
-    """Decode an image file to 8-bit RGB with its EXIF orientation applied."""
-    img = _open(source)
-    fmt = img.format
-    text = {k: v for k, v in getattr(img, "text", {}).items() if isinstance(v, str)}
+def is_gray(pixels: np.ndarray) -> bool:
+    """Whether the three channels of an RGB array are equal everywhere."""
+    return bool((pixels[:, :, 0] == pixels[:, :, 1]).all()
+                and (pixels[:, :, 1] == pixels[:, :, 2]).all())
+
+
+def to_gray(pixels: np.ndarray) -> np.ndarray:
+    """RGB pixels as gray (ITU-R 601 luma, as Pillow's ``convert("L")``), still 3 channels.
+    Gray pixels are unchanged."""
+    p = pixels.astype(np.uint32)
+    y = (p[:, :, 0] * 19595 + p[:, :, 1] * 38470 + p[:, :, 2] * 7471 + 0x8000) >> 16
+    return np.repeat(y.astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+# ---------------------------------------------------------------------------
+# Metadata
+# ---------------------------------------------------------------------------
+
+
+def _as_bytes(value) -> bytes | None:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", errors="surrogateescape")
+    return None
+
+
+def _exif_bytes(value) -> bytes | None:
+    if isinstance(value, Image.Exif):
+        if not len(value):
+            return None
+        value = value.tobytes()
+    data = _as_bytes(value) if not isinstance(value, str) else None
+    if data and data[:4] in (b"II*\0", b"MM\0*"):
+        data = b"Exif\0\0" + data
+    return data
+
+
+def _photoshop_bytes(resources) -> bytes:
+    """Photoshop image resources as ``8BIM`` blocks (the body of a JPEG APP13)."""
+    if isinstance(resources, (bytes, bytearray)):
+        return bytes(resources)
+    out = bytearray()
+    for rid, data in dict(resources).items():
+        if not (isinstance(rid, int) and 0 <= rid < 65536 and isinstance(data, bytes)):
+            raise ValueError("unexpected Photoshop resource")
+        out += b"8BIM" + rid.to_bytes(2, "big") + b"\0\0" + len(data).to_bytes(4, "big")
+        out += data + (b"\0" if len(data) % 2 else b"")
+    return bytes(out)
+
+
+def _tiff_exif(img: Image.Image, notes: list[str]) -> bytes | None:
+    """A TIFF's descriptive tags (artist, copyright, GPS, dates...) as EXIF bytes."""
     try:
-        oriented = ImageOps.exif_transpose(img) or img
-    except Exception:  # a broken EXIF block must not stop anonymization
-        oriented = img
-    metadata: dict[str, bytes] = {}
-    for key in _BLOB_KEYS:
-        value = oriented.info.get(key, img.info.get(key))
-        if value:
-            metadata[key] = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        exif = img.getexif()
+        kept = Image.Exif()
+        odd = []
+        for tag, value in exif.items():
+            if tag in _TIFF_LAYOUT_TAGS:
+                continue
+            if tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+                value = exif.get_ifd(tag)
+            try:
+                _single(tag, value).tobytes()
+            except Exception:
+                odd.append(tag)
+                continue
+            kept[tag] = value
+        if odd:
+            notes.append(f"dropped TIFF tag(s) {', '.join(map(str, odd))} of unusual type "
+                         "(not published, not kept)")
+        return kept.tobytes() if len(kept) else None
+    except Exception:
+        notes.append("the TIFF tags could not be read: dropped (not published, not kept)")
+        return None
+
+
+def _single(tag: int, value) -> Image.Exif:
+    e = Image.Exif()
+    e[tag] = value
+    return e
+
+
+_ORIENTATION_XMP = (rb'\s*tiff:Orientation="[0-9]"', rb"<tiff:Orientation>[0-9]</tiff:Orientation>")
+
+
+def _without_orientation(meta: dict[str, bytes], notes: list[str]) -> None:
+    """Remove the orientation from kept EXIF and XMP once the pixels are upright."""
+    if "exif" in meta:
+        try:
+            exif = Image.Exif()
+            exif.load(meta["exif"])
+            exif.pop(ExifTags.Base.Orientation, None)
+            for tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+                if tag in exif:
+                    exif[tag] = exif.get_ifd(tag)
+            meta["exif"] = exif.tobytes()
+        except Exception:
+            del meta["exif"]
+            notes.append("EXIF dropped: unreadable after applying its orientation")
+    if "xmp" in meta:
+        for pattern in _ORIENTATION_XMP:
+            meta["xmp"] = re.sub(pattern, b"", meta["xmp"])
+
+
+def _collect_metadata(img: Image.Image, text: dict[str, str], notes: list[str]) -> dict:
+    meta: dict[str, bytes] = {}
+    dropped: list[str] = []
+    info = dict(img.info)
+    for key, value in info.items():
+        if key in _ENCODING_KEYS or key in text:
+            continue
+        if key == "exif":
+            if img.format != "TIFF":
+                data = _exif_bytes(value)
+                if data:
+                    meta["exif"] = data
+                elif value:
+                    dropped.append(f"EXIF ({type(value).__name__})")
+        elif key in _XMP_KEYS:
+            data = _as_bytes(value)
+            if data:
+                meta["xmp"] = data
+            elif value is not None:
+                dropped.append(f"XMP ({type(value).__name__})")
+        elif key in ("icc_profile", "comment"):
+            data = _as_bytes(value)
+            if data:
+                meta[key] = data
+            elif value:
+                dropped.append(f"{_WHAT[key]} ({type(value).__name__})")
+        elif key == "photoshop":
+            try:
+                meta["photoshop"] = _photoshop_bytes(value)
+            except (TypeError, ValueError):
+                dropped.append("Photoshop/IPTC block (unreadable)")
+        else:
+            dropped.append(str(key))
+    if img.format == "TIFF":
+        data = _tiff_exif(img, notes)
+        if data:
+            meta["exif"] = data
     for key, value in text.items():
-        if key != "faceveil":
-            metadata[f"text:{key}"] = value.encode("utf-8")
+        if key in _XMP_KEYS:
+            meta.setdefault("xmp", value.encode("utf-8", errors="surrogateescape"))
+        elif key == "Raw profile type exif":  # ImageMagick's EXIF in a PNG: hex after 3 lines
+            try:
+                data = _exif_bytes(bytes.fromhex("".join(value.split("\n")[3:])))
+            except ValueError:
+                data = None
+            if data:
+                meta.setdefault("exif", data)
+            else:
+                dropped.append("Raw profile type exif (unreadable)")
+        else:
+            meta[f"text:{key}"] = value.encode("utf-8", errors="surrogateescape")
+    if dropped:
+        notes.append(f"metadata dropped (not published, not kept): {', '.join(dropped)}")
+    return {k: v for k, v in meta.items() if v}
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = int(img.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # a broken EXIF block must not stop anonymization
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _encode_alpha(alpha: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(alpha, "L").save(buf, "PNG", optimize=False, compress_level=9)
+    return buf.getvalue()
+
+
+def load_image(source: str | os.PathLike | bytes | Image.Image) -> LoadedImage:
+    """Decode an image to 8-bit RGB, upright, with its metadata split off.
+
+    Raises:
+        InputError: not an image, unreadable, too large, or several frames.
+        MetadataError: a PNG whose faceveil metadata chunk is damaged.
+    """
     notes: list[str] = []
-    pixels = to_rgb(oriented, notes)
-    return LoadedImage(pixels, metadata, notes, fmt, text)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        if isinstance(source, Image.Image):
+            img = source
+            _refuse_frames(img, "<image>", notes)
+            img.load()
+        else:
+            img = _open(source, notes)
+        fmt = img.format
+        text = {str(k): str(v) for k, v in getattr(img, "text", {}).items()
+                if isinstance(v, str)}
+        _drop_odd_xmp(img, notes)
+        metadata = _collect_metadata(img, text, notes)
+        orientation = _orientation(img)
+        oriented = img
+        if orientation > 1:
+            try:
+                oriented = ImageOps.exif_transpose(img) or img
+                _without_orientation(metadata, notes)
+            except Exception:
+                notes.append(f"the orientation tag ({orientation}) could not be applied")
+        pixels = to_rgb(oriented, notes)
+        alpha = _alpha(oriented)
+        if alpha is not None:
+            if (alpha < 255).any():
+                metadata["alpha"] = _encode_alpha(alpha)
+                notes.append("transparent pixels flattened onto white (what they hid is not "
+                             "published); the alpha channel is kept encrypted and restored "
+                             "by recover")
+            else:
+                notes.append("opaque alpha channel dropped")
+    for w in caught:  # Pillow's warnings, as notes without library paths
+        message = str(w.message)
+        if message not in notes:
+            notes.append(message)
+    return LoadedImage(pixels, metadata, notes, fmt, text, is_gray(pixels))
 
 
 def load_mask(source: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
-    """A binary mask image (white = replace) of exactly ``size`` = (width, height)."""
-    img = _open(source)
-    if (img.width, img.height) != tuple(size):
+    """A binary mask image (white = replace) of exactly ``size`` = (width, height).
+
+    A pixel is white when its gray level is at least half the maximum; transparent
+    pixels count as black. The mask's EXIF orientation is applied before comparing
+    sizes.
+    """
+    loaded = load_image(source)
+    pixels = loaded.pixels
+    if "alpha" in loaded.metadata:  # flattened onto white: transparent must mean keep
+        alpha = np.asarray(Image.open(io.BytesIO(loaded.metadata["alpha"])))
+        pixels = np.where(alpha[:, :, None] >= 128, pixels, 0).astype(np.uint8)
+    if (pixels.shape[1], pixels.shape[0]) != tuple(size):
         raise InputError(
-            f"mask {str(source)!r} is {img.width}x{img.height} but the image is "
+            f"mask {str(source)!r} is {pixels.shape[1]}x{pixels.shape[0]} but the image is "
             f"{size[0]}x{size[1]}; they must be the same size"
         )
-    mask = np.asarray(ImageOps.exif_transpose(img).convert("L")) >= 128
+    mask = to_gray(pixels)[:, :, 0] >= 128
     if not mask.any():
-        raise InputError(f"mask {str(source)!r} is all black: nothing to anonymize")
+        raise InputError(f"mask {str(source)!r} has no white pixel: nothing to anonymize")
     return mask
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+
+def _restorable(key: str, fmt: str) -> bool:
+    allowed = _RESTORABLE.get(fmt, set())
+    return key in allowed or (key.startswith("text:") and "text:" in allowed)
+
+
+def _icc_space(icc: bytes) -> bytes:
+    return icc[16:20] if len(icc) >= 20 else b""
+
+
+def _jpeg_with_photoshop(data: bytes, resources: bytes) -> bytes | None:
+    """JPEG bytes with an APP13 Photoshop segment after its leading APPn segments."""
+    payload = b"Photoshop 3.0\0" + resources
+    if len(payload) > 65533:
+        return None
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF and 0xE0 <= data[pos + 1] <= 0xEF:
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    segment = b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload
+    return data[:pos] + segment + data[pos:]
+
+
+def _unflatten(pixels: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Colours that, composited on white with ``alpha``, look like ``pixels``."""
+    a = alpha[:, :, None].astype(np.float64) / 255.0
+    colour = (pixels.astype(np.float64) - BACKGROUND * (1.0 - a)) / np.maximum(a, 1e-6)
+    return np.where(a > 0, np.clip(np.round(colour), 0, 255), 0).astype(np.uint8)
 
 
 def encode_image(
@@ -129,44 +589,116 @@ def encode_image(
     *,
     text: dict[str, str] | None = None,
     metadata: dict[str, bytes] | None = None,
+    notes: list[str] | None = None,
 ) -> bytes:
-    """Encode uint8 RGB pixels, with optional text chunks and restored metadata."""
+    """Encode uint8 RGB pixels, with optional PNG text chunks and restored metadata.
+
+    Pixels whose channels are all equal are written as grayscale (as RGB when an RGB
+    colour profile comes with them). Metadata the format cannot hold (see the module
+    docstring) is left out and said in ``notes``.
+    """
     fmt = fmt.upper()
     metadata = dict(metadata or {})
-    img = Image.fromarray(pixels, "RGB")
+    all_keys = list(metadata)
+    # Gray pixels are written as gray, unless an RGB colour profile is to be restored.
+    gray = is_gray(pixels) and not (_restorable("icc_profile", fmt) and _icc_space(
+        metadata.get("icc_profile", b"")) == b"RGB ")
+    missing = sorted({_WHAT.get(k, "PNG text chunks") for k in metadata
+                      if not _restorable(k, fmt)})
+    metadata = {k: v for k, v in metadata.items() if _restorable(k, fmt)}
+    img = Image.fromarray(np.ascontiguousarray(pixels[:, :, 0]), "L") if gray \
+        else Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+    if "alpha" in metadata:
+        try:
+            alpha = np.asarray(Image.open(io.BytesIO(metadata.pop("alpha"))).convert("L"))
+        except Exception:
+            alpha = None
+        if alpha is None or alpha.shape != pixels.shape[:2]:
+            missing.append("alpha channel (it does not fit the image)")
+        else:
+            colour = _unflatten(pixels, alpha)
+            img = Image.fromarray(np.dstack([colour[:, :, 0], alpha]), "LA") if gray \
+                else Image.fromarray(np.dstack([colour, alpha]), "RGBA")
     kwargs: dict = {}
-    for key in ("exif", "icc_profile"):
-        if key in metadata:
-            kwargs[key] = metadata.pop(key)
+    if "exif" in metadata:
+        kwargs["exif"] = metadata.pop("exif")
+    if "icc_profile" in metadata:
+        icc = metadata.pop("icc_profile")
+        if _icc_space(icc) == (b"GRAY" if gray else b"RGB "):
+            kwargs["icc_profile"] = icc
+        else:
+            missing.append(f"ICC profile (made for {_icc_space(icc).decode('latin-1').strip()} "
+                           f"images, the output is {'gray' if gray else 'RGB'})")
+    xmp = metadata.pop("xmp", None)
+    comment = metadata.pop("comment", None)
+    photoshop = metadata.pop("photoshop", None)
     if fmt == "PNG":
         info = PngImagePlugin.PngInfo()
         for key, value in (text or {}).items():
             info.add_itxt(key, value, zip=True)
+        if xmp:
+            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", errors="replace"), zip=True)
+        if comment:
+            info.add_itxt("Comment", comment.decode("utf-8", errors="replace"), zip=True)
         for key, value in metadata.items():
-            name = key[5:] if key.startswith("text:") else key
-            if name == "xmp":
-                name = "XML:com.adobe.xmp"
-            info.add_itxt(name, value.decode("utf-8", errors="replace"), zip=True)
+            if key.startswith("text:"):
+                info.add_itxt(key[5:], value.decode("utf-8", errors="replace"), zip=True)
         kwargs["pnginfo"] = info
     elif fmt in ("JPEG", "WEBP"):
-        if "xmp" in metadata:
-            kwargs["xmp"] = metadata["xmp"]
+        if xmp:
+            kwargs["xmp"] = xmp
         if fmt == "JPEG":
             kwargs["quality"] = 95
-            if "comment" in metadata:
-                kwargs["comment"] = metadata["comment"]
+            if comment:
+                kwargs["comment"] = comment
         else:
             kwargs["lossless"] = True
+    elif fmt == "TIFF" and xmp:
+        exif = Image.Exif()
+        if "exif" in kwargs:
+            exif.load(kwargs["exif"])
+        exif[700] = xmp
+        kwargs["exif"] = exif
     buf = io.BytesIO()
     try:
-        img.save(buf, fmt, **kwargs)
-    except (KeyError, ValueError, OSError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img.save(buf, fmt, **kwargs)
+    except (KeyError, ValueError, OSError, TypeError, struct.error) as e:
         raise InputError(f"cannot write {fmt} output: {e}") from None
-    return buf.getvalue()
+    data = buf.getvalue()
+    if photoshop:
+        with_block = _jpeg_with_photoshop(data, photoshop)
+        if with_block is None:
+            missing.append("Photoshop/IPTC block (too large for one JPEG segment)")
+        else:
+            data = with_block
+    if missing and notes is not None:
+        left = [k for k in all_keys if not _restorable(k, fmt)]
+        fits = next((f for f in ("PNG", "JPEG") if left and all(_restorable(k, f) for k in left)),
+                    None)
+        hint = f" (write a .{'jpg' if fits == 'JPEG' else 'png'} to keep it)" if fits else ""
+        notes.append(f"kept metadata that {fmt} cannot hold was left out: "
+                     f"{', '.join(missing)}{hint}")
+    return data
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Refuse a folder where a file cannot be created (permissions, read-only mounts,
+    /sys): a real temporary file is made and removed, so nothing is guessed."""
+    folder = Path(folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".faceveil-probe.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise InputError(f"cannot write to folder {str(folder)!r}: "
+                         f"{e.strerror or e}") from None
+    os.close(fd)
+    Path(tmp).unlink(missing_ok=True)
 
 
 def check_output(output: str | os.PathLike, inputs: list[str | os.PathLike], force: bool) -> Path:
-    """Refuse outputs that would overwrite an input, exist already, or have no folder."""
+    """Refuse outputs that would overwrite an input, exist already, have no folder, or
+    cannot be written."""
     out = Path(output)
     for src in inputs:
         if src is None:
@@ -182,13 +714,17 @@ def check_output(output: str | os.PathLike, inputs: list[str | os.PathLike], for
         raise InputError(f"output {str(out)!r} is a folder; give a file name")
     if out.exists() and not force:
         raise InputError(f"{str(out)!r} exists; use --force to overwrite it")
+    check_writable(out.parent)
     return out
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file and a rename: never half a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise InputError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -198,16 +734,20 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise InputError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
         raise
+
+
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
+                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 
 
 def output_format(path: str | os.PathLike) -> str:
     """Pillow format name for an output path's extension."""
     ext = Path(path).suffix.lower()
-    formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
-               ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
-    if ext not in formats:
+    if ext not in OUTPUT_FORMATS:
         raise InputError(f"cannot tell the output format from {str(path)!r}; use .png")
-    return formats[ext]
+    return OUTPUT_FORMATS[ext]

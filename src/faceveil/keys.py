@@ -136,31 +136,49 @@ def generate_key_file(path: str | os.PathLike, *, overwrite: bool = False) -> No
         raise KeyMaterialError(f"{str(path)!r} exists; refusing to overwrite a key (use --force)")
     text = f"{KEY_FILE_HEADER}\n{secrets.token_bytes(KEY_BYTES).hex()}\n"
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise KeyMaterialError(f"cannot write the key file {str(path)!r}: "
+                               f"{e.strerror or e}") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise KeyMaterialError(f"cannot write the key file {str(path)!r}: "
+                                   f"{e.strerror or e}") from None
         raise
 
 
+_MAX_KEY_FILE = 4096  # a key file is about 82 bytes; anything much larger is not one
+
+
 def read_key_file(path: str | os.PathLike) -> bytes:
-    """Read a key file written by :func:`generate_key_file` and return its 32 bytes."""
+    """Read a key file written by :func:`generate_key_file` and return its 32 bytes.
+
+    A copy that an editor saved with a UTF-8 byte-order mark, CRLF line ends or extra
+    blank lines is accepted.
+    """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_KEY_FILE + 1)
     except FileNotFoundError:
         raise KeyMaterialError(f"key file {str(path)!r} not found") from None
+    except IsADirectoryError:
+        raise KeyMaterialError(f"key file {str(path)!r} is a folder") from None
     except OSError as e:
         raise KeyMaterialError(f"cannot read key file {str(path)!r}: {e.strerror}") from None
-    lines = raw.decode("ascii", errors="replace").split()
-    if len(lines) != 2 or lines[0] != KEY_FILE_HEADER:
+    lines = raw.decode("utf-8-sig", errors="replace").split()
+    if len(raw) > _MAX_KEY_FILE or len(lines) != 2 or lines[0] != KEY_FILE_HEADER:
         raise KeyMaterialError(
-            f"{str(path)!r} is not a faceveil key file (make one with `faceveil keygen -o KEY`)"
+            f"{str(path)!r} is not a faceveil key file (one starts with the line "
+            f"{KEY_FILE_HEADER!r})"
         )
     try:
         key = bytes.fromhex(lines[1])
@@ -195,7 +213,10 @@ class KeySource:
     def from_passphrase(cls, passphrase: str) -> KeySource:
         if not passphrase:
             raise KeyMaterialError("the passphrase is empty")
-        return cls("passphrase", passphrase.encode("utf-8"))
+        try:
+            return cls("passphrase", passphrase.encode("utf-8"))
+        except UnicodeEncodeError:  # bytes that were not UTF-8, decoded with surrogates
+            raise KeyMaterialError("the passphrase is not valid UTF-8 text") from None
 
     @classmethod
     def from_bytes(cls, key: bytes) -> KeySource:
