@@ -15,7 +15,7 @@ from PIL import Image
 
 from faceveil import detection, faces
 from faceveil.cli import main
-from faceveil.errors import ModelError
+from faceveil.errors import InputError, ModelError
 
 from .tinymodels import make_pixel_model
 
@@ -209,6 +209,13 @@ def test_help_states_the_defaults():
         assert "--threshold" in text
 
 
+def test_threshold_must_be_a_finite_number(tmp_path):
+    r = run("detect", DATA / "obama.jpg", "-o", tmp_path / "p.png", "--threshold", "nan")
+    assert r.exit_code == 2 and "finite" in r.output
+    with pytest.raises(InputError):
+        faces.detect(load("obama.jpg"), threshold=float("inf"))
+
+
 def test_detect_lists_and_draws_candidates(tmp_path, model64):
     out = tmp_path / "p.png"
     r = run("detect", DATA / "crowd_hard.jpg", "-o", out, "-m", model64, "--threshold", 0.5)
@@ -261,3 +268,16 @@ def test_anonymize_report_counts_faces_and_what_was_left_out(tmp_path, model64):
     r = run(*args[:3], tmp_path / "out2", *args[4:])
     assert r.exit_code == 1 and "report.json' exists" in r.output
     assert not (tmp_path / "out2").exists() and report.read_bytes() == before
+
+
+def test_large_photos_are_cut_into_overlapping_tiles():
+    # A face across the first tile's right edge is found once, where it is.
+    face = load("obama.jpg")
+    canvas = np.full((face.shape[0], detection._TILE + 300, 3), 90, np.uint8)
+    x = detection._TILE - face.shape[1] // 2
+    canvas[:, x : x + face.shape[1]] = face
+    alone = faces.detect(face)
+    tiled = faces.detect(canvas)
+    assert len(alone) == len(tiled) == 1
+    (bx, by, bw, bh), (ax, ay, aw, ah) = tiled[0][0], alone[0][0]
+    assert abs(bx - x - ax) <= 2 and abs(by - ay) <= 2 and abs(bw - aw) <= 2 >= abs(bh - ah)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -185,6 +186,12 @@ DETECTOR_CHOICES = ["centerface", "hog", "cnn", "centerface+hog", "centerface+cn
                     "both"]
 
 
+def _finite(ctx, param, value):
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter("must be a finite number")
+    return value
+
+
 def detection_options(func):
     """--detector, --threshold and --min-face (defaults: faces.DEFAULT_DETECTOR,
     faces.DETECTORS' thresholds, faces.DEFAULT_MIN_FACE; tests check the help says so)."""
@@ -193,7 +200,7 @@ def detection_options(func):
         help="Skip (and report) detected faces narrower than this many pixels "
              "[default: 16, so every face of 24 px and more is anonymized].")(func)
     func = click.option(
-        "--threshold", default=None, type=float,
+        "--threshold", default=None, type=float, callback=_finite,
         help="Detector score a face needs, on the detector's scale: centerface 0..1 "
              "[default: 0.2]; hog, cnn: classifier margin [default: 0, lower finds more]. "
              "In a union it is the first detector's. Weaker candidates (from half the "

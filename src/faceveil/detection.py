@@ -129,45 +129,24 @@ def _centerface_tile(img: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndar
     return boxes, heat[rows, cols], points
 
 
-def centerface(image: np.ndarray, floor: float, *, scale: float = 1.0) -> list[RawDetection]:
+def centerface(image: np.ndarray, floor: float) -> list[RawDetection]:
     """CenterFace detections with a score of at least ``floor`` (0..1), best first.
 
-    Args:
-        image: ``HxWx3`` uint8 RGB.
-        floor: the lowest centre heat kept.
-        scale: the photo is resized by this factor first (2 finds faces half as small,
-            at 4x the time).
+    The photo is used at its own resolution (the network finds faces down to about 10
+    px; enlarging the collages in tests/data 1.5x or 2x found fewer faces, at 2x to 4x
+    the time), in overlapping tiles when it is large.
     """
-    from PIL import Image
-
     img = np.asarray(image)
     h, w = img.shape[:2]
-    if scale != 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        img = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR))
-        sx, sy = w / size[0], h / size[1]
-    else:
-        sx = sy = 1.0
-    H, W = img.shape[:2]
     step = _TILE - _TILE_OVERLAP
-    ys = [0] if H <= _TILE else list(range(0, H - _TILE, step)) + [H - _TILE]
-    xs = [0] if W <= _TILE else list(range(0, W - _TILE, step)) + [W - _TILE]
-    all_boxes, all_scores, all_points = [], [], []
-    for ty in ys:
-        for tx in xs:
-            b, s, p = _centerface_tile(img[ty:ty + _TILE, tx:tx + _TILE], floor)
-            all_boxes.append(b + [tx, ty, tx, ty])
-            all_scores.append(s)
-            all_points.append(p + [tx, ty])
-    boxes = np.concatenate(all_boxes)
-    scores = np.concatenate(all_scores)
-    points = np.concatenate(all_points)
-    out = []
-    for i in _nms(boxes, scores, _NMS_IOU):
-        x0, y0, x1, y1 = boxes[i]
-        out.append(RawDetection(
-            box=(float((x0 + 0.5) * sx - 0.5), float((y0 + 0.5) * sy - 0.5),
-                 float((x1 - x0) * sx), float((y1 - y0) * sy)),
-            score=float(scores[i]),
-            points5=(points[i] + 0.5) * [sx, sy] - 0.5))
-    return out
+    ys = [0] if h <= _TILE else [*range(0, h - _TILE, step), h - _TILE]
+    xs = [0] if w <= _TILE else [*range(0, w - _TILE, step), w - _TILE]
+    parts = [(ty, tx, _centerface_tile(img[ty : ty + _TILE, tx : tx + _TILE], floor))
+             for ty in ys for tx in xs]
+    boxes = np.concatenate([b + [tx, ty, tx, ty] for ty, tx, (b, _, _) in parts])
+    scores = np.concatenate([s for _, _, (_, s, _) in parts])
+    points = np.concatenate([p + [tx, ty] for ty, tx, (_, _, p) in parts])
+    return [RawDetection(box=(float(boxes[i, 0]), float(boxes[i, 1]),
+                              float(boxes[i, 2] - boxes[i, 0]), float(boxes[i, 3] - boxes[i, 1])),
+                         score=float(scores[i]), points5=points[i])
+            for i in _nms(boxes, scores, _NMS_IOU)]

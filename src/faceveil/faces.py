@@ -1,39 +1,39 @@
 """Faces in photos: detection, landmarks, alignment, facial masks, warping and compositing.
 
-Pure numpy/torch/dlib. This module knows nothing of keys, diffusion or files (it only
-reads dlib's model files, from the ``face_recognition_models`` package, lazily).
+Pure numpy/torch/dlib (CenterFace runs in :mod:`faceveil.detection`). This module knows
+nothing of keys, diffusion or files (it only reads dlib's model files, from the
+``face_recognition_models`` package, lazily).
 
 Coordinates. Pixel ``(row i, column j)`` has its centre at ``(x, y) = (j, i)``, in the
 photo and in a crop alike, so the identity transform maps every pixel onto itself.
 A :class:`Framing` stores landmark positions normalized by the crop side,
 ``u = x / size``; ``x = u * size`` in a crop of ``size`` pixels.
 
-Detector choice, measured by ``benchmarks/detectors.py`` on the photos in ``tests/data``
-(29 faces: 6 portraits-size, 13 of 40-56 px, 3 of 28-36 px, 3 tilted 30-45 degrees, one
-cut by the border; 1 CPU thread)::
+Detector choice, measured by ``benchmarks/detectors.py`` on the 8 photos in ``tests/data``
+(72 faces of 24 px and more: portraits, collages and the crowd collage ``crowd_hard.jpg``
+of small, tilted, blurred, dim, occluded and turned faces; 2-core CPU shared with other
+jobs, so wall time is inflated; CPU time of all threads in brackets)::
 
-    detector  upsample  HOG also turned  found  false  missed (px)         time
-    hog       0         no               12/29  1      17 faces < 56, ...  0.4 s
-    hog       1         no               26/29  1      28, 45deg, border   0.5 s
-    hog       2         no               28/29  0      border              2.0 s
-    hog       1         -35, +35         27/29  1      28, border          2.6 s
-    hog       2         -35, +35         28/29  1      border              8.1 s
-    cnn       0         -                12/29  0      17 faces < 60       7.2 s
-    cnn       1         -                28/29  0      28                 26.9 s
-    both      1         no               28/29  1      28                 27.4 s
-    both      1         -35, +35         28/29  1      28                 45.3 s
-
-On a 3.3 MP photo (1434x2333, one face): hog 1 takes 3.2 s, hog 2 7.1 s, hog 1 turned
-8.8 s (and adds one false alarm, score 0.01).
+    detector                         recall        false/photo  s per MP (CPU)
+    centerface, threshold 0.2        71/72  98.6%  0.12          1.9 (0.74)
+    centerface, threshold 0.5        69/72  95.8%  0             1.8 (0.67)
+    centerface+hog (turned +-35)     71/72  98.6%  0.25          8.1 (2.6)
+    hog, upsample 1, turned +-35     49/72  68.1%  0.12          5.0 (1.85)
+    hog, upsample 2                  53/72  73.6%  0             4.6 (1.4)
+    cnn, upsample 1                  51/72  70.8%  0            73   (27)
+    hog+cnn ("both"), turned         57/72  79.2%  0.12         79   (29)
 
 Recall comes first (a missed face is published as it is), within a time a CPU user
-accepts. The default (``DEFAULT_*`` below) is HOG with one upsampling, which finds every
-face of 40 px and more that is not tilted much, plus two HOG passes on the photo turned
-by -35 and +35 degrees, made for heads tilted beyond the +-35 degrees upright HOG
-tolerates (the 45 degree face above). Upsampling twice also found that face here, and
-the 28 px one (under ``min_face`` anyway), but it has no reason to find tilted faces in
-general. The CNN adds the face cut by the border at 10x the time: ``detector="both"``
-is the thorough option.
+accepts. The default (``DEFAULT_*`` below) is CenterFace (:mod:`faceveil.detection`) at
+a threshold of 0.2: it misses one face, a 55 px face darkened to near black, which it
+lists as a candidate. Unions with dlib's detectors add time and false alarms, no face.
+HOG (upsampled once, plus two passes on the photo turned by -35 and +35 degrees for
+heads tilted beyond the +-35 degrees upright HOG tolerates) and dlib's CNN stay as
+choices. Every detector's box is calibrated to dlib's (HOG's) box convention, in which
+the 68-point shape predictor was trained (see :class:`Detection`).
+
+``DEFAULT_MIN_FACE`` is 16: CenterFace's box is at least 0.81x the width of every face
+it found there, so every face of 24 px and more is anonymized.
 """
 
 from __future__ import annotations
@@ -469,6 +469,8 @@ def _detect(
     threshold it missed. Members of a union run in order; a box that overlaps one found
     before is the same face and dropped."""
     members = detector_members(detector)
+    if threshold is not None and not math.isfinite(threshold):
+        raise InputError(f"the detection threshold must be a finite number, not {threshold}")
     found: list[Detection] = []
     low: list[tuple[Detection, float]] = []
     for name in members:
