@@ -503,22 +503,7 @@ def _regions_from_record(record: dict) -> list[faces.FaceRegion]:
 
 def read_record(image: ImageInput, meta: str | os.PathLike | dict | None = None) -> dict:
     """The metadata record for an anonymized image: from ``meta`` or the PNG chunk."""
-    if isinstance(meta, dict):
-        return container.validate(meta)
-    if meta is not None:
-        return container.read_sidecar(meta)
-    if isinstance(image, (str, os.PathLike)):
-        container.allow_large_chunks()
-        image = images.load_image(image)
-    if isinstance(image, images.LoadedImage):
-        record = container.read_png_record(image.text)
-        if record is not None:
-            return record
-        raise MetadataError(
-            "the image has no faceveil metadata (was it re-encoded?); "
-            "pass the exported metadata with --meta META.json"
-        )
-    raise MetadataError("no faceveil metadata given for this image")
+    return container.read_record(image, meta)
 
 
 def recover(
@@ -643,7 +628,7 @@ def _diffusion_recover(out, pixels, record, regions, face_records, intact, secre
 
 def inspect(image: ImageInput, meta: str | os.PathLike | None = None) -> dict:
     """The metadata record of an anonymized image (nothing secret is in it)."""
-    return read_record(image, meta)
+    return container.read_record(image, meta)
 
 
 def sidecar_path(output: str | os.PathLike) -> Path:

@@ -18,6 +18,12 @@ import click
 from . import __version__
 from .errors import FaceveilError, InputError, KeyMaterialError, NoFaceError
 
+# OpenMP threads that spin while they wait take the CPU from each other and from every
+# other process: on a busy 2-core machine one model call took 5x longer with 2 spinning
+# threads than with 1 (benchmarks/cpu_breakdown.py). Passive waiting avoids that and costs
+# nothing measurable on an idle machine. libgomp reads this once, when torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -147,7 +153,32 @@ def _image_files(folder: Path) -> list[Path]:
 # ---------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose heavy commands are imported only when used (or listed in --help).
+
+    ``lazy`` maps a command name to ``"module:attribute"``; the commands written in this
+    file import nothing heavy at module level, so ``--version``, ``--help``, ``keygen``
+    and ``inspect`` start without torch.
+    """
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            import importlib
+
+            module, _, attribute = self.lazy[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, lazy={"eval": "faceveil.evaluation.command:eval_command"},
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="faceveil")
 def main() -> None:
     """Secure, reversible face anonymization with diffusion models.
@@ -434,22 +465,14 @@ def models(as_json) -> None:
 @handle_errors
 def inspect(input, export, force) -> None:
     """Print an anonymized file's metadata as one JSON document (nothing secret)."""
-    from . import api, container, images
+    from . import container, images  # not api: inspect must not load torch
 
-    record = api.inspect(input)
+    record = container.read_record(input)
     if export:
         images.check_output(export, [input], force)
         images.write_atomic(export, container.dumps(record).encode())
     click.echo(json.dumps(record, indent=2, sort_keys=True))
 
-
-def _register_eval() -> None:
-    from .evaluation import eval_command
-
-    main.add_command(eval_command)
-
-
-_register_eval()
 
 if __name__ == "__main__":
     main()

@@ -29,8 +29,8 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -39,6 +39,9 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import KeyMaterialError
+
+if TYPE_CHECKING:  # numpy is imported where signs are made: keygen starts without it
+    import numpy as np
 
 KEY_BYTES = 32
 NONCE_BYTES = 16
@@ -201,6 +204,8 @@ class SecretKey:
 
     def signs(self, nonce: bytes, shape: tuple[int, ...]) -> np.ndarray:
         """The +-1 key signs for one face, as an int8 array of ``shape`` (C order)."""
+        import numpy as np
+
         n = int(np.prod(shape))
         stream = _chacha20_keystream(_hkdf(self._master, nonce, "faceveil/v1/signs"), (n + 7) // 8)
         bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8), bitorder="little")[:n]
