@@ -92,6 +92,20 @@ def key_options(func):
     return func
 
 
+def ray_options(func):
+    """``--ray``, ``--ray-address``, ``--ray-workers``: process a folder on Ray."""
+    func = click.option("--ray-workers", type=click.IntRange(1), metavar="N",
+                        help="Model workers on Ray (default: one per GPU, or per CPU).")(func)
+    func = click.option("--ray-address", metavar="ADDR",
+                        help="Ray cluster to run on (e.g. ray://head:10001 or auto); "
+                             "implies --ray.")(func)
+    func = click.option("--ray", "use_ray", is_flag=True,
+                        help="Process the INPUT folder with Ray Data: every core or GPU of "
+                             "this machine (a local Ray) or of a cluster (--ray-address). "
+                             "Needs pip install 'faceveil[ray]'.")(func)
+    return func
+
+
 def get_key(key_file: str | None, passphrase_stdin: bool, *, confirm: bool):
     """The key source: a key file, a passphrase from stdin, FACEVEIL_PASSPHRASE, or a prompt.
     A passphrase is never taken from a command-line argument (it would land in shell
@@ -260,11 +274,13 @@ def _model_option(help_text: str):
               help="Faces per model batch.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
+@ray_options
 @handle_errors
 def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, method, context,
               lossless, deniable,
               sidecar, aligned, mask, boxes, exclude, detector, min_face, parser_weights,
-              no_face, device, batch_size, force, quiet) -> None:
+              no_face, device, batch_size, force, quiet, use_ray, ray_address,
+              ray_workers) -> None:
     """Replace every face in INPUT with another identity, reversibly.
 
     INPUT is an image or a folder of images; OUTPUT is a PNG (or a folder) that
@@ -273,6 +289,18 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
     from . import api, container, images
 
     key = get_key(key_file, passphrase_stdin, confirm=True)
+    if use_ray or ray_address:
+        if mask or parser_weights:
+            raise InputError("--mask and --parser-weights cannot be used with --ray")
+        _run_on_ray(
+            "anonymized", "anonymize_folder", quiet, src=input, dst=output, key=key,
+            address=ray_address, device=device, workers=ray_workers, model=model,
+            force=force, sidecar=sidecar, no_face=no_face, protected=[key_file],
+            steps=steps, spacing=spacing, method=method, context=context, lossless=lossless,
+            deniable=deniable, batch_size=batch_size, aligned=aligned,
+            boxes=[_parse_box(b) for b in boxes], exclude=list(exclude), detector=detector,
+            min_face=min_face)
+        return
     options = dict(
         model=model, device=device, steps=steps, spacing=spacing, method=method,
         context=context, lossless=lossless, deniable=deniable,
@@ -332,13 +360,21 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
+@ray_options
 @handle_errors
 def recover(input, output, key_file, passphrase_stdin, model, method, meta, device, batch_size,
-            force, quiet) -> None:
+            force, quiet, use_ray, ray_address, ray_workers) -> None:
     """Restore the original faces of an anonymized image (needs the key)."""
     from . import api, images
 
     key = get_key(key_file, passphrase_stdin, confirm=False)
+    if use_ray or ray_address:
+        if meta:
+            raise InputError("--meta cannot be used with --ray (each file carries its own)")
+        _run_on_ray("recovered", "recover_folder", quiet, src=input, dst=output, key=key,
+                    address=ray_address, device=device, workers=ray_workers, model=model,
+                    force=force, protected=[key_file], method=method, batch_size=batch_size)
+        return
     if model is not None:
         api.get_model(model, device)  # fail early on a bad --model
 
@@ -383,6 +419,11 @@ def _run(src: Path, dst: Path, one, quiet: bool, *, verb: str, out_suffix: str |
             done.append((path.name, n, notes))
         except FaceveilError as e:
             failed.append((path.name, str(e)))
+    _summarize(verb, done, failed, quiet)
+
+
+def _summarize(verb: str, done: list, failed: list, quiet: bool, extra: str = "") -> None:
+    """Per-file lines and totals of a folder run; exit 1 when any file failed."""
     if not quiet:
         for f, n, notes in done:
             click.echo(f"  {f}: {n} face(s)" + (f" ({'; '.join(notes)})" if notes else ""),
@@ -390,9 +431,23 @@ def _run(src: Path, dst: Path, one, quiet: bool, *, verb: str, out_suffix: str |
         for f, r in failed:
             click.echo(f"  {f}: FAILED: {r}", err=True)
         click.echo(f"{verb} {sum(n for _, n, _ in done)} face(s) in {len(done)} image(s); "
-                   f"{len(failed)} failed", err=True)
+                   f"{len(failed)} failed{extra}", err=True)
     if failed:  # the batch went on, but the exit status says not everything worked
         sys.exit(1)
+
+
+def _run_on_ray(verb: str, call, quiet: bool, **kwargs) -> None:
+    """Run a folder through :mod:`faceveil.scale` with a progress bar and a summary."""
+    from tqdm import tqdm
+
+    from . import scale
+
+    with tqdm(desc=f"{verb} (Ray)", unit="image", disable=quiet) as bar:
+        report = getattr(scale, call)(progress=lambda name, ok: bar.update(1), **kwargs)
+    rate = len(report.done) / report.seconds if report.seconds else 0.0
+    _summarize(verb, report.done, report.failed, quiet,
+               f" ({report.workers} Ray worker(s) on {report.device}, {report.seconds:.1f} s, "
+               f"{rate:.2f} image(s)/s)")
 
 
 @main.command()
