@@ -14,6 +14,7 @@ from PIL import Image
 
 from faceveil import container, images, keys, scale
 from faceveil.cli import main
+from faceveil.errors import ModelError
 
 from .conftest import psnr, smooth_image
 
@@ -123,6 +124,18 @@ def test_a_dead_worker_fails_only_its_files(local_ray, tmp_path, dataset, pixel_
     assert "Ray worker died twice" in failed["crash-me.png"]
     assert sorted(n for n, _, _ in report.done) == ["face0.png", "face1.png", "face2.png"]
     assert not (tmp_path / "anon" / "crash-me.png").exists()
+
+
+def test_a_model_that_does_not_load_fails_each_file(local_ray, tmp_path, dataset):
+    src, key, _ = dataset
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    report = scale.anonymize_folder(src, tmp_path / "anon", key, model=str(broken),
+                                    device="cpu", workers=1, aligned=True, steps=STEPS)
+    assert not report.done and len(report.failed) == 4
+    assert all("model_index.json" in r or "not an image" in r for _, r in report.failed)
+    with pytest.raises(ModelError):
+        scale.anonymize_folder(src, tmp_path / "anon", key, model="no-such-preset")
 
 
 def test_interrupted_run_leaves_only_whole_outputs(local_ray, tmp_path, dataset, pixel_model):

@@ -169,18 +169,22 @@ class Worker:
         self._key = _key_from_payload(receiver.open(ray.get(broker.request.remote(
             receiver.public))))
         self.job = job
-        threads = job.get("threads")
+        self.model, self.error = job["model"], None
         import torch
 
-        if job["device"] == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("this Ray worker has no CUDA device")
-        if threads:
-            torch.set_num_threads(int(threads))
         from . import api
 
-        # Anonymization uses one model; recovery loads the one each file names (cached).
-        self.model = (api.get_model(job["model"], job["device"]) if job["op"] == "anonymize"
-                      else job["model"])
+        if job.get("threads"):
+            torch.set_num_threads(int(job["threads"]))
+        # A worker that cannot start fails each of its files with the reason (an actor
+        # that raised here would make Ray stop the whole run with a traceback).
+        if job["device"] == "cuda" and not torch.cuda.is_available():
+            self.error = "this Ray worker has no CUDA device (--device cuda)"
+        elif job["op"] == "anonymize":  # recovery loads the model each file names
+            try:
+                self.model = api.get_model(job["model"], job["device"])
+            except FaceveilError as e:
+                self.error = str(e)
 
     def __repr__(self) -> str:
         return "faceveil.scale.Worker(<key hidden>)"
@@ -194,6 +198,8 @@ class Worker:
             row = {"name": str(name), "ok": True, "data": b"", "sidecar": b"", "faces": 0,
                    "notes": "[]", "error": ""}
             try:
+                if self.error:
+                    raise InputError(self.error)
                 if self.job["op"] == "anonymize":
                     data, sidecar, faces, notes = self._anonymize(str(path))
                 else:
@@ -312,10 +318,14 @@ def _connect(address: str | None, num_cpus: int | None):
     env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=False,
                         runtime_env={"env_vars": env})
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+        raise InputError(f"cannot start or reach {where}: {str(e).splitlines()[0]}") from None
     return ray, True
 
 
@@ -350,6 +360,10 @@ def _run(op: str, src, dst, key: KeySource, *, options: dict, out_suffix: str | 
 
     t0 = time.perf_counter()
     _require_ray()
+    if model is not None:
+        from .models import parse_reference
+
+        parse_reference(model)  # fail early on a --model that names nothing
     report = Report()
     plan = _plan(Path(src), Path(dst), out_suffix, protected, force, report, sidecar)
     if not plan:
@@ -360,7 +374,8 @@ def _run(op: str, src, dst, key: KeySource, *, options: dict, out_suffix: str | 
         device, count, per_actor = _resources(ray, device or "auto", workers)
         report.device, report.workers = device, count
         broker = ray.remote(num_cpus=0)(KeyBroker).remote()
-        broker.deposit.remote(seal_to(ray.get(broker.public_key.remote()), _key_payload(key)))
+        ray.get(broker.deposit.remote(seal_to(ray.get(broker.public_key.remote()),
+                                              _key_payload(key))))
         job = {"op": op, "device": device, "model": model, "options": options,
                "sidecar": sidecar, "no_face": no_face,
                "threads": per_actor["num_cpus"] if device == "cpu" else None}
@@ -373,11 +388,14 @@ def _run(op: str, src, dst, key: KeySource, *, options: dict, out_suffix: str | 
         def run(rows: list[dict], actors: int) -> set[str]:
             """Process ``rows``, writing outputs as they come; the names Ray lost."""
             lost = {r["name"] for r in rows}
-            for row in _stream(ray, rows, broker, job, actors, per_actor):
-                lost.discard(str(row["name"]))
-                ok = _write(row, targets[str(row["name"])], report)
-                if progress is not None:
-                    progress(str(row["name"]), ok)
+            try:
+                for row in _stream(ray, rows, broker, job, actors, per_actor):
+                    lost.discard(str(row["name"]))
+                    ok = _write(row, targets[str(row["name"])], report)
+                    if progress is not None:
+                        progress(str(row["name"]), ok)
+            except ray.exceptions.RayError:
+                pass  # what did not come back is retried or reported by the caller
             return lost
 
         lost = run(rows, count)
@@ -489,9 +507,5 @@ def recover_folder(src: str | os.PathLike, dst: str | os.PathLike, key: KeySourc
     ``workers``, ``num_cpus``, ``model``, ``force``, ``protected``, ``progress``); the
     other keywords go to :func:`faceveil.api.recover` (``method``, ``batch_size``)."""
     settings = {k: kwargs.pop(k) for k in _RUN_SETTINGS if k in kwargs}
-    if settings.get("model") is not None:
-        from .models import parse_reference
-
-        parse_reference(settings["model"])  # fail early on a bad --model
     return _run("recover", src, dst, key, options=kwargs, out_suffix=None, sidecar=False,
                 no_face="skip", **settings)
