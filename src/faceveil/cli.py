@@ -20,8 +20,8 @@ from .errors import FaceveilError, InputError, KeyMaterialError, NoFaceError
 
 # OpenMP threads that spin while they wait take the CPU from each other and from every
 # other process: on a busy 2-core machine one model call took 5x longer with 2 spinning
-# threads than with 1 (benchmarks/cpu_breakdown.py). Passive waiting avoids that and costs
-# nothing measurable on an idle machine. libgomp reads this once, when torch loads.
+# threads than with 1 (benchmarks/cpu_breakdown.py); with passive waiting, 2 threads were
+# as fast as 1 there. libgomp reads this once, when torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
