@@ -47,3 +47,18 @@ def test_acceleration_from_env(monkeypatch, backbone, pixel_model):
     monkeypatch.setenv(models.ACCELERATE_ENV, "bf16")
     with pytest.raises(ModelError, match="bf16"):
         models.acceleration_from_env()
+
+
+def test_cuda_asked_for_but_absent_is_a_clear_error(tmp_path, face_files, pixel_model):
+    from click.testing import CliRunner
+
+    from faceveil.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    img, mask, key = face_files
+    r = CliRunner().invoke(main, ["anonymize", str(img), "-o", str(tmp_path / "a.png"), "-k",
+                                  str(key), "-m", str(pixel_model), "--aligned", "--device",
+                                  "cuda"])
+    assert r.exit_code == 1 and "no CUDA device" in r.output
+    assert not (tmp_path / "a.png").exists()

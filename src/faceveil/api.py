@@ -111,6 +111,9 @@ def _load(image: ImageInput) -> images.LoadedImage:
 def resolve_device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device} was asked for, but this machine has no CUDA "
+                         f"device torch can use (torch {torch.__version__}); use --device cpu")
     return device
 
 
