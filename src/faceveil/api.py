@@ -126,6 +126,9 @@ def _load(image: ImageInput) -> images.LoadedImage:
 def resolve_device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device} was asked for, but this machine has no CUDA "
+                         f"device torch can use (torch {torch.__version__}); use --device cpu")
     return device
 
 
@@ -675,11 +678,7 @@ def _region(f: FaceData) -> faces.FaceRegion:
 
 def read_record(image: ImageInput, meta: str | os.PathLike | dict | None = None) -> dict:
     """The metadata record for an anonymized image: from ``meta`` or the PNG chunk."""
-    if meta is not None:
-        return container.read_record(None, meta)
-    if isinstance(image, (str, os.PathLike, images.LoadedImage)):
-        return container.read_record(_load(image).text)
-    raise MetadataError("no faceveil metadata given for this image")
+    return container.read_record(image, meta)
 
 
 def recover(
@@ -831,7 +830,7 @@ def _diffusion_recover(out, pixels, opened: OpenedRecord, todo, intact, method, 
 
 def inspect(image: ImageInput, meta: str | os.PathLike | None = None) -> dict:
     """The metadata record of an anonymized image (nothing secret is in it)."""
-    return read_record(image, meta)
+    return container.read_record(image, meta)
 
 
 def open_record(image: ImageInput, key: KeySource, *,

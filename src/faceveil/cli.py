@@ -21,6 +21,12 @@ import click
 from . import __version__
 from .errors import FaceveilError, InputError, KeyMaterialError, NoFaceError
 
+# OpenMP threads that spin while they wait take the CPU from each other and from every
+# other process: on a busy 2-core machine one model call took 5x longer with 2 spinning
+# threads than with 1 (benchmarks/cpu_breakdown.py); with passive waiting, 2 threads were
+# as fast as 1 there. libgomp reads this once, when torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo"}
 
 
@@ -114,6 +120,20 @@ def _stdin_passphrase() -> str:
                                "(save it as UTF-8)") from None
 
 
+def ray_options(func):
+    """``--ray``, ``--ray-address``, ``--ray-workers``: process a folder on Ray."""
+    func = click.option("--ray-workers", type=click.IntRange(1), metavar="N",
+                        help="Model workers on Ray (default: one per GPU, or per CPU).")(func)
+    func = click.option("--ray-address", metavar="ADDR",
+                        help="Ray cluster to run on (e.g. ray://head:10001 or auto); "
+                             "implies --ray.")(func)
+    func = click.option("--ray", "use_ray", is_flag=True,
+                        help="Process the INPUT folder with Ray Data: every core or GPU of "
+                             "this machine (a local Ray) or of a cluster (--ray-address). "
+                             "Needs pip install 'faceveil[ray]'.")(func)
+    return func
+
+
 def get_key(key_file: str | None, passphrase_stdin: bool, *, confirm: bool):
     """The key source: a key file, a passphrase from stdin, FACEVEIL_PASSPHRASE, or a prompt.
     A passphrase is never taken from a command-line argument (it would land in shell
@@ -184,7 +204,32 @@ def _image_files(folder: Path) -> list[Path]:
 # ---------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose heavy commands are imported only when used (or listed in --help).
+
+    ``lazy`` maps a command name to ``"module:attribute"``; the commands written in this
+    file import nothing heavy at module level, so ``--version``, ``--help``, ``keygen``
+    and ``inspect`` start without torch.
+    """
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            import importlib
+
+            module, _, attribute = self.lazy[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, lazy={"eval": "faceveil.evaluation.command:eval_command"},
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="faceveil")
 def main() -> None:
     """Secure, reversible face anonymization with diffusion models.
@@ -301,11 +346,13 @@ def detection_options(func):
               help="Faces per model batch.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
+@ray_options
 @handle_errors
 def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, method, context,
               lossless, flip_kind, deniable,
               sidecar, aligned, mask, boxes, exclude, detector, threshold, min_face, report,
-              parser_weights, no_face, device, batch_size, force, quiet) -> None:
+              parser_weights, no_face, device, batch_size, force, quiet, use_ray, ray_address,
+              ray_workers) -> None:
     """Replace every face in INPUT with another identity, reversibly.
 
     INPUT is an image or a folder of images; OUTPUT is a PNG (or a folder) that
@@ -314,6 +361,18 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
     from . import api, container, faces, images
 
     key = get_key(key_file, passphrase_stdin, confirm=True)
+    if use_ray or ray_address:
+        if mask or parser_weights or report:
+            raise InputError("--mask, --parser-weights and --report cannot be used with --ray")
+        _run_on_ray(
+            "anonymized", "anonymize_folder", quiet, src=input, dst=output, key=key,
+            address=ray_address, device=device, workers=ray_workers, model=model,
+            force=force, sidecar=sidecar, no_face=no_face, protected=[key_file],
+            steps=steps, spacing=spacing, method=method, context=context, lossless=lossless,
+            deniable=deniable, flip=flip_kind, batch_size=batch_size, aligned=aligned,
+            boxes=[_parse_box(b) for b in boxes], exclude=list(exclude), detector=detector,
+            threshold=threshold, min_face=min_face)
+        return
     options = dict(
         model=model, device=device, steps=steps, spacing=spacing, method=method,
         context=context, lossless=lossless, deniable=deniable, flip=flip_kind,
@@ -422,13 +481,22 @@ def _report(settings: dict, rows: list[dict]) -> dict:
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
+@ray_options
 @handle_errors
 def recover(input, output, key_file, passphrase_stdin, model, method, meta, deniable, device,
-            batch_size, force, quiet) -> None:
+            batch_size, force, quiet, use_ray, ray_address, ray_workers) -> None:
     """Restore the original faces of an anonymized image (needs the key)."""
     from . import api, images
 
     key = get_key(key_file, passphrase_stdin, confirm=False)
+    if use_ray or ray_address:
+        if meta:
+            raise InputError("--meta cannot be used with --ray (each file carries its own)")
+        _run_on_ray("recovered", "recover_folder", quiet, src=input, dst=output, key=key,
+                    address=ray_address, device=device, workers=ray_workers, model=model,
+                    force=force, protected=[key_file], method=method, batch_size=batch_size,
+                    deniable=deniable)
+        return
     if model is not None:
         api.get_model(model, device)  # fail early on a bad --model
 
@@ -564,8 +632,34 @@ def _run(src: Path, dst: Path, jobs, one, quiet: bool, *, verb: str) -> None:
     if not quiet:
         click.echo(f"{verb} {faces} face(s) in {len(jobs) - failed} image(s); "
                    f"{failed} failed", err=True)
+
+
+def _summarize(verb: str, done: list, failed: list, quiet: bool, extra: str = "") -> None:
+    """Per-file lines and totals of a folder run; exit 1 when any file failed."""
+    if not quiet:
+        for f, n, notes in done:
+            click.echo(f"  {f}: {n} face(s)" + (f" ({'; '.join(notes)})" if notes else ""),
+                       err=True)
+        for f, r in failed:
+            click.echo(f"  {f}: FAILED: {r}", err=True)
+        click.echo(f"{verb} {sum(n for _, n, _ in done)} face(s) in {len(done)} image(s); "
+                   f"{len(failed)} failed{extra}", err=True)
     if failed:  # the batch went on, but the exit status says not everything worked
         sys.exit(1)
+
+
+def _run_on_ray(verb: str, call, quiet: bool, **kwargs) -> None:
+    """Run a folder through :mod:`faceveil.scale` with a progress bar and a summary."""
+    from tqdm import tqdm
+
+    from . import scale
+
+    with tqdm(desc=f"{verb} (Ray)", unit="image", disable=quiet or not _tty()) as bar:
+        report = getattr(scale, call)(progress=lambda name, ok: bar.update(1), **kwargs)
+    rate = len(report.done) / report.seconds if report.seconds else 0.0
+    _summarize(verb, report.done, report.failed, quiet,
+               f" ({report.workers} Ray worker(s) on {report.device}, {report.seconds:.1f} s, "
+               f"{rate:.2f} image(s)/s)")
 
 
 @main.command()
@@ -643,23 +737,15 @@ def models(as_json) -> None:
 @handle_errors
 def inspect(input, export, force) -> None:
     """Print an anonymized file's metadata as one JSON document (nothing secret)."""
-    from . import api, container, images
+    from . import container, images  # not api: inspect must not load torch
 
     if export:
         images.check_output(export, [input], force)
-    record = api.inspect(input)
+    record = container.read_record(input)
     if export:
         images.write_atomic(export, container.dumps(record).encode())
     click.echo(json.dumps(record, indent=2, sort_keys=True))
 
-
-def _register_eval() -> None:
-    from .evaluation import eval_command
-
-    main.add_command(eval_command)
-
-
-_register_eval()
 
 if __name__ == "__main__":
     main()

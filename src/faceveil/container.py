@@ -380,6 +380,35 @@ def read_sidecar(path: str | os.PathLike) -> dict:
         raise MetadataError(f"cannot read metadata file {str(path)!r}: {e.strerror}") from None
 
 
+def read_record(image: object = None, meta: str | os.PathLike | dict | None = None) -> dict:
+    """The record of an anonymized image: from ``meta`` (a record or an exported JSON
+    file) when given, else from the PNG chunk of ``image`` (a path, PNG bytes, or a
+    decoded image with a ``text`` dict such as :class:`faceveil.images.LoadedImage`).
+
+    Needs neither the model nor torch, so ``faceveil inspect`` starts fast.
+    """
+    if isinstance(meta, dict):
+        return validate(meta)
+    if meta is not None:
+        return read_sidecar(meta)
+    if isinstance(image, (str, os.PathLike, bytes)):
+        from .images import load_image
+
+        allow_large_chunks()
+        image = load_image(image)
+    text = getattr(image, "text", None)
+    if isinstance(text, dict):
+        record = read_png_record(text)
+        if record is not None:
+            return record
+        raise MetadataError(
+            "the image has no faceveil metadata (was it re-encoded?); to recover it, "
+            "pass the metadata saved with `anonymize --sidecar` or `inspect --export` "
+            "as `recover --meta META.json`"
+        )
+    raise MetadataError("no faceveil metadata given for this image")
+
+
 def allow_large_chunks() -> None:
     """Let Pillow read faceveil chunks larger than its 1 MB default."""
     PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, MAX_CHUNK)
@@ -602,26 +631,3 @@ def open_record(record: dict, key: KeySource, *, deniable: bool = False) -> Open
         except ValueError:
             raise _corrupt("original metadata") from None
     return OpenedRecord(record, secret, faces, authenticated, metadata)
-
-
-# ---------------------------------------------------------------------------
-# Finding a record
-# ---------------------------------------------------------------------------
-
-
-def read_record(text: dict[str, str] | None, meta: str | os.PathLike | dict | None = None
-                ) -> dict:
-    """The record for an image: from ``meta`` (a sidecar path or a dict) when given,
-    otherwise from the image's PNG text chunks ``text``."""
-    if isinstance(meta, dict):
-        return validate(meta)
-    if meta is not None:
-        return read_sidecar(meta)
-    record = read_png_record(text or {})
-    if record is None:
-        raise MetadataError(
-            "the image has no faceveil metadata (was it re-encoded?); to recover it, "
-            "pass the metadata saved with `anonymize --sidecar` or `inspect --export` "
-            "as `recover --meta META.json`"
-        )
-    return record

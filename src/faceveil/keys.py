@@ -40,8 +40,8 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -50,6 +50,9 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import KeyMaterialError, MetadataError, WrongKeyError
+
+if TYPE_CHECKING:  # numpy is imported where signs are made: keygen starts without it
+    import numpy as np
 
 KEY_BYTES = 32
 NONCE_BYTES = 16
@@ -83,6 +86,8 @@ def _chacha20_keystream(key: bytes, n_bytes: int) -> bytes:
 
 def _bits_to_signs(stream: bytes, n: int) -> np.ndarray:
     """The first ``n`` bits of ``stream`` (little-endian within each byte), 1 -> -1."""
+    import numpy as np
+
     bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8), bitorder="little")[:n]
     return 1 - 2 * bits.astype(np.int8)
 
@@ -267,6 +272,8 @@ class SecretKey:
     def signs(self, nonce: bytes, shape: tuple[int, ...]) -> np.ndarray:
         """Format version 1: the +-1 key signs for one face, an int8 array of ``shape``
         (C order). Version 2 derives per-face material with :meth:`face`."""
+        import numpy as np
+
         n = int(np.prod(shape))
         stream = _chacha20_keystream(_hkdf(self._master, nonce, "faceveil/v1/signs"), (n + 7) // 8)
         return _bits_to_signs(stream, n).reshape(shape)
@@ -338,6 +345,8 @@ class FaceKey:
     def mixing(self, n: int):
         """The keyed orthogonal mixing of ``n`` coordinates (a
         :class:`faceveil.mixing.MixingParams`)."""
+        import numpy as np
+
         from .mixing import ROUNDS, MixingParams  # torch: only where mixing is used
 
         perms, round_signs = [], []

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +118,10 @@ class Backbone:
     model_id: str = ""
     sha256: str = ""
     extra: dict = field(default_factory=dict)
+    # The network call in use: the eager one, or a CUDA-graphed/compiled one (accelerate).
+    fast_call: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = field(
+        default=None, init=False, repr=False)
+    acceleration: dict = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
@@ -148,6 +153,7 @@ class Backbone:
         return (self.latent_channels, self.latent_size, self.latent_size)
 
     def to(self, device: str | torch.device) -> Backbone:
+        self.fast_call, self.acceleration = None, {}  # captured graphs belong to a device
         for m in (self.unet, self.vae, self.prompt_embedding):
             if m is not None:
                 m.to(device)
@@ -176,16 +182,55 @@ class Backbone:
             return self.vae.decode(z / self.vae.config.scaling_factor).sample
         return F.pixel_shuffle(z, self.patch_size) if self.patch_size > 1 else z
 
+    # no_grad, not inference_mode: measured the same speed (33.6 vs 33.2 ms a call,
+    # interleaved), and inference tensors would forbid the engine in-place updates.
     @torch.no_grad()
     def predict(self, z: torch.Tensor, t: int) -> torch.Tensor:
         timestep = torch.full((z.shape[0],), t, device=z.device, dtype=torch.long)
+        call = self.fast_call or self._call
+        # Models with a learned variance output 2C channels; the first C are the mean.
+        return call(z, timestep)[:, : z.shape[1]]
+
+    def _call(self, z: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """One plain network evaluation (what CUDA graphs capture and torch.compile wraps)."""
         if self.prompt_embedding is not None:
             cond = self.prompt_embedding.expand(z.shape[0], -1, -1)
-            out = self.unet(z, timestep, encoder_hidden_states=cond).sample
-        else:
-            out = self.unet(z, timestep).sample
-        # Models with a learned variance output 2C channels; the first C are the mean.
-        return out[:, : z.shape[1]]
+            return self.unet(z, timestep, encoder_hidden_states=cond).sample
+        return self.unet(z, timestep).sample
+
+    def accelerate(self, *, cuda_graphs: bool = True, compile: bool = False,
+                   tf32: bool = False) -> Backbone:
+        """Opt-in fast paths for the network call on a CUDA device; a no-op elsewhere.
+
+        * ``cuda_graphs``: capture the call once per input shape and replay it. The same
+          kernels run on the same inputs, so results equal the eager call's; it removes
+          the launch overhead that dominates small batches (exact-steps at batch 1 makes
+          about 400 calls of a few milliseconds each).
+        * ``compile``: ``torch.compile`` the network with static shapes (fused kernels:
+          results differ from eager by rounding; compile time is paid once per shape).
+        * ``tf32``: let convolutions and matrix products use TF32 inside this call.
+          Off by default: with it, exact-steps' 1e-3 step tolerance is unmeasured.
+
+        None of this has been measured on a GPU yet (no device was available); every
+        path falls back to the eager call if capture or compilation fails.
+        """
+        if self.device.type != "cuda":
+            return self
+        call = self._call
+        if compile:
+            compiled = torch.compile(self.unet, dynamic=False)
+
+            def call(z, timestep, _unet=compiled):
+                if self.prompt_embedding is not None:
+                    cond = self.prompt_embedding.expand(z.shape[0], -1, -1)
+                    return _unet(z, timestep, encoder_hidden_states=cond).sample
+                return _unet(z, timestep).sample
+        call = _Precision(call, tf32)
+        if cuda_graphs:
+            call = _GraphedCall(call)
+        self.fast_call = call
+        self.acceleration = {"cuda_graphs": cuda_graphs, "compile": compile, "tf32": tf32}
+        return self
 
     def latent_mask(self, pixel_mask: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, S) boolean pixel mask -> (B, 1, s, s): a latent cell is inside
@@ -204,6 +249,74 @@ class Backbone:
             "latent_shape": list(self.latent_shape),
             "prediction_type": self.prediction_type,
         }
+
+
+class _Precision:
+    """Run a call with TF32 allowed or forbidden for convolutions and matrix products,
+    restoring torch's global flags afterwards."""
+
+    def __init__(self, call, tf32: bool) -> None:
+        self.call, self.tf32 = call, tf32
+
+    def __call__(self, z: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        matmul = torch.backends.cuda.matmul
+        saved = matmul.allow_tf32
+        matmul.allow_tf32 = self.tf32
+        try:
+            with torch.backends.cudnn.flags(enabled=True, allow_tf32=self.tf32):
+                return self.call(z, timestep)
+        finally:
+            matmul.allow_tf32 = saved
+
+
+class _GraphedCall:
+    """Replays a CUDA graph of a network call, one graph per input shape and dtype.
+
+    The graph reads its inputs from, and writes its output to, fixed buffers: each call
+    copies the inputs in, replays, and returns a copy of the output. Shapes beyond
+    ``max_graphs`` (the per-face early exit of exact-steps shrinks batches) and any
+    capture failure fall back to the eager call.
+    """
+
+    def __init__(self, call, max_graphs: int = 16) -> None:
+        self.call = call
+        self.max_graphs = max_graphs
+        self.graphs: dict = {}
+        self.pool = None
+        self.failed = False
+
+    def __call__(self, z: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        key = (tuple(z.shape), z.dtype, z.device)
+        entry = self.graphs.get(key)
+        if entry is None:
+            if self.failed or len(self.graphs) >= self.max_graphs or not z.is_cuda:
+                return self.call(z, timestep)
+            try:
+                entry = self._capture(z, timestep)
+            except RuntimeError:
+                self.failed = True  # e.g. an op that cannot be captured: stay eager
+                return self.call(z, timestep)
+            self.graphs[key] = entry
+        graph, static_z, static_t, static_out = entry
+        static_z.copy_(z)
+        static_t.copy_(timestep)
+        graph.replay()
+        return static_out.clone()
+
+    def _capture(self, z: torch.Tensor, timestep: torch.Tensor):
+        static_z, static_t = z.clone(), timestep.clone()
+        side = torch.cuda.Stream(device=z.device)
+        side.wait_stream(torch.cuda.current_stream(z.device))
+        with torch.cuda.stream(side):  # warm up outside the graph (allocator, cuDNN)
+            for _ in range(2):
+                self.call(static_z, static_t)
+        torch.cuda.current_stream(z.device).wait_stream(side)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            static_out = self.call(static_z, static_t)
+        return graph, static_z, static_t, static_out
 
 
 # ---------------------------------------------------------------------------
@@ -416,7 +529,28 @@ def load_model(
             f"(weights sha256 {backbone.sha256[:16]}..., file expects {expect_sha256[:16]}...); "
             "use --model to point to the original weights"
         )
-    return backbone.to(device)
+    backbone.to(device)
+    options = acceleration_from_env()
+    return backbone.accelerate(**options) if options is not None else backbone
+
+
+ACCELERATE_ENV = "FACEVEIL_ACCELERATE"
+
+
+def acceleration_from_env() -> dict | None:
+    """The opt-in GPU fast paths named in ``FACEVEIL_ACCELERATE`` (comma-separated among
+    ``cuda-graphs``, ``compile``, ``tf32``), as :meth:`Backbone.accelerate` arguments;
+    None when the variable is unset or empty."""
+    text = os.environ.get(ACCELERATE_ENV, "").strip().lower()
+    if not text:
+        return None
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    known = {"cuda-graphs", "compile", "tf32"}
+    if names - known:
+        raise ModelError(f"{ACCELERATE_ENV} takes {', '.join(sorted(known))}, "
+                         f"not {', '.join(sorted(names - known))}")
+    return {"cuda_graphs": "cuda-graphs" in names, "compile": "compile" in names,
+            "tf32": "tf32" in names}
 
 
 def available_locally(preset: Preset) -> bool:

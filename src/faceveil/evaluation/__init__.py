@@ -14,9 +14,18 @@ Example::
 
 from __future__ import annotations
 
-from .command import eval_command
-from .harness import evaluate
-from .measures import PSNR_CAP, mae, psnr, ssim
-from .report import summary_table
+import importlib
 
-__all__ = ["PSNR_CAP", "eval_command", "evaluate", "mae", "psnr", "ssim", "summary_table"]
+# Names resolve on first use (PEP 562), so ``faceveil --help`` can load the ``eval``
+# command without importing the harness and, through it, torch.
+_EXPORTS = {
+    "eval_command": "command", "evaluate": "harness", "PSNR_CAP": "measures", "mae": "measures",
+    "psnr": "measures", "ssim": "measures", "summary_table": "report",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

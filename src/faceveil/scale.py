@@ -1,0 +1,511 @@
+"""Anonymize or recover an image dataset on Ray (``pip install 'faceveil[ray]'``).
+
+On a laptop a local Ray runs every CPU core (or GPU) in parallel; on a cluster
+(``address="ray://head:10001"`` or ``"auto"``) every node takes a share. Data flow::
+
+    driver: list DIR, plan one output per image (refusing inputs and, without force,
+            existing outputs) -> a Ray Dataset of (name, path) rows
+    Ray:    map_batches -> one model actor per worker (model loaded once, on its CPU
+            or GPU) reads each file, runs the faceveil API, returns the output bytes
+    driver: writes each output atomically under the input's name, as results stream in
+
+The driver writes every output, so the rules of the plain folder run hold unchanged:
+atomic writes (never half a file, even on Ctrl-C), no input ever overwritten, existing
+outputs refused without ``force``. Workers must see DIR at the same path (a shared
+file system on a cluster); outputs only need to be reachable from the driver.
+
+Keys never travel in clear. The driver starts a key-broker actor, which makes an
+ephemeral X25519 key pair; the driver seals the key material to the broker's public key
+(X25519 + HKDF-SHA256 + ChaCha20-Poly1305, from ``cryptography``). Each model actor
+makes its own ephemeral pair and asks the broker, which seals the material to that
+actor's public key. So task arguments, results, the object store, spilled objects and
+logs only ever hold public keys and ciphertext; the plaintext exists only in the memory
+of the driver, the broker and the model actors, and the broker is killed when the run
+ends. Ray itself is not a security boundary: anyone who can run code on the cluster's
+nodes can read those processes' memory, so run on nodes you trust.
+
+A file that fails (unreadable, no face with ``no_face="error"``, wrong key) is reported
+and the others go on. If a worker process dies (a crash, the OOM killer), the files it
+held are tried once more, each on its own; a file that kills its worker twice is
+reported as failed and the others are written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import images
+from .errors import FaceveilError, InputError, NoFaceError
+from .keys import KeySource
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+_TRANSPORT_INFO = b"faceveil/v1/ray-key-transport"
+_WRITE_FAILED = "cannot write the output"
+
+Progress = Callable[[str, bool], None]
+"""Called on the driver after each file with (name, ok); may raise to stop the run."""
+
+
+def _require_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise InputError(
+            "--ray needs Ray Data, which is not installed: pip install 'faceveil[ray]'"
+        ) from None
+    return ray
+
+
+# ---------------------------------------------------------------------------
+# Sealing key material to an ephemeral X25519 public key
+# ---------------------------------------------------------------------------
+
+
+def _transport_key(shared: bytes, sender: bytes, recipient: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=sender + recipient,
+                info=_TRANSPORT_INFO).derive(shared)
+
+
+def seal_to(recipient_public: bytes, plaintext: bytes) -> bytes:
+    """Encrypt ``plaintext`` so that only the holder of the X25519 private key matching
+    ``recipient_public`` can read it: ``sender_public || ciphertext || tag``."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    ephemeral = X25519PrivateKey.generate()
+    sender = ephemeral.public_key().public_bytes_raw()
+    shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_public))
+    key = _transport_key(shared, sender, recipient_public)
+    # A fresh key per message, so a fixed AEAD nonce is safe.
+    return sender + ChaCha20Poly1305(key).encrypt(bytes(12), plaintext, _TRANSPORT_INFO)
+
+
+def open_sealed(private_key, sealed: bytes) -> bytes:
+    """Decrypt what :func:`seal_to` sealed to ``private_key``'s public key."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    sender, body = sealed[:32], sealed[32:]
+    recipient = private_key.public_key().public_bytes_raw()
+    shared = private_key.exchange(X25519PublicKey.from_public_bytes(sender))
+    key = _transport_key(shared, sender, recipient)
+    return ChaCha20Poly1305(key).decrypt(bytes(12), body, _TRANSPORT_INFO)
+
+
+def _key_payload(key: KeySource) -> bytes:
+    return key.kind.encode() + b"\0" + key.secret
+
+
+def _key_from_payload(payload: bytes) -> KeySource:
+    kind, _, secret = payload.partition(b"\0")
+    return KeySource(kind.decode(), secret)
+
+
+class _Receiver:
+    """An ephemeral X25519 key pair whose public half is all that leaves the process."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        self._private = X25519PrivateKey.generate()
+        self.public = self._private.public_key().public_bytes_raw()
+
+    def open(self, sealed: bytes) -> bytes:
+        return open_sealed(self._private, sealed)
+
+
+class KeyBroker:
+    """Holds the key material, received sealed, and hands it out sealed (a Ray actor)."""
+
+    def __init__(self) -> None:
+        self._receiver = _Receiver()
+        self._payload: bytes | None = None
+
+    def public_key(self) -> bytes:
+        return self._receiver.public
+
+    def deposit(self, sealed: bytes) -> bool:
+        self._payload = self._receiver.open(sealed)
+        return True
+
+    def request(self, recipient_public: bytes) -> bytes:
+        if self._payload is None:
+            raise RuntimeError("the key broker holds no key yet")
+        return seal_to(recipient_public, self._payload)
+
+    def __repr__(self) -> str:  # Ray may print actors: never the payload
+        return "KeyBroker(<sealed>)"
+
+
+# ---------------------------------------------------------------------------
+# The model actor (one per worker)
+# ---------------------------------------------------------------------------
+
+
+class Worker:
+    """Runs the faceveil API on the files of each batch; loads the model once.
+
+    Constructed by Ray Data on a worker with the broker's handle (never the key) and
+    the job's options; returns, per file, the output bytes or the reason it failed.
+    """
+
+    def __init__(self, broker, job: dict) -> None:
+        import ray
+
+        receiver = _Receiver()
+        self._key = _key_from_payload(receiver.open(ray.get(broker.request.remote(
+            receiver.public))))
+        self.job = job
+        self.model, self.error = job["model"], None
+        import torch
+
+        from . import api
+
+        if job.get("threads"):
+            torch.set_num_threads(int(job["threads"]))
+        # A worker that cannot start fails each of its files with the reason (an actor
+        # that raised here would make Ray stop the whole run with a traceback).
+        if job["device"] == "cuda" and not torch.cuda.is_available():
+            self.error = "this Ray worker has no CUDA device (--device cuda)"
+        elif job["op"] == "anonymize":  # recovery loads the model each file names
+            try:
+                self.model = api.get_model(job["model"], job["device"])
+            except FaceveilError as e:
+                self.error = str(e)
+
+    def __repr__(self) -> str:
+        return "faceveil.scale.Worker(<key hidden>)"
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        out: dict[str, list] = {"name": [], "ok": [], "data": [], "sidecar": [], "faces": [],
+                                "notes": [], "error": []}
+        for name, path in zip(batch["name"], batch["path"]):
+            row = {"name": str(name), "ok": True, "data": b"", "sidecar": b"", "faces": 0,
+                   "notes": "[]", "error": ""}
+            try:
+                if self.error:
+                    raise InputError(self.error)
+                if self.job["op"] == "anonymize":
+                    data, sidecar, faces, notes = self._anonymize(str(path))
+                else:
+                    data, sidecar, faces, notes = self._recover(str(path), str(name))
+                row.update(data=data, sidecar=sidecar, faces=faces, notes=json.dumps(notes))
+            except FaceveilError as e:
+                row.update(ok=False, error=str(e))
+            except Exception as e:  # a bug on one file must not stop the others
+                last = traceback.extract_tb(e.__traceback__)[-1]
+                row.update(ok=False, error=f"unexpected {type(e).__name__}: {e} "
+                           f"({Path(last.filename).name}:{last.lineno})")
+            for k, v in row.items():
+                out[k].append(v)
+        return {k: np.array(v, dtype=object) for k, v in out.items()}
+
+    def _anonymize(self, path: str) -> tuple[bytes, bytes, int, list[str]]:
+        from . import api, container
+
+        job = self.job
+        loaded = images.load_image(path)
+        try:
+            result = api.anonymize(loaded, self._key, model=self.model, **job["options"])
+        except NoFaceError:
+            if job["no_face"] == "error":
+                raise
+            if job["no_face"] == "copy":
+                return (images.encode_image(loaded.pixels, "PNG"), b"", 0,
+                        ["no face found: copied without metadata"])
+            return b"", b"", 0, ["no face found: nothing written"]
+        sidecar = container.dumps(result.record).encode() if job["sidecar"] else b""
+        notes = list(result.notes)
+        if result.skipped:
+            where = "; ".join(f"{s.get('reason', 'skipped')} at {s.get('box')}"
+                              for s in result.skipped)
+            notes.append(f"{len(result.skipped)} face(s) not anonymized: {where}")
+        return result.png_bytes(), sidecar, len(result.regions), notes
+
+    def _recover(self, path: str, name: str) -> tuple[bytes, bytes, int, list[str]]:
+        from . import api
+
+        result = api.recover(path, self._key, model=self.model, device=self.job["device"],
+                             **self.job["options"])
+        return (result.encode(images.output_format(name)), b"", len(result.record["faces"]),
+                result.notes)
+
+
+# ---------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """What a dataset run did: files written (with face counts and notes) and failures."""
+
+    done: list[tuple[str, int, list[str]]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    workers: int = 0
+    device: str = "cpu"
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def faces(self) -> int:
+        return sum(n for _, n, _ in self.done)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images directly inside ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _plan(src: Path, dst: Path, out_suffix: str | None, protected: Sequence, force: bool,
+          report: Report, sidecar: bool) -> list[tuple[str, Path, Path]]:
+    if not src.is_dir():
+        raise InputError(f"{str(src)!r} is not a folder: --ray processes a folder of images")
+    if dst.exists() and not dst.is_dir():
+        raise InputError(f"{str(dst)!r} is a file; the output of a folder must be a folder")
+    files = image_files(src)
+    if not files:
+        raise InputError(f"no images in {str(src)!r}")
+    dst.mkdir(parents=True, exist_ok=True)
+    plan = []
+    for path in files:
+        target = dst / (path.stem + out_suffix if out_suffix else path.name)
+        try:
+            images.check_output(target, [path, *protected], force)
+            if sidecar:
+                images.check_output(_sidecar_path(target), [path, *protected], force)
+            if out_suffix is None:
+                images.output_format(target)
+        except FaceveilError as e:
+            report.failed.append((path.name, str(e)))
+            continue
+        plan.append((path.name, path, target))
+    return plan
+
+
+def _sidecar_path(output: Path) -> Path:
+    return output.with_name(output.stem + ".faceveil.json")
+
+
+def _connect(address: str | None, num_cpus: int | None):
+    """Attach to ``address`` (a cluster), to an already running Ray, or start a local
+    one; returns (ray, whether this call started it)."""
+    ray = _require_ray()
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    if ray.is_initialized():
+        return ray, False
+
+    env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=False,
+                        runtime_env={"env_vars": env})
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+        raise InputError(f"cannot start or reach {where}: {str(e).splitlines()[0]}") from None
+    return ray, True
+
+
+def _resources(ray, device: str, workers: int | None) -> tuple[str, int, dict]:
+    """The device the actors use, how many actors, and each actor's Ray resources."""
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    if device == "auto":
+        device = "cuda" if gpus else "cpu"
+    if device == "cuda":
+        if not gpus:
+            raise InputError("--device cuda was asked for, but the Ray cluster has no GPU "
+                             "(use --device cpu, or a cluster with GPU nodes)")
+        return device, min(workers or gpus, gpus), {"num_gpus": 1, "num_cpus": 1}
+    if device != "cpu":
+        raise InputError(f"--device must be cpu, cuda or auto, not {device!r}")
+    if not cpus:
+        raise InputError("the Ray cluster has no CPU to run on")
+    count = max(1, min(workers or cpus, cpus))
+    return device, count, {"num_cpus": max(1, cpus // count)}
+
+
+_RUN_SETTINGS = ("address", "device", "workers", "num_cpus", "model", "force", "protected",
+                 "progress")
+
+
+def _run(op: str, src, dst, key: KeySource, *, options: dict, out_suffix: str | None,
+         sidecar: bool, no_face: str, protected: Sequence = (), force: bool = False,
+         address: str | None = None, device: str = "auto", workers: int | None = None,
+         num_cpus: int | None = None, model=None, progress: Progress | None = None) -> Report:
+    import time
+
+    t0 = time.perf_counter()
+    _require_ray()
+    if model is not None:
+        from .models import parse_reference
+
+        parse_reference(model)  # fail early on a --model that names nothing
+    report = Report()
+    plan = _plan(Path(src), Path(dst), out_suffix, protected, force, report, sidecar)
+    if not plan:
+        return report
+    ray, started = _connect(address, num_cpus)
+    broker = None
+    try:
+        device, count, per_actor = _resources(ray, device or "auto", workers)
+        report.device, report.workers = device, count
+        broker = ray.remote(num_cpus=0)(KeyBroker).remote()
+        ray.get(broker.deposit.remote(seal_to(ray.get(broker.public_key.remote()),
+                                              _key_payload(key))))
+        job = {"op": op, "device": device, "model": model, "options": options,
+               "sidecar": sidecar, "no_face": no_face,
+               "threads": per_actor["num_cpus"] if device == "cpu" else None}
+        context = ray.data.DataContext.get_current()
+        context.max_errored_blocks = -1  # a lost task fails its files, not the run
+        context.enable_progress_bars = False
+        targets = {name: target for name, _, target in plan}
+        rows = [{"name": name, "path": str(path.resolve())} for name, path, _ in plan]
+
+        def run(rows: list[dict], actors: int) -> set[str]:
+            """Process ``rows``, writing outputs as they come; the names Ray lost."""
+            lost = {r["name"] for r in rows}
+            try:
+                for row in _stream(ray, rows, broker, job, actors, per_actor):
+                    lost.discard(str(row["name"]))
+                    ok = _write(row, targets[str(row["name"])], report)
+                    if progress is not None:
+                        progress(str(row["name"]), ok)
+            except ray.exceptions.RayError:
+                pass  # what did not come back is retried or reported by the caller
+            return lost
+
+        lost = run(rows, count)
+        # A worker that dies (a crash, the OOM killer) takes its files with it; each is
+        # tried once more on its own, so one bad file cannot take others down twice.
+        for row in [r for r in rows if r["name"] in lost]:
+            if run([row], 1):
+                report.failed.append((row["name"], "its Ray worker died twice on this file "
+                                      "(a crash or out of memory)"))
+                if progress is not None:
+                    progress(row["name"], False)
+    finally:
+        if broker is not None:
+            ray.kill(broker)
+        if started:
+            ray.shutdown()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _stream(ray, rows: list[dict], broker, job: dict, actors: int, per_actor: dict):
+    """Run the model actors over ``rows``; yield result rows as they finish."""
+    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 32 * actors))
+    with warnings.catch_warnings():  # Ray deprecates passing actor options this way
+        warnings.simplefilter("ignore", DeprecationWarning)
+        # Ray Data restarts dead actors and retries their tasks forever by default: a
+        # file that kills its worker would then stop the run. Here a dead actor stays
+        # dead, its files are lost (and retried by the caller), fresh actors go on.
+        results = ds.map_batches(
+            Worker, batch_size=1, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+            fn_constructor_args=(broker, job), max_restarts=0, **per_actor,
+        )
+    stream = iter(results.iter_rows())
+    try:
+        yield from stream
+    finally:
+        stream.close()  # an interrupted run stops its Ray tasks and actors here
+
+
+def _write(row: dict, target: Path, report: Report) -> bool:
+    name = str(row["name"])
+    if not row["ok"]:
+        report.failed.append((name, str(row["error"])))
+        return False
+    notes = json.loads(row["notes"])
+    try:
+        if row["data"]:
+            images.write_atomic(target, bytes(row["data"]))
+        if row["sidecar"]:
+            images.write_atomic(_sidecar_path(target), bytes(row["sidecar"]))
+    except OSError as e:
+        report.failed.append((name, f"{_WRITE_FAILED}: {e}"))
+        return False
+    report.done.append((name, int(row["faces"]), notes))
+    return True
+
+
+def anonymize_folder(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    key: KeySource,
+    *,
+    address: str | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+    num_cpus: int | None = None,
+    model: str | None = None,
+    force: bool = False,
+    sidecar: bool = False,
+    no_face: str = "skip",
+    protected: Sequence[str | os.PathLike] = (),
+    progress: Progress | None = None,
+    **options,
+) -> Report:
+    """Anonymize every image in the folder ``src`` into ``dst`` (``NAME.png``) on Ray.
+
+    Args:
+        address: a Ray cluster (``"auto"``, ``"ray://head:10001"``); default: the Ray
+            already initialized in this process, else a new local one.
+        device: ``"cpu"``, ``"cuda"`` (one GPU per worker) or ``"auto"``.
+        workers: model actors (default: one per GPU, or one per CPU).
+        num_cpus: CPUs of a local Ray started here (default: all).
+        model: a preset, folder or hub id (each worker loads it; default: built-in).
+        force: overwrite existing outputs (inputs are never overwritten).
+        sidecar, no_face: as the command line's ``--sidecar`` and ``--no-face``.
+        protected: more paths no output may overwrite (a key file, a mask).
+        progress: called after each file with (name, ok).
+        options: :func:`faceveil.api.anonymize` options (steps, method, aligned, ...).
+
+    Returns:
+        a :class:`Report`; files that failed are listed in ``report.failed``.
+    """
+    if no_face not in ("skip", "copy", "error"):
+        raise InputError(f"no_face must be skip, copy or error, not {no_face!r}")
+    nonces = options.pop("nonces", None)
+    if nonces is not None:
+        raise InputError("nonces cannot be given for a dataset: every face gets a random one")
+    return _run("anonymize", src, dst, key, options=options, out_suffix=".png",
+                protected=protected, force=force, address=address, device=device,
+                workers=workers, num_cpus=num_cpus, sidecar=sidecar, no_face=no_face,
+                model=model, progress=progress)
+
+
+def recover_folder(src: str | os.PathLike, dst: str | os.PathLike, key: KeySource,
+                   **kwargs) -> Report:
+    """Recover every anonymized image in ``src`` into ``dst`` under the same names, on
+    Ray. Takes the run settings of :func:`anonymize_folder` (``address``, ``device``,
+    ``workers``, ``num_cpus``, ``model``, ``force``, ``protected``, ``progress``); the
+    other keywords go to :func:`faceveil.api.recover` (``method``, ``batch_size``)."""
+    settings = {k: kwargs.pop(k) for k in _RUN_SETTINGS if k in kwargs}
+    return _run("recover", src, dst, key, options=kwargs, out_suffix=None, sidecar=False,
+                no_face="skip", **settings)

@@ -1,0 +1,206 @@
+"""Datasets on Ray (faceveil.scale): a local Ray with 2 CPUs, tiny images, a tiny model.
+
+One Ray session serves the module (starting Ray takes seconds). Its workers run a setup
+hook that makes any file named ``crash-*`` kill the worker process outright, as a
+segfault or an out-of-memory kill would, to test that a lost worker fails only its files.
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceveil import container, images, keys, scale
+from faceveil.cli import main
+from faceveil.errors import ModelError
+
+from .conftest import psnr, smooth_image
+
+ray = pytest.importorskip("ray")
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    def crash_hook():  # defined here so that Ray ships it by value to its workers
+        import os
+
+        from faceveil import images
+
+        real = images.load_image
+
+        def load_image(source):
+            if os.path.basename(str(source)).startswith("crash-"):
+                os._exit(1)
+            return real(source)
+
+        images.load_image = load_image
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"worker_process_setup_hook": crash_hook})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(seed=i)).save(src / f"face{i}.png")
+    (src / "broken.jpg").write_bytes(b"not an image")
+    key_path = tmp_path / "my.key"
+    keys.generate_key_file(key_path)
+    return src, keys.KeySource.from_key_file(key_path), key_path
+
+
+def _anonymize(src, dst, key, pixel_model, **kwargs):
+    return scale.anonymize_folder(src, dst, key, model=str(pixel_model), aligned=True,
+                                  steps=STEPS, device="cpu", workers=2, **kwargs)
+
+
+def test_round_trip_on_local_ray(local_ray, tmp_path, dataset, pixel_model):
+    src, key, key_path = dataset
+    report = _anonymize(src, tmp_path / "anon", key, pixel_model, sidecar=True)
+    assert sorted(n for n, _, _ in report.done) == ["face0.png", "face1.png", "face2.png"]
+    assert [n for n, _ in report.failed] == ["broken.jpg"]
+    assert "not an image" in report.failed[0][1] and report.workers == 2
+    for i in range(3):
+        anon = tmp_path / "anon" / f"face{i}.png"
+        record = container.read_record(anon)
+        assert record == container.read_sidecar(tmp_path / "anon" / f"face{i}.faceveil.json")
+        assert psnr(images.load_image(anon).pixels, smooth_image(seed=i)) < 40  # changed
+
+    back = scale.recover_folder(tmp_path / "anon", tmp_path / "back", key, device="cpu")
+    assert back.ok and len(back.done) == 3
+    for i in range(3):
+        got = images.load_image(tmp_path / "back" / f"face{i}.png").pixels
+        assert psnr(got, smooth_image(seed=i)) > 35
+    # No temporary file is left anywhere, and the inputs are untouched.
+    assert not [p for p in (tmp_path / "anon").iterdir() if p.name.startswith(".")]
+    assert sorted(p.name for p in src.iterdir()) == [
+        "broken.jpg", "face0.png", "face1.png", "face2.png"]
+
+    # The key never appears in Ray's logs or spilled objects (it only travels sealed).
+    secret = key.secret
+    session = ray._private.worker._global_node.get_session_dir_path()
+    for root, _, files in os.walk(session):
+        for f in files:
+            try:
+                with open(os.path.join(root, f), "rb") as fh:
+                    data = fh.read()
+            except OSError:
+                continue
+            assert secret not in data and secret.hex().encode() not in data, f
+
+
+def test_outputs_follow_the_folder_rules(local_ray, tmp_path, dataset, pixel_model):
+    src, key, key_path = dataset
+    out = tmp_path / "anon"
+    out.mkdir()
+    (out / "face0.png").write_bytes(b"keep me")
+    report = _anonymize(src, out, key, pixel_model)
+    assert ("face0.png", f"{str(out / 'face0.png')!r} exists; use --force to overwrite it") \
+        in report.failed
+    assert (out / "face0.png").read_bytes() == b"keep me"
+    assert len(report.done) == 2
+    report = _anonymize(src, out, key, pixel_model, force=True)
+    assert len(report.done) == 3 and container.read_record(out / "face0.png")
+    # Recovering into the input folder would overwrite the inputs: refused per file.
+    report = scale.recover_folder(out, out, key, device="cpu", force=True)
+    assert not report.done and all("is an input file" in r for _, r in report.failed)
+
+
+def test_a_dead_worker_fails_only_its_files(local_ray, tmp_path, dataset, pixel_model):
+    src, key, _ = dataset
+    Image.fromarray(smooth_image(seed=9)).save(src / "crash-me.png")
+    report = _anonymize(src, tmp_path / "anon", key, pixel_model)
+    failed = dict(report.failed)
+    assert "Ray worker died twice" in failed["crash-me.png"]
+    assert sorted(n for n, _, _ in report.done) == ["face0.png", "face1.png", "face2.png"]
+    assert not (tmp_path / "anon" / "crash-me.png").exists()
+
+
+def test_a_model_that_does_not_load_fails_each_file(local_ray, tmp_path, dataset):
+    src, key, _ = dataset
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    report = scale.anonymize_folder(src, tmp_path / "anon", key, model=str(broken),
+                                    device="cpu", workers=1, aligned=True, steps=STEPS)
+    assert not report.done and len(report.failed) == 4
+    assert all("model_index.json" in r or "not an image" in r for _, r in report.failed)
+    with pytest.raises(ModelError):
+        scale.anonymize_folder(src, tmp_path / "anon", key, model="no-such-preset")
+
+
+def test_interrupted_run_leaves_only_whole_outputs(local_ray, tmp_path, dataset, pixel_model):
+    src, key, _ = dataset
+    seen = []
+
+    def stop(name, ok):
+        seen.append(name)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _anonymize(src, tmp_path / "anon", key, pixel_model, progress=stop)
+    written = sorted(p.name for p in (tmp_path / "anon").iterdir())
+    assert written == [n for n in seen if n != "broken.jpg"]  # only whole files, no temp
+    for name in written:
+        assert container.read_record(tmp_path / "anon" / name)
+
+
+def test_cuda_asked_for_but_absent(local_ray, tmp_path, dataset, pixel_model):
+    src, key, _ = dataset
+    if ray.cluster_resources().get("GPU"):
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(scale.InputError, match="no GPU"):
+        scale.anonymize_folder(src, tmp_path / "anon", key, device="cuda")
+
+
+def test_cli_ray_folder(local_ray, tmp_path, dataset, pixel_model):
+    from click.testing import CliRunner
+
+    src, key, key_path = dataset
+    r = CliRunner().invoke(main, ["anonymize", str(src), "-o", str(tmp_path / "anon"), "-k",
+                                  str(key_path), "-m", str(pixel_model), "--aligned",
+                                  "--steps", str(STEPS), "--ray", "--device", "cpu"])
+    assert r.exit_code == 1, r.output  # broken.jpg failed, the others were written
+    assert "broken.jpg: FAILED" in r.output and "3 image(s); 1 failed" in r.output
+    assert "Ray worker" in r.output
+    anon = tmp_path / "anon"
+    (anon / "broken.png").unlink(missing_ok=True)
+    r = CliRunner().invoke(main, ["recover", str(anon), "-o", str(tmp_path / "back"), "-k",
+                                  str(key_path), "--ray", "--device", "cpu", "-q"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == [
+        "face0.png", "face1.png", "face2.png"]
+    back = np.asarray(Image.open(tmp_path / "back" / "face1.png"))
+    assert psnr(back, smooth_image(seed=1)) > 35
+
+
+def test_ray_missing_names_the_extra(tmp_path, dataset, monkeypatch):
+    from click.testing import CliRunner
+
+    src, _, key_path = dataset
+    monkeypatch.setitem(sys.modules, "ray", None)
+    r = CliRunner().invoke(main, ["anonymize", str(src), "-o", str(tmp_path / "anon"), "-k",
+                                  str(key_path), "--ray"])
+    assert r.exit_code == 1
+    assert "pip install 'faceveil[ray]'" in r.output
+    assert not (tmp_path / "anon").exists()
+
+
+def test_transport_sealing_round_trip():
+    receiver = scale._Receiver()
+    sealed = scale.seal_to(receiver.public, b"secret material")
+    assert b"secret material" not in sealed
+    assert receiver.open(sealed) == b"secret material"
+    with pytest.raises(Exception):  # noqa: B017  (cryptography's InvalidTag)
+        scale._Receiver().open(sealed)
+    key = keys.KeySource.from_passphrase("correct horse")
+    assert scale._key_from_payload(scale._key_payload(key)) == key

@@ -1,0 +1,70 @@
+"""Commands that need no model start without importing torch (fast start-up).
+
+Each command runs in a fresh interpreter, as a user runs it; a small wrapper calls the
+CLI and then reports which heavy modules the process imported. Start-up times are
+measured by ``benchmarks/cli_speed.py``, not here.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceveil import api, images, keys
+
+PROBE = """
+import json, sys
+from faceveil.cli import main
+try:
+    main(sys.argv[1:], prog_name="faceveil")
+    code = 0
+except SystemExit as e:
+    code = e.code or 0
+heavy = sorted(m for m in ("torch", "diffusers", "dlib", "transformers") if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+"""
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def run_fresh(*args: str) -> tuple[dict, str]:
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                       env=env, timeout=120)
+    return json.loads(p.stderr.strip().splitlines()[-1]), p.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["--version"], ["--help"], ["anonymize", "--help"], ["recover", "--help"],
+    ["inspect", "--help"], ["keygen", "--help"], ["eval", "--help"], ["detect", "--help"],
+])
+def test_help_and_version_do_not_import_torch(args):
+    result, out = run_fresh(*args)
+    assert result == {"code": 0, "heavy": []}
+    assert out.strip()
+
+
+def test_keygen_does_not_import_torch(tmp_path):
+    result, _ = run_fresh("keygen", "-o", str(tmp_path / "k.key"))
+    assert result == {"code": 0, "heavy": []}
+    assert (tmp_path / "k.key").read_text().startswith("faceveil-key-v1")
+
+
+def test_inspect_reads_the_record_without_torch(tmp_path, face_files, pixel_model):
+    img, mask, key = face_files
+    anon = tmp_path / "anon.png"
+    result = api.anonymize(img, keys.KeySource.from_key_file(key), model=str(pixel_model),
+                           aligned=True, steps=4)
+    result.save(anon)
+    out, stdout = run_fresh("inspect", str(anon), "--export", str(tmp_path / "meta.json"))
+    assert out == {"code": 0, "heavy": []}
+    assert json.loads(stdout) == result.record == api.inspect(anon)
+    assert json.loads((tmp_path / "meta.json").read_text()) == result.record
+    # Bad input is still a clear message and exit 4, without torch.
+    (tmp_path / "plain.png").write_bytes(images.encode_image(np.zeros((8, 8, 3), np.uint8)))
+    out, _ = run_fresh("inspect", str(tmp_path / "plain.png"))
+    assert out == {"code": 4, "heavy": []}
