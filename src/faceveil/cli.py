@@ -632,6 +632,8 @@ def _run(src: Path, dst: Path, jobs, one, quiet: bool, *, verb: str) -> None:
     if not quiet:
         click.echo(f"{verb} {faces} face(s) in {len(jobs) - failed} image(s); "
                    f"{failed} failed", err=True)
+    if failed:  # the batch went on, but the exit status says not everything worked
+        sys.exit(1)
 
 
 def _summarize(verb: str, done: list, failed: list, quiet: bool, extra: str = "") -> None:
