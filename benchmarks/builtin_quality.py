@@ -21,7 +21,8 @@ is at most 0.6):
   recovered faces < 0.6, of wrong-key faces (files made with --deniable) >= 0.6
   (``--no-wrong-key`` skips that third pass);
 - recovery: median face-region PSNR (dB) with the file's default method;
-- CPU seconds per face for anonymize and for recover (batches of 8).
+- seconds per face for anonymize and for recover (batches of 8): wall and CPU (the
+  process's CPU time; with ``--threads 1`` it does not grow with other processes' load).
 
 It also writes, under ``--out``, ``samples-MODEL.png`` (the first 16 samples) and
 ``grid-MODEL.png`` (rows of original / anonymized / recovered faces: 8 synthetic, then
@@ -81,11 +82,11 @@ def measure(image, regions, backbone, args) -> tuple[list[dict], dict, list[np.n
         kw.update(method=args.method, context="own" if args.method == "plain" else "masked")
     if regions is not None:
         kw["regions"] = regions
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     anon = api.anonymize(image, key, **kw)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     back = api.recover(anon.pixels, key, meta=anon.record, model=backbone)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     # A wrong key on a deniable file gives another face (a copy of the input when skipped).
     other = (api.recover(anon.pixels, wrong, meta=anon.record, model=backbone).pixels
              if args.wrong_key else image)
@@ -115,7 +116,9 @@ def measure(image, regions, backbone, args) -> tuple[list[dict], dict, list[np.n
         grid.append(np.concatenate([np.asarray(Image.fromarray(np.ascontiguousarray(c)).resize(
             (TILE, TILE), Image.Resampling.BICUBIC)) for c in shown], axis=1))
     n = len(rows)
-    return rows, {"anonymize": (t1 - t0) / n, "recover": (t2 - t1) / n}, grid
+    times = {"anon s/face": (t1 - t0) / n, "rec s/face": (t2 - t1) / n,
+             "anon CPU s/face": (c1 - c0) / n, "rec CPU s/face": (c2 - c1) / n}
+    return rows, times, grid
 
 
 def share(values, pred=bool) -> float:
@@ -134,8 +137,15 @@ def summarize(name: str, rows: list[dict], times: dict, args) -> dict:
     if args.wrong_key:
         out["wrong >= 0.6"] = share([r["dist"][2] for r in rows], lambda v: v >= 0.6)
     out["PSNR med"] = float(np.median([r["psnr"] for r in rows if r["psnr"] is not None]))
-    out["anon s/face"], out["rec s/face"] = times["anonymize"], times["recover"]
+    out.update(times)
     return out
+
+
+def pooled(parts) -> tuple[list[dict], dict]:
+    """Rows of several :func:`measure` calls and their times averaged per face."""
+    rows = [r for p in parts for r in p[0]]
+    times = {k: sum(p[1][k] * len(p[0]) for p in parts) / len(rows) for k in parts[0][1]}
+    return rows, times
 
 
 def save_grid(rows: list[np.ndarray], path: Path, columns: int = 2) -> None:
@@ -166,33 +176,21 @@ def run_model(spec: str, args, tiles) -> tuple[list[dict], dict]:
                                       Image.Resampling.NEAREST).save(
             args.out / f"samples-{spec}.png")
     results, grid = [], []
-    rows, t_a, t_r = [], 0.0, 0.0
+    parts = []
     for start in range(0, len(tiles), 24):  # mosaics of 24 faces keep memory small
-        part = tiles[start:start + 24]
-        image, regions = mosaic(part, backbone)
-        r, t, g = measure(image, regions, backbone, args)
-        rows += r
-        t_a += t["anonymize"] * len(r)
-        t_r += t["recover"] * len(r)
-        grid += g
-    if rows:
-        results.append(summarize(f"synthetic x{len(rows)}", rows,
-                                 {"anonymize": t_a / len(rows), "recover": t_r / len(rows)},
-                                 args))
-    grid = grid[:8]
-    all_rows, t_a, t_r = [], 0.0, 0.0
+        image, regions = mosaic(tiles[start:start + 24], backbone)
+        parts.append(measure(image, regions, backbone, args))
+    if parts:
+        results.append(summarize(f"synthetic x{len(tiles)}", *pooled(parts), args))
+        grid = [row for p in parts for row in p[2]][:8]
+    parts = []
     for name in args.photos:
         photo = images.load_image(ROOT / "tests" / "data" / name).pixels
-        r, t, g = measure(photo, None, backbone, args)
-        results.append(summarize(name, r, t, args))
-        all_rows += r
-        t_a += t["anonymize"] * len(r)
-        t_r += t["recover"] * len(r)
-        grid += g
-    if len(args.photos) > 1:
-        n = len(all_rows)
-        results.append(summarize("photos (all)", all_rows,
-                                 {"anonymize": t_a / n, "recover": t_r / n}, args))
+        parts.append(measure(photo, None, backbone, args))
+        results.append(summarize(name, *parts[-1][:2], args))
+        grid += parts[-1][2]
+    if len(parts) > 1:
+        results.append(summarize("photos (all)", *pooled(parts), args))
     if grid:
         save_grid(grid, args.out / f"grid-{spec}.png")
     for r in results:

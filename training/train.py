@@ -442,7 +442,7 @@ def profile_steps(run_step: Callable[[], None], steps: int, out: Path, cuda: boo
         if cuda:
             torch.cuda.synchronize()
     wall = time.perf_counter() - t0
-    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=25))
     prof.export_chrome_trace(str(out / "profile_trace.json"))
     print(f"profiled {steps} steps: {wall / steps * 1000:.1f} ms/step (profiler on); "
