@@ -131,7 +131,7 @@ def test_models_command_lists_presets():
     assert r.exit_code == 0
     rows = {row["name"]: row for row in json.loads(r.output)}
     assert set(rows) == set(models.PRESETS)
-    assert rows["face64-v1"]["default"] and rows["face64-v1"]["resolution"] == 64
+    assert rows[models.DEFAULT_MODEL]["default"] and rows[models.DEFAULT_MODEL]["resolution"] == 64
 
 
 # --- broken model folders and weights that are not the file's -------------------------
