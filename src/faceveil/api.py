@@ -519,15 +519,16 @@ def anonymize_many(
     flip: str = DEFAULT_FLIP,
     salt: bytes | None = None,
     **find_kwargs,
-) -> list[Anonymized | FaceveilError]:
+) -> list[Anonymized | Exception]:
     """:func:`anonymize` for several images, their faces batched together for the model
     (a folder of small photos fills the batches). Options are those of
     :func:`anonymize` and apply to every image (``mask``, ``regions``, ``nonces`` and
     ``salt`` only make sense for one image). Each image gets its own salt and nonces.
 
     Returns:
-        One entry per source: its :class:`Anonymized`, or the :class:`FaceveilError`
-        that stopped it (a bad file, no face), so one bad image does not stop the rest.
+        One entry per source: its :class:`Anonymized`, or the exception that stopped it
+        (a :class:`FaceveilError` such as a bad file or no face; anything else is a
+        bug), so one bad image does not stop the rest.
     """
     if method not in METHODS or context not in CONTEXTS:
         raise InputError(f"method must be one of {METHODS} and context one of {CONTEXTS}")
@@ -539,13 +540,17 @@ def anonymize_many(
     if len(sources) > 1 and any(v is not None for v in (mask, regions, nonces, salt)):
         raise InputError("mask, regions, nonces and salt apply to one image at a time")
     backbone = get_model(model, device)
-    jobs: list[_Job | FaceveilError] = []
+    jobs: list[_Job | Exception] = []
     for source in sources:
         try:
             jobs.append(_prepare(source, key, backbone, aligned=aligned, mask=mask,
                                  regions=regions, nonces=nonces, deniable=deniable, kdf=kdf,
                                  salt=salt, **find_kwargs))
         except FaceveilError as e:
+            jobs.append(e)
+        except Exception as e:  # noqa: BLE001 - a bug on one image must not stop the others
+            if len(sources) == 1:
+                raise
             jobs.append(e)
     ready = [j for j in jobs if isinstance(j, _Job)]
     all_faces: list[FaceData] = []
@@ -582,15 +587,20 @@ def anonymize_many(
         "recovery_methods": (["lossless"] if lossless else []) + list(RECOVERY_METHODS),
         "default_recovery": "lossless" if lossless else method,
     }
-    results: list[Anonymized | FaceveilError] = []
+    results: list[Anonymized | Exception] = []
     for job in jobs:
         if not isinstance(job, _Job):
             results.append(job)
             continue
         span = range(job.first, job.first + len(job.regions))
-        results.append(_finish(job, backbone, sampler, [all_faces[i] for i in span],
-                               [new_crops[i] for i in span], [radii[i] for i in span],
-                               [residuals[i] for i in span], deniable, lossless))
+        try:
+            results.append(_finish(job, backbone, sampler, [all_faces[i] for i in span],
+                                   [new_crops[i] for i in span], [radii[i] for i in span],
+                                   [residuals[i] for i in span], deniable, lossless))
+        except Exception as e:  # noqa: BLE001 - reported per image, as above
+            if len(sources) == 1:
+                raise
+            results.append(e)
     return results
 
 

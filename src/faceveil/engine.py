@@ -158,10 +158,36 @@ class Engine:
         self.calls = 0  # model evaluations so far, for cost reports
         self.worst_residual = 0.0  # largest unconverged exact-inversion residual seen
         self.residuals = torch.zeros(0, dtype=torch.float64)  # per face, last invert_exact
+        self.context: list[torch.Tensor] = []  # the context built by the last invert_exact
 
     def _predict(self, z: torch.Tensor, i: int) -> torch.Tensor:
         self.calls += 1
         return self.denoiser.predict(z, self.schedule.timesteps[i - 1])
+
+    def _predict_two(self, a: torch.Tensor, i: int, b: torch.Tensor, j: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model at ``a`` (level ``i``) and at ``b`` (level ``j``): in one call when the
+        denoiser takes a timestep per sample (``predict_steps``), else in two."""
+        steps = getattr(self.denoiser, "predict_steps", None)
+        if steps is None:
+            return self._predict(a, i), self._predict(b, j)
+        self.calls += 1
+        ts = self.schedule.timesteps
+        t = torch.tensor([ts[i - 1]] * a.shape[0] + [ts[j - 1]] * b.shape[0],
+                         device=a.device, dtype=torch.long)
+        out = steps(torch.cat([a, b]), t)
+        return out[: a.shape[0]], out[a.shape[0]:]
+
+    def _invert_step(self, z: torch.Tensor, out: torch.Tensor, i: int) -> torch.Tensor:
+        """One plain inversion step from level i - 1 to i, given the model's output at z."""
+        s, ptype = self.schedule, self.denoiser.prediction_type
+        alpha = s.alphas[i - 1]
+        if ptype == "sample" and alpha >= 1.0:
+            # A sample-predicting model gives no noise at a noiseless point (0/0);
+            # read its prediction at the target level instead.
+            alpha = s.alphas[i]
+        x0, eps = split_output(out, z, alpha, ptype)
+        return ddim_move(x0, eps, s.alphas[i])
 
     def _tick(self, phase: str, done: int) -> None:
         if self.progress is not None:
@@ -170,20 +196,12 @@ class Engine:
     @torch.no_grad()
     def invert(self, z0: torch.Tensor, phase: str = "invert") -> list[torch.Tensor]:
         """DDIM-invert clean latents; returns the trajectory ``[z_0, z_1, ..., z_T]``."""
-        s, ptype = self.schedule, self.denoiser.prediction_type
         trajectory = [z0]
         z = z0
-        for i in range(1, s.steps + 1):
+        for i in range(1, self.schedule.steps + 1):
             # The model is asked at the target timestep but at the current point
             # (diffusers' DDIMInverseScheduler convention).
-            out = self._predict(z, i)
-            alpha = s.alphas[i - 1]
-            if ptype == "sample" and alpha >= 1.0:
-                # A sample-predicting model gives no noise at a noiseless point (0/0);
-                # read its prediction at the target level instead.
-                alpha = s.alphas[i]
-            x0, eps = split_output(out, z, alpha, ptype)
-            z = ddim_move(x0, eps, s.alphas[i])
+            z = self._invert_step(z, self._predict(z, i), i)
             trajectory.append(z)
             self._tick(phase, i)
         return trajectory
@@ -218,6 +236,7 @@ class Engine:
         z0: torch.Tensor,
         mask: torch.Tensor | None = None,
         context: Sequence[torch.Tensor] | None = None,
+        context_from: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Invert the sampler itself: find each z_i that :meth:`denoise` maps onto z_{i-1}.
 
@@ -240,6 +259,12 @@ class Engine:
         other faces, and a converged face is not evaluated again at that step. So a
         face's result is the same whichever faces share its batch. The largest
         unconverged residual of each face is left in :attr:`residuals`.
+
+        ``context_from`` instead of ``context``: the context is the plain inversion of
+        these latents, computed along the way; each of its steps rides in the first model
+        call of the exact step before it (one call at two timesteps, when the denoiser
+        offers ``predict_steps``), which saves a model call per step. The context
+        trajectory is then left in :attr:`context`.
         """
         s, ptype = self.schedule, self.denoiser.prediction_type
         batch = z0.shape[0]
@@ -247,9 +272,14 @@ class Engine:
         trajectory = [z0]
         y, eps_prev = z0, None
         self.residuals = torch.zeros(batch, dtype=torch.float64)
+        if context_from is not None:
+            context = [context_from, self._invert_step(context_from,
+                                                       self._predict(context_from, 1), 1)]
+            self.context = context
         for i in range(1, s.steps + 1):
             sa_prev, sb_prev = math.sqrt(s.alphas[i - 1]), math.sqrt(1.0 - s.alphas[i - 1])
             outside = None if context is None else context[i]
+            ride = context_from is not None and i < s.steps  # the context's next step
 
             def implied(eps: torch.Tensor, rows, y=y, outside=outside, i=i, sa=sa_prev,
                         sb=sb_prev) -> torch.Tensor:
@@ -268,7 +298,12 @@ class Engine:
             best_err = torch.full((batch,), math.inf, dtype=torch.float64)
             active = every
             for _ in range(self.max_iterations):
-                out = self._predict(z[active], i)
+                if ride:
+                    out, out_ctx = self._predict_two(z[active], i, context[i], i + 1)
+                    context.append(self._invert_step(context[i], out_ctx, i + 1))
+                    ride = False
+                else:
+                    out = self._predict(z[active], i)
                 x0, eps = split_output(out, z[active], s.alphas[i], ptype)
                 residual = (sa_prev * x0 + sb_prev * eps - y[active]).abs()
                 if inside is not None:
@@ -336,14 +371,14 @@ class Engine:
             def key_op(z: torch.Tensor) -> torch.Tensor:
                 return flip(z, signs, mask)
 
-        if context == "masked":
-            outside = self.invert(torch.where(mask, torch.full_like(z0, fill), z0), "context")
+        blanked = torch.where(mask, torch.full_like(z0, fill), z0)
+        if context == "masked" and method == "exact-steps":
+            trajectory = self.invert_exact(z0, mask, context_from=blanked)
+            outside = self.context
         else:
-            outside = None
-        if method == "exact-steps":
-            trajectory = self.invert_exact(z0, mask, outside)
-        else:
-            trajectory = self.invert(z0)
+            outside = self.invert(blanked, "context") if context == "masked" else None
+            trajectory = (self.invert_exact(z0, mask, outside) if method == "exact-steps"
+                          else self.invert(z0))
         outside = outside if outside is not None else trajectory
         z_T = key_op(torch.where(mask, trajectory[-1], outside[-1]))
         return self.denoise(z_T, mask, outside)

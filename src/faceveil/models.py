@@ -186,10 +186,16 @@ class Backbone:
     # interleaved), and inference tensors would forbid the engine in-place updates.
     @torch.no_grad()
     def predict(self, z: torch.Tensor, t: int) -> torch.Tensor:
-        timestep = torch.full((z.shape[0],), t, device=z.device, dtype=torch.long)
+        return self.predict_steps(z, torch.full((z.shape[0],), t, device=z.device,
+                                                dtype=torch.long))
+
+    @torch.no_grad()
+    def predict_steps(self, z: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The network's output for a batch whose samples may sit at different timesteps
+        (one per sample): lets the engine share one call between two chains."""
         call = self.fast_call or self._call
         # Models with a learned variance output 2C channels; the first C are the mean.
-        return call(z, timestep)[:, : z.shape[1]]
+        return call(z, timesteps.to(device=z.device, dtype=torch.long))[:, : z.shape[1]]
 
     def _call(self, z: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """One plain network evaluation (what CUDA graphs capture and torch.compile wraps)."""
