@@ -157,6 +157,13 @@ def test_other_hosts_and_cross_site_requests_are_refused(client):
     assert client.get("/", headers={"Host": "localhost:8765"}).status_code == 200
     r = client.post("/api/keygen", headers={**H, "Sec-Fetch-Site": "cross-site"})
     assert r.status_code == 403
+    # Another page's Origin (or a sandboxed one's "null"), even with the token, is refused;
+    # the page's own Origin is not.
+    for origin in ("https://evil.example", "null", "http://127.0.0.1:1", "http://127.0.0.1"):
+        r = client.post("/api/keygen", headers={**H, "Origin": origin})
+        assert r.status_code == 403, origin
+    r = client.post("/api/keygen", headers={**H, "Origin": "http://127.0.0.1:8765"})
+    assert r.status_code == 200
     # No CORS: a preflight gets no permission, so other sites cannot send the header.
     r = client.options("/api/photos", headers={
         "Origin": "https://evil.example", "Access-Control-Request-Method": "POST",

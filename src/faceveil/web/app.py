@@ -13,7 +13,8 @@ at start-up and written into the page) in the ``X-Faceveil-Token`` header: a pag
 another site cannot read it, nor send a custom header without a CORS preflight, which
 this server never allows (it sends no CORS headers). Requests whose ``Host`` is not this
 server's name are refused (a DNS-rebinding site would otherwise be "same-origin"), as
-are requests a browser marks ``Sec-Fetch-Site: cross-site``. Responses forbid framing,
+are requests a browser marks ``Sec-Fetch-Site: cross-site`` or sends with an ``Origin``
+other than this server. Responses forbid framing,
 caching, sniffing and any resource not from this server (Content-Security-Policy).
 
 Work. Detection runs in one worker thread and the model in another, off the event
@@ -478,7 +479,8 @@ def _face_json(region) -> dict:
 
 
 class Guard:
-    """ASGI middleware: the Host check, the token on ``/api/``, no cross-site requests,
+    """ASGI middleware: the Host check, the token on ``/api/``, no cross-site requests
+    (``Sec-Fetch-Site``, ``Origin``),
     and the security headers on every response."""
 
     def __init__(self, app, token: str, allowed_hosts: tuple[str, ...]) -> None:
@@ -495,7 +497,10 @@ class Guard:
         if not self.any_host and name not in self.hosts:
             return HttpProblem(421, "forbidden", "this server does not answer to that host "
                                "name (use the address that `faceveil serve` printed)")
-        if headers.get("sec-fetch-site") == "cross-site":
+        origin = headers.get("origin")
+        if headers.get("sec-fetch-site") == "cross-site" or (
+                origin is not None and origin.lower() != f"http://{host}"):
+            # A browser names the page that sent a request in Origin: only this one may.
             return HttpProblem(403, "forbidden", "cross-site requests are refused")
         if scope["path"].startswith("/api/") and not hmac.compare_digest(
                 headers.get(TOKEN_HEADER, "").encode(), self.token):
