@@ -935,15 +935,23 @@ def find_faces(
         skipped.append({"box": list(d.box), "source": d.source, "score": d.score,
                         "kind": "low-score",
                         "reason": f"score {d.score:.2f} below the threshold {own:g}"})
-    for k, box in enumerate(boxes):
-        x, y, bw, bh = (int(v) for v in box)
-        clipped = _clip_box(x, y, x + bw - 1, y + bh - 1, w, h) if bw > 0 and bh > 0 else None
-        if clipped is None:
-            raise InputError(f"--box {x},{y},{bw},{bh} is empty or outside the "
-                             f"{w}x{h} image")
-        regions.append(_region(img, (x, y, bw, bh), "box", None, framing, crop_size,
-                               len(dets) + k))
+    regions += [box_region(img, box, framing=framing, crop_size=crop_size,
+                           index=len(dets) + k) for k, box in enumerate(boxes)]
     return regions, skipped
+
+
+def box_region(image: np.ndarray, box: Sequence[int], *, framing: Framing, crop_size: int,
+               index: int | None = None) -> FaceRegion:
+    """The region of a face a person marked by hand: landmarks predicted inside ``box``
+    (x, y, w, h), as ``--box`` does; :class:`InputError` for a box with no area or
+    outside the image."""
+    img = _rgb(image)
+    h, w = img.shape[:2]
+    x, y, bw, bh = (int(v) for v in box)
+    clipped = _clip_box(x, y, x + bw - 1, y + bh - 1, w, h) if bw > 0 and bh > 0 else None
+    if clipped is None:
+        raise InputError(f"--box {x},{y},{bw},{bh} is empty or outside the {w}x{h} image")
+    return _region(img, (x, y, bw, bh), "box", None, framing, crop_size, index)
 
 
 def framing_box(framing: Framing, width: int, height: int | None = None) -> Box:
