@@ -215,7 +215,7 @@ def test_an_unexpected_error_on_one_file_does_not_stop_the_batch(tmp_path, key, 
     folder.mkdir()
     for name in ("a.png", "b.png"):
         Image.fromarray(np.full((32, 32, 3), 100, np.uint8)).save(folder / name)
-    real = api.anonymize
+    real = api._prepare  # folder images are prepared one by one, then batched
 
     def flaky(image, *args, **kwargs):
         if image.pixels[0, 0, 0] == 100 and not flaky.done:
@@ -224,7 +224,7 @@ def test_an_unexpected_error_on_one_file_does_not_stop_the_batch(tmp_path, key, 
         return real(image, *args, **kwargs)
 
     flaky.done = False
-    monkeypatch.setattr(api, "anonymize", flaky)
+    monkeypatch.setattr(api, "_prepare", flaky)
     r = run("anonymize", folder, "-o", tmp_path / "out", "-k", key, "-m", pixel_model,
             "--aligned", "--steps", 1)
     assert r.exit_code == 1

@@ -502,27 +502,32 @@ def anonymize_many(
     flip: str = DEFAULT_FLIP,
     salt: bytes | None = None,
     **find_kwargs,
-) -> list[Anonymized | FaceveilError]:
+) -> list[Anonymized | Exception]:
     """:func:`anonymize` for several images, their faces batched together for the model
     (a folder of small photos fills the batches). Options are those of
     :func:`anonymize` and apply to every image (``mask``, ``regions``, ``nonces`` and
     ``salt`` only make sense for one image). Each image gets its own salt and nonces.
 
     Returns:
-        One entry per source: its :class:`Anonymized`, or the :class:`FaceveilError`
-        that stopped it (a bad file, no face), so one bad image does not stop the rest.
+        One entry per source: its :class:`Anonymized`, or the exception that stopped it
+        (a :class:`FaceveilError` such as a bad file or no face; anything else is a
+        bug), so one bad image does not stop the rest.
     """
     _check_options(method, context, flip, deniable, lossless)
     if len(sources) > 1 and any(v is not None for v in (mask, regions, nonces, salt)):
         raise InputError("mask, regions, nonces and salt apply to one image at a time")
     backbone = get_model(model, device)
-    jobs: list[_Job | FaceveilError] = []
+    jobs: list[_Job | Exception] = []
     for source in sources:
         try:
             jobs.append(_prepare(source, key, backbone, aligned=aligned, mask=mask,
                                  regions=regions, nonces=nonces, deniable=deniable, kdf=kdf,
                                  salt=salt, **find_kwargs))
         except FaceveilError as e:
+            jobs.append(e)
+        except Exception as e:  # noqa: BLE001 - a bug on one image must not stop the others
+            if len(sources) == 1:
+                raise
             jobs.append(e)
     return _anonymize_jobs(jobs, backbone, steps=steps, spacing=spacing, deniable=deniable,
                            batch_size=batch_size, progress=progress, method=method,
@@ -602,10 +607,10 @@ def anonymize_sequence(
     return results  # type: ignore[return-value]
 
 
-def _anonymize_jobs(jobs: Sequence[_Job | FaceveilError], backbone: Backbone, *, steps: int,
+def _anonymize_jobs(jobs: Sequence[_Job | Exception], backbone: Backbone, *, steps: int,
                     spacing: str, deniable: bool, batch_size: int, progress: Progress | None,
                     method: str, context: str, lossless: bool,
-                    flip: str) -> list[Anonymized | FaceveilError]:
+                    flip: str) -> list[Anonymized | Exception]:
     """The faces of every prepared image through the engine in shared batches, then each
     image's new faces pasted and its record built (errors stay in their place)."""
     ready = [j for j in jobs if isinstance(j, _Job)]
@@ -643,15 +648,20 @@ def _anonymize_jobs(jobs: Sequence[_Job | FaceveilError], backbone: Backbone, *,
         "recovery_methods": (["lossless"] if lossless else []) + list(RECOVERY_METHODS),
         "default_recovery": "lossless" if lossless else method,
     }
-    results: list[Anonymized | FaceveilError] = []
+    results: list[Anonymized | Exception] = []
     for job in jobs:
         if not isinstance(job, _Job):
             results.append(job)
             continue
         span = range(job.first, job.first + len(job.regions))
-        results.append(_finish(job, backbone, sampler, [all_faces[i] for i in span],
-                               [new_crops[i] for i in span], [radii[i] for i in span],
-                               [residuals[i] for i in span], deniable, lossless))
+        try:
+            results.append(_finish(job, backbone, sampler, [all_faces[i] for i in span],
+                                   [new_crops[i] for i in span], [radii[i] for i in span],
+                                   [residuals[i] for i in span], deniable, lossless))
+        except Exception as e:  # noqa: BLE001 - reported per image, as above
+            if len(jobs) == 1:
+                raise
+            results.append(e)
     return results
 
 

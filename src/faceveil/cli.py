@@ -480,30 +480,27 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
                          "check them with `faceveil detect` (or --report)")
         return result.faces, notes
 
-    def one(src: Path, dst: Path, prefix: str = "") -> tuple[int, list[str]]:
-        if _is_video(src):
-            return one_video(src, dst, prefix)
+    def start(src: Path, dst: Path):
+        """Checks and decoding before any model work."""
         if dst.suffix.lower() != ".png":
             raise InputError(f"anonymized output must be a .png file (got {str(dst)!r})")
         for path in outputs(dst):
             images.check_output(path, [src, mask, key_file], force)
-        loaded = images.load_image(src)
-        user_mask = images.load_mask(mask, loaded.pixels.shape[1::-1]) if mask else None
-        progress = Progress(not quiet, prefix)
-        try:
-            result = api.anonymize(loaded, key, mask=user_mask, aligned=aligned,
-                                   progress=progress, **options)
-        except NoFaceError as e:
+        return images.load_image(src)
+
+    def finish(src: Path, dst: Path, loaded, result) -> tuple[int, list[str]]:
+        """Write what anonymization gave (an Anonymized, or the error that stopped it)."""
+        if isinstance(result, NoFaceError):
             report_rows.append(_report_row(src, dst if no_face == "copy" else None, [],
-                                           getattr(e, "skipped", [])))
+                                           getattr(result, "skipped", [])))
             if no_face == "error":
-                raise
+                raise result
             if no_face == "copy":
                 images.write_atomic(dst, images.encode_image(loaded.pixels, "PNG"))
                 return 0, [*loaded.notes, "no face found: copied without metadata"]
             return 0, [*loaded.notes, "no face found: nothing written"]
-        finally:
-            progress.close()
+        if isinstance(result, Exception):
+            raise result
         images.write_atomic(dst, result.png_bytes())
         if sidecar:
             images.write_atomic(api.sidecar_path(dst), container.dumps(result.record).encode())
@@ -515,12 +512,57 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
             return p.stem + ".png"
         return p.stem + (".mp4" if video_codec == "h264" else ".mkv")
 
+    def one(src: Path, dst: Path, prefix: str = "") -> tuple[int, list[str]]:
+        if _is_video(src):
+            return one_video(src, dst, prefix)
+        loaded = start(src, dst)
+        user_mask = images.load_mask(mask, loaded.pixels.shape[1::-1]) if mask else None
+        progress = Progress(not quiet, prefix)
+        try:
+            result = api.anonymize(loaded, key, mask=user_mask, aligned=aligned,
+                                   progress=progress, **options)
+        except NoFaceError as e:
+            result = e
+        finally:
+            progress.close()
+        return finish(src, dst, loaded, result)
+
+    def many(chunk: list[tuple[Path, Path]]) -> list:
+        """Several images at once: their faces fill the model's batches together."""
+        outcomes: list = [None] * len(chunk)
+        ready = []
+        for k, (src, dst) in enumerate(chunk):
+            try:
+                if _is_video(src):  # a clip batches its own frames
+                    outcomes[k] = one_video(src, dst, f"{src.name}: ")
+                else:
+                    ready.append((k, start(src, dst)))
+            except Exception as e:  # noqa: BLE001 - reported for this image only
+                outcomes[k] = e
+        if ready:
+            progress = Progress(not quiet, f"{len(ready)} image(s): ")
+            try:
+                results = api.anonymize_many([loaded for _, loaded in ready], key,
+                                             aligned=aligned, progress=progress, **options)
+            except Exception as e:  # noqa: BLE001 - the whole chunk failed the same way
+                results = [e] * len(ready)
+            finally:
+                progress.close()
+            for (k, loaded), result in zip(ready, results, strict=True):
+                try:
+                    outcomes[k] = finish(*chunk[k], loaded, result)
+                except Exception as e:  # noqa: BLE001
+                    outcomes[k] = e
+        return outcomes
+
     src, dst = Path(input), Path(output)
     jobs = _plan(src, dst, name, outputs, force, quiet)
     if jobs is not None:  # a folder: fail early on a bad --model, not once per image
         api.get_model(model, device)
     try:
-        _run(src, dst, jobs, one, quiet, verb="anonymized")
+        # Images of a folder go through the model together (a user mask is one image's).
+        _run(src, dst, jobs, one, quiet, verb="anonymized",
+             many=None if mask else (many, batch_size))
     finally:  # also when some file failed: the report says what was done
         if report:
             settings = faces.detector_settings(detector, threshold, min_face)
@@ -723,10 +765,14 @@ def _plan(src: Path, dst: Path, name, outputs, force: bool, quiet: bool):
     return jobs
 
 
-def _run(src: Path, dst: Path, jobs, one, quiet: bool, *, verb: str) -> None:
+def _run(src: Path, dst: Path, jobs, one, quiet: bool, *, verb: str, many=None) -> None:
     """One file (``jobs`` None), or the planned jobs of a folder with a progress bar on a
     terminal, one line per image, and a summary. An image that fails, for any reason,
-    is reported and the batch goes on; the exit status is then 1."""
+    is reported and the batch goes on; the exit status is then 1.
+
+    ``many``: ``(function, n)`` to process the folder n images at a time; the function
+    takes a list of (input, output) and returns, per image, ``(faces, notes)`` or the
+    exception that stopped it."""
     if jobs is None:
         t0 = time.perf_counter()
         n, notes = one(src, dst)
@@ -747,27 +793,47 @@ def _run(src: Path, dst: Path, jobs, one, quiet: bool, *, verb: str) -> None:
     say = bar.write if not bar.disable else functools.partial(click.echo, err=True)
     faces = 0
     failed = 0
+
+    def outcome_of(path: Path, target: Path):
+        try:
+            return one(path, target, prefix=f"{path.name}: ")
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - reported below, the others go on
+            return e
+
+    def chunks():
+        if many is None:
+            for path, target in jobs:
+                yield [(path, target)], [outcome_of(path, target)]
+            return
+        function, size = many
+        for at in range(0, len(jobs), size):
+            chunk = jobs[at: at + size]
+            yield chunk, function(chunk)
+
     try:
-        for i, (path, target) in enumerate(jobs, 1):
-            where = f"[{i}/{len(jobs)}] {path.name}"
-            try:
-                n, notes = one(path, target, prefix=f"{path.name}: ")
-                faces += n
-                if not quiet:
-                    say(f"{where}: {n} face(s)" + (f" -> {target.name}" if n else "")
-                        + (f" ({'; '.join(notes)})" if notes else ""))
-            except FaceveilError as e:
-                failed += 1
-                say(f"{where}: FAILED: {e}")
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as e:  # a bug on one image must not stop the others
-                if os.environ.get("FACEVEIL_DEBUG"):
-                    raise
-                failed += 1
-                say(f"{where}: FAILED: unexpected {type(e).__name__}: {e} (a bug; set "
-                    "FACEVEIL_DEBUG=1 for details)")
-            bar.update(1)
+        i = 0
+        for chunk, outcomes in chunks():
+            for (path, target), outcome in zip(chunk, outcomes, strict=True):
+                i += 1
+                where = f"[{i}/{len(jobs)}] {path.name}"
+                if isinstance(outcome, FaceveilError):
+                    failed += 1
+                    say(f"{where}: FAILED: {outcome}")
+                elif isinstance(outcome, Exception):  # a bug on one image
+                    if os.environ.get("FACEVEIL_DEBUG"):
+                        raise outcome
+                    failed += 1
+                    say(f"{where}: FAILED: unexpected {type(outcome).__name__}: {outcome} "
+                        "(a bug; set FACEVEIL_DEBUG=1 for details)")
+                else:
+                    n, notes = outcome
+                    faces += n
+                    if not quiet:
+                        say(f"{where}: {n} face(s)" + (f" -> {target.name}" if n else "")
+                            + (f" ({'; '.join(notes)})" if notes else ""))
+                bar.update(1)
     finally:
         bar.close()
         for folder in created:  # nothing was written there: leave no empty folder behind
