@@ -16,10 +16,11 @@ from faceveil.cli import main
 
 from .conftest import psnr
 from .tinymodels import make_pixel_model
-from .videoclips import audio_samples, make_clip
+from .videoclips import audio_samples, make_clip, make_resized_clip
 
 av = pytest.importorskip("av")
 STEPS = "3"
+FRAMES = 8
 
 
 def run(*args, input=None):
@@ -46,7 +47,7 @@ def key(work):
 @pytest.fixture(scope="module")
 def clip(work):
     path = work / "clip.mp4"
-    make_clip(path)
+    make_clip(path, frames=FRAMES)
     return path
 
 
@@ -66,7 +67,7 @@ def anon_mkv(work, clip, key, tiny64):
 @pytest.fixture(scope="module")
 def anon_mp4(work, clip, key, tiny64):
     out = work / "anon.mp4"
-    r = anonymize(clip, out, key, tiny64)
+    r = anonymize(clip, out, key, tiny64, "--method", "plain")  # faces come back sealed
     assert r.exit_code == 0, r.output
     return out
 
@@ -190,7 +191,7 @@ def test_missed_detections_are_filled_in_and_gaps_make_new_tracks(work, clip, ke
         assert (src[i][1][inside] != anon[i][1][inside]).any(axis=-1).mean() > 0.5
         # ... and the interpolated mask covers the face the detector found around it
         found, _ = find(src[i][1], api.get_model(str(tiny64)))
-        assert inside[footprint_of(found[0], src[i][1].shape)].mean() > 0.95
+        assert inside[footprint_of(found[0], src[i][1].shape)].all()
     calls.clear()
     out0 = work / "gap0.mkv"
     result = video.anonymize_video(clip, out0, ks, model=str(tiny64), steps=2, track_gap=0,
@@ -213,7 +214,7 @@ def test_memory_stays_bounded(work, clip, key, tiny64):
     result = video.anonymize_video(clip, work / "bounded.mkv", keys.KeySource.from_key_file(key),
                                    model=str(tiny64), steps=1, track_gap=2, batch_size=1,
                                    force=True)
-    assert result.frames == 12 and result.max_buffered <= 2 + 2
+    assert result.frames == FRAMES and result.max_buffered <= 2 + 2
 
 
 # ---------------------------------------------------------------------------
@@ -316,12 +317,12 @@ def test_variable_frame_rate_and_rotation(tmp_path, key, tiny64):
     pts = [0, 70, 210, 260, 400, 430, 600, 640]
     make_clip(vfr, frames=len(pts), pts=pts, time_base=Fraction(1, 1000), audio=False)
     out = tmp_path / "vfr_anon.mkv"
-    assert anonymize(vfr, out, key, tiny64).exit_code == 0
+    assert anonymize(vfr, out, key, tiny64, "--method", "plain").exit_code == 0
     assert [t for t, _ in frames(out)] == [p / 1000 for p in pts]
     turned = tmp_path / "turned.mp4"
     make_clip(turned, frames=6, rotation=90, audio=False)
     out = tmp_path / "turned_anon.mkv"
-    r = anonymize(turned, out, key, tiny64, "--no-face", "error")
+    r = anonymize(turned, out, key, tiny64, "--no-face", "error", "--method", "plain")
     assert r.exit_code == 0, r.output  # faces found on the upright picture
     with av.open(str(turned)) as a, av.open(str(out)) as b:
         fa, fb = next(a.decode(video=0)), next(b.decode(video=0))
@@ -335,7 +336,7 @@ def test_folder_of_clips_and_photos(tmp_path, clip, key, tiny64):
     src.mkdir()
     (src / "clip.mp4").write_bytes(clip.read_bytes())
     (src / "photo.jpg").write_bytes((Path(__file__).parent / "data/obama.jpg").read_bytes())
-    r = anonymize(src, tmp_path / "anon", key, tiny64)
+    r = anonymize(src, tmp_path / "anon", key, tiny64, "--method", "plain")
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (tmp_path / "anon").iterdir()) == ["clip.mkv", "photo.png"]
     r = run("recover", tmp_path / "anon", "-o", tmp_path / "back", "-k", key)
@@ -348,10 +349,10 @@ def test_detect_writes_a_preview_clip_and_the_tracks(tmp_path, clip, tiny64):
     r = run("detect", clip, "-o", out, "-m", tiny64)
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert report["video"]["frames"] == 12 and len(report["tracks"]) == 1
+    assert report["video"]["frames"] == FRAMES and len(report["tracks"]) == 1
     track = report["tracks"][0]
-    assert track["detected"] == 12 and len(track["boxes"]) == 12
-    assert len(frames(out)) == 12
+    assert track["detected"] == FRAMES and len(track["boxes"]) == FRAMES
+    assert len(frames(out)) == FRAMES
 
 
 # ---------------------------------------------------------------------------
@@ -375,8 +376,8 @@ def test_bad_videos_fail_clearly_and_write_nothing(tmp_path, clip, key, tiny64):
     junk.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
-    resized = tmp_path / "resized.mkv"
-    make_clip(resized, frames=6, sizes={3: (160, 120)}, audio=False)
+    resized = tmp_path / "resized.ts"
+    make_resized_clip(resized)
     for bad, words in [(audio_only, "no video stream"), (junk, "not a video"),
                        (cut, "corrupt or truncated"), (resized, "frame size changes")]:
         r = anonymize(bad, out / "x.mkv", key, tiny64)
@@ -393,8 +394,9 @@ def test_no_face_policy_for_clips(tmp_path, key, tiny64):
     blank = tmp_path / "blank.mkv"
     make_clip(blank, frames=4, blank=True)
     out = tmp_path / "o.mkv"
-    r = anonymize(blank, out, key, tiny64)
-    assert r.exit_code == 0 and "no face" in r.output and not out.exists()
+    r = run("anonymize", blank, "-o", out, "-k", key, "-m", tiny64)
+    assert r.exit_code == 0 and "no face found: nothing written" in r.output
+    assert not out.exists()
     r = anonymize(blank, out, key, tiny64, "--no-face", "error")
     assert r.exit_code == 6 and not out.exists()
     r = anonymize(blank, out, key, tiny64, "--no-face", "copy")

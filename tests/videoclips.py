@@ -3,6 +3,7 @@ with a sine-tone audio track (PyAV writes them; nothing is downloaded)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -38,14 +39,12 @@ def frame_at(i: int, n: int, width: int, height: int) -> np.ndarray:
 def make_clip(path: Path, *, frames: int = 12, fps: int = 10, width: int = 176,
               height: int = 128, audio: bool = True, rotation: int = 0,
               pts: list[int] | None = None, time_base: Fraction | None = None,
-              codec: str | None = None, sizes: dict[int, tuple[int, int]] | None = None,
-              blank: bool = False) -> list[np.ndarray]:
+              codec: str | None = None, blank: bool = False) -> list[np.ndarray]:
     """Write a clip and return its upright frames as drawn (before encoding).
 
     ``rotation`` stores the frames turned so that a player, applying the display matrix
     written with them, shows them upright. ``pts``/``time_base`` give every frame its own
-    timestamp (variable frame rate). ``sizes`` changes the frame size from a frame on
-    (an invalid clip). ``blank``: no face at all."""
+    timestamp (variable frame rate). ``blank``: no face at all."""
     import av
 
     codec = codec or ("libx264" if path.suffix == ".mp4" else "ffv1")
@@ -65,11 +64,7 @@ def make_clip(path: Path, *, frames: int = 12, fps: int = 10, width: int = 176,
         aus.layout = "mono"
     drawn = []
     for i in range(frames):
-        w, h = width, height
-        for start, size in sorted((sizes or {}).items()):
-            if i >= start:  # this size from frame `start` on
-                w, h = size
-        img = background(w, h) if blank else frame_at(i, frames, w, h)
+        img = background(width, height) if blank else frame_at(i, frames, width, height)
         drawn.append(img)
         stored = np.ascontiguousarray(np.rot90(img, -(rotation // 90))) if rotation else img
         f = av.VideoFrame.from_ndarray(stored, format="rgb24")
@@ -103,6 +98,30 @@ def make_clip(path: Path, *, frames: int = 12, fps: int = 10, width: int = 176,
             out.mux(p)
     out.close()
     return drawn
+
+
+def make_resized_clip(path: Path, sizes: Sequence[tuple[int, int]] = ((176, 128), (160, 120)),
+                      frames: int = 3) -> None:
+    """An MPEG-TS clip whose frame size changes mid-stream: H.264 segments of different
+    sizes, one after the other (as a stream switching resolution sends them)."""
+    import av
+
+    data = b""
+    for k, (w, h) in enumerate(sizes):
+        part = path.with_name(f"{path.stem}.part{k}.ts")
+        with av.open(str(part), "w") as out:
+            vs = out.add_stream("libx264", rate=10)
+            vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+            for i in range(frames):
+                f = av.VideoFrame.from_ndarray(frame_at(i, frames, w, h), format="rgb24")
+                f.pts, f.time_base = k * frames + i, Fraction(1, 10)
+                for p in vs.encode(f):
+                    out.mux(p)
+            for p in vs.encode():
+                out.mux(p)
+        data += part.read_bytes()
+        part.unlink()
+    path.write_bytes(data)
 
 
 def decode(path: Path) -> tuple[list[np.ndarray], list[float]]:

@@ -1032,3 +1032,26 @@ def sidecar_path(output: str | os.PathLike) -> Path:
     """Where ``anonymize --sidecar`` writes the metadata for ``output``."""
     out = Path(output)
     return out.with_name(out.stem + ".faceveil.json")
+
+
+# ---------------------------------------------------------------------------
+# Video (faceveil.video; needs the `video` extra, PyAV)
+# ---------------------------------------------------------------------------
+
+
+def anonymize_video(src: str | os.PathLike, dst: str | os.PathLike, key: KeySource,
+                    **options):
+    """Anonymize a clip, one synthetic identity per tracked person: see
+    :func:`faceveil.video.anonymize_video` (returns its :class:`~faceveil.video.VideoResult`)."""
+    from . import video
+
+    return video.anonymize_video(src, dst, key, **options)
+
+
+def recover_video(src: str | os.PathLike, dst: str | os.PathLike, key: KeySource,
+                  **options):
+    """Restore the original faces of an anonymized clip: see
+    :func:`faceveil.video.recover_video`."""
+    from . import video
+
+    return video.recover_video(src, dst, key, **options)

@@ -13,8 +13,9 @@ track's box extrapolated from its last two detections), then, for what overlap l
 unmatched, by dlib's face embedding (distance <= 0.6, dlib's same-person threshold). A
 track lives on while it is missed for at most ``track_gap`` frames in a row; in those
 frames its face is still anonymized, with the crop transform interpolated between the
-detections on either side. A track's face is also anonymized for ``track_gap`` frames
-after its last detection and before its first (the transform carried), because a
+detections on either side and their masks joined and grown by 4% of the crop side. A
+track's face is also anonymized for ``track_gap`` frames after its last detection and
+before its first (the transform carried, the mask grown), because a
 detector that loses a face, or finds it late, usually does so for a few frames while it
 is still there. A person who leaves and comes back after more than ``track_gap`` frames
 without a detection, whom the embedding does not link back, starts a new track: one
@@ -23,7 +24,8 @@ clip can then show them with two synthetic identities.
 **Keys.** One clip, one key salt (every frame's record carries the same one); one
 track, one random nonce, so the track's key material (``SecretKey.face(nonce)``) is the
 same in every frame and the person keeps one synthetic identity. Reusing a (salt,
-nonce) pair across a track's frames is by design: see SECURITY.md, "Video".
+nonce) pair across a track's frames is by design: see SECURITY.md, "Video: one key
+material per track".
 
 **Records.** Every frame with faces gets one ordinary format-2 record
 (:mod:`faceveil.container`: key check, sealed per-face geometry, residual, optionally
@@ -652,24 +654,41 @@ class Tracker:
         self.tracks = keep
 
 
+_FILL_GROW = 0.04  # a filled-in face's mask grows by this fraction of the crop side
+
+
+def _filled_mask(*masks: np.ndarray) -> np.ndarray:
+    """The mask of a face filled in where the detector missed it: the union of the masks
+    of the detections it comes from, grown by :data:`_FILL_GROW` of the crop side (its
+    place is a guess: the margin keeps the face's edge from showing), then feathered."""
+    from .faces import soften
+
+    hard = np.logical_or.reduce([np.asarray(m) > 0 for m in masks])
+    for _ in range(max(1, round(_FILL_GROW * hard.shape[0]))):  # 3x3 dilations
+        p = np.pad(hard, 1)
+        hard = np.logical_or.reduce([p[dy:dy + hard.shape[0], dx:dx + hard.shape[1]]
+                                     for dy in range(3) for dx in range(3)])
+    return soften(hard, 0.06 * hard.shape[0])
+
+
 def _between(a: FaceRegion, b: FaceRegion, w: float) -> FaceRegion:
     """A face between two detections: transform and box interpolated linearly, the mask
-    (in crop space, so aligned) of the nearer detection."""
+    (in crop space, so aligned) both detections' masks grown (:func:`_filled_mask`)."""
     from .faces import FaceRegion
 
     ta, tb = np.asarray(a.transform, float), np.asarray(b.transform, float)
     box = tuple(int(round((1 - w) * p + w * q)) for p, q in zip(a.box, b.box, strict=True))
-    near = a if w < 0.5 else b
     return FaceRegion(box=box, transform=(1 - w) * ta + w * tb, crop_size=a.crop_size,
-                      mask=near.mask, landmarks=None, source="interpolated", score=None)
+                      mask=_filled_mask(a.mask, b.mask), landmarks=None,
+                      source="interpolated", score=None)
 
 
 def _carried(r: FaceRegion) -> FaceRegion:
     from .faces import FaceRegion
 
     return FaceRegion(box=tuple(r.box), transform=np.asarray(r.transform, float),
-                      crop_size=r.crop_size, mask=r.mask, landmarks=None, source="carried",
-                      score=None)
+                      crop_size=r.crop_size, mask=_filled_mask(r.mask), landmarks=None,
+                      source="carried", score=None)
 
 
 # ---------------------------------------------------------------------------
