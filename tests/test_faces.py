@@ -202,6 +202,22 @@ def test_template_mask_matches_the_framing():
     assert not m[:10].any() and not m[:, :8].any() and not m[:, -8:].any()
 
 
+def test_mask_cut_by_the_crop_fades_out_at_the_border():
+    # The built-in model's framing puts the chin on the crop's bottom edge: the mask must
+    # fade out there (a straight hard line across the chin otherwise), and still cover
+    # every pixel of the face it covered before.
+    lm = FFHQ.landmarks68 * 64
+    lm = lm + [0.0, 64 - lm[faces.CHIN][1]]  # chin on the last row
+    soft = faces.facial_mask(lm, 64)
+    check_soft_inside_hard(soft)
+    bottom = soft[-1][soft[-1] > 0]
+    assert bottom.size > 10 and bottom.max() < 0.2  # cut by the border, faded there
+    assert soft[-6:-3].max() > 0.9  # and solid a few pixels further in
+    depth = faces._polygon_depth(faces.face_outline(lm), 64)
+    width = np.hypot(*(lm[16] - lm[0]))
+    assert np.array_equal(soft > 0, depth + faces.MASK_DILATE * width >= 0)
+
+
 def test_soften_feathers_any_hard_mask_inwards():
     hard = np.zeros((40, 40), np.float32)
     hard[5:35, 10:20] = 1

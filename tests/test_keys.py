@@ -55,6 +55,21 @@ def test_malformed_key_files_are_rejected(tmp_path, content):
         keys.read_key_file(path)
 
 
+def test_key_files_in_memory_are_checked_like_files_on_disk(tmp_path):
+    data = keys.new_key_file()
+    (tmp_path / "k.key").write_bytes(data)
+    assert keys.parse_key_file(data) == keys.read_key_file(tmp_path / "k.key")
+    assert keys.KeySource.from_key_file_bytes(data) == keys.KeySource.from_key_file(
+        tmp_path / "k.key")
+    edited = b"\xef\xbb\xbf" + data.replace(b"\n", b"\r\n") + b"\r\n"
+    assert keys.parse_key_file(edited) == keys.parse_key_file(data)
+    secret = data.split()[1].decode()
+    for bad in (b"", data[:-10], data + data, b"x" * 5000, data.replace(b"v1", b"v2")):
+        with pytest.raises(KeyMaterialError) as e:
+            keys.parse_key_file(bad, "the upload")
+        assert "the upload" in str(e.value) and secret[:16] not in str(e.value)
+
+
 def test_missing_key_file(tmp_path):
     with pytest.raises(KeyMaterialError, match="not found"):
         keys.read_key_file(tmp_path / "nope.key")

@@ -131,4 +131,72 @@ def test_models_command_lists_presets():
     assert r.exit_code == 0
     rows = {row["name"]: row for row in json.loads(r.output)}
     assert set(rows) == set(models.PRESETS)
-    assert rows["face64-v1"]["default"] and rows["face64-v1"]["resolution"] == 64
+    assert rows[models.DEFAULT_MODEL]["default"] and rows[models.DEFAULT_MODEL]["resolution"] == 64
+
+
+# --- broken model folders and weights that are not the file's -------------------------
+
+
+def _builtin_copy(tmp_path):
+    """A model folder sharing the default built-in model's files (linked, not copied)."""
+    src = models.WEIGHTS_DIR / models.DEFAULT_MODEL
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for part in ("unet", "scheduler", "model_index.json"):
+        (folder / part).symlink_to(src / part)
+    (folder / "faceveil.json").write_text((src / "faceveil.json").read_text())
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [(None, "has no faceveil.json, and its UNet takes 48 channels at 16x16"),
+     ("{not json", "is not readable JSON"),
+     ("[1, 2]", "not a JSON object"),
+     ('{"patch_size": 0}', "patch_size must be a positive integer"),
+     ('{"patch_size": 2}', "does not fit the UNet"),
+     ('{"patch_size": 4, "id": 3}', "id must be a non-empty string"),
+     ('{"patch_size": 4, "framing": {"landmarks68": [[0.1, 0.2]]}}', "68 \\[u, v\\] number")],
+)
+def test_missing_or_malformed_faceveil_json_says_what_to_do(tmp_path, content, match):
+    folder = _builtin_copy(tmp_path)
+    if content is None:
+        (folder / "faceveil.json").unlink()
+    else:
+        (folder / "faceveil.json").write_text(content)
+    with pytest.raises(ModelError, match=match) as e:
+        models.load_model(str(folder))
+    assert "copy faceveil.json from the folder this model came from" in str(e.value)
+
+
+def test_cli_exits_5_on_a_broken_model_folder(tmp_path, face_files):
+    from click.testing import CliRunner
+
+    from faceveil.cli import main
+
+    folder = _builtin_copy(tmp_path)
+    (folder / "faceveil.json").unlink()
+    img, _, key = face_files
+    r = CliRunner().invoke(main, ["anonymize", str(img), "-o", str(tmp_path / "a.png"), "-k",
+                                  str(key), "--aligned", "--model", str(folder), "-q"])
+    assert r.exit_code == 5, r.output
+    assert "has no faceveil.json" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_fp16_and_fp32_weights_load_alike(tmp_path):
+    from diffusers import UNet2DModel
+    from safetensors import safe_open
+
+    fp16 = models.load_model(models.DEFAULT_MODEL)
+    folder = _builtin_copy(tmp_path)
+    (folder / "unet").unlink()
+    src = models.WEIGHTS_DIR / models.DEFAULT_MODEL
+    UNet2DModel.from_pretrained(src, subfolder="unet").save_pretrained(
+        folder / "unet")  # the same values, stored as fp32
+    with safe_open(folder / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float32
+    with safe_open(src / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
+    fp32 = models.load_model(str(folder), expect_sha256=fp16.sha256)  # same identity
+    assert fp32.sha256 == fp16.sha256 and fp32.dtype == fp16.dtype == torch.float32

@@ -41,6 +41,7 @@ def run_fresh(*args: str) -> tuple[dict, str]:
 @pytest.mark.parametrize("args", [
     ["--version"], ["--help"], ["anonymize", "--help"], ["recover", "--help"],
     ["inspect", "--help"], ["keygen", "--help"], ["eval", "--help"], ["detect", "--help"],
+    ["serve", "--help"],
 ])
 def test_help_and_version_do_not_import_torch(args):
     result, out = run_fresh(*args)

@@ -1,6 +1,6 @@
 """Export a training checkpoint's EMA weights as faceveil's built-in model.
 
-Writes a diffusers-style folder (default ``src/faceveil/weights/face64-v1``)::
+Writes a diffusers-style folder (``--dest``, e.g. ``src/faceveil/weights/face64-v3``)::
 
     model_index.json                      DDPMPipeline: unet + scheduler
     unet/config.json                      UNet2DModel on (48, 16, 16) input
@@ -9,13 +9,17 @@ Writes a diffusers-style folder (default ``src/faceveil/weights/face64-v1``)::
     faceveil.json                         faceveil's model description
 
 ``faceveil.json`` holds the pixel-unshuffle patch size and the crop framing
-(mean dlib-68 landmarks of DCGAN faces, see ``framing.py``), and how the
+(mean dlib-68 landmarks of DCGAN faces, see ``framing.py``), the model's id
+(``faceveil-`` + the folder's name unless ``--id`` says otherwise) and how the
 weights were trained. The export is written to a temporary sibling folder and
-swapped in, so a reader never sees a half-written model.
+swapped in, so a reader never sees a half-written model. A shipped model never
+changes under its id: export a new model into a new folder.
 
 Example::
 
-    python training/export.py --checkpoint /work/train-run/checkpoint.pt
+    python training/export.py --checkpoint runs/v3/checkpoint.pt \\
+        --dest src/faceveil/weights/face64-v3 \\
+        --landmarks-from src/faceveil/weights/face64-v2/faceveil.json
 """
 
 from __future__ import annotations
@@ -35,27 +39,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import framing  # noqa: E402
 from train import IMAGE_SIZE, PATCH  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DEST = REPO / "src" / "faceveil" / "weights" / "face64-v1"
-MODEL_ID = "faceveil-face64-v1"
 
-
-def faceveil_json(checkpoint: dict[str, Any], landmarks68: list[list[float]]) -> dict[str, Any]:
+def faceveil_json(
+    checkpoint: dict[str, Any], landmarks68: list[list[float]], model_id: str
+) -> dict[str, Any]:
     """Build the ``faceveil.json`` document (schema version 1)."""
     if len(landmarks68) != 68:
         raise ValueError("landmarks68 must hold 68 [u, v] pairs")
+    training = {
+        "steps": int(checkpoint["step"]),
+        "hardware": str(checkpoint["hardware"]),
+        "batch_size": int(checkpoint["batch_size"]),
+        "seconds": round(float(checkpoint["seconds"]), 1),
+    }
+    if checkpoint.get("init_from"):
+        training["init_from"] = checkpoint["init_from"]
     return {
         "faceveil_model": 1,
-        "id": MODEL_ID,
+        "id": model_id,
         "image_size": IMAGE_SIZE,
         "patch_size": PATCH,
         "framing": {"landmarks68": landmarks68},
-        "training": {
-            "steps": int(checkpoint["step"]),
-            "hardware": str(checkpoint["hardware"]),
-            "batch_size": int(checkpoint["batch_size"]),
-            "seconds": round(float(checkpoint["seconds"]), 1),
-        },
+        "training": training,
     }
 
 
@@ -65,6 +70,7 @@ def export(
     landmarks68: list[list[float]] | None = None,
     landmark_faces: int = 500,
     dtype: torch.dtype = torch.float16,
+    model_id: str | None = None,
 ) -> dict[str, Any]:
     """Export ``checkpoint_path``'s EMA weights into ``dest``.
 
@@ -74,6 +80,7 @@ def export(
         landmarks68: the framing; measured with :mod:`framing` when None.
         landmark_faces: faces averaged for the framing when measuring it.
         dtype: dtype of the saved UNet weights.
+        model_id: the model's id (default ``faceveil-`` + the folder's name).
 
     Returns:
         The ``faceveil.json`` document written.
@@ -87,9 +94,8 @@ def export(
         raise ValueError("expected a v-prediction schedule without clipping")
     if landmarks68 is None:
         landmarks68 = framing.mean_landmarks68(landmark_faces)
-    doc = faceveil_json(ckpt, landmarks68)
-
     dest = dest.resolve()
+    doc = faceveil_json(ckpt, landmarks68, model_id or f"faceveil-{dest.name}")
     tmp = dest.with_name(dest.name + ".tmp-export")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -120,8 +126,10 @@ def export(
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description="Export EMA weights as faceveil's built-in model.")
-    p.add_argument("--checkpoint", type=Path, default=Path("/work/train-run/checkpoint.pt"))
-    p.add_argument("--dest", type=Path, default=DEFAULT_DEST)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--dest", type=Path, required=True,
+                   help="model folder to write, e.g. src/faceveil/weights/face64-v3")
+    p.add_argument("--id", help="model id (default: faceveil-<dest folder name>)")
     p.add_argument("--landmark-faces", type=int, default=500)
     p.add_argument(
         "--landmarks-from",
@@ -140,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         landmarks,
         args.landmark_faces,
         torch.float32 if args.fp32 else torch.float16,
+        args.id,
     )
     size = sum(f.stat().st_size for f in args.dest.rglob("*") if f.is_file())
     print(f"exported step {doc['training']['steps']} to {args.dest} ({size / 1e6:.1f} MB)")

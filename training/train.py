@@ -1,28 +1,36 @@
-"""Train faceveil's built-in 64x64 face diffusion model (``face64-v1``).
+"""Train faceveil's built-in 64x64 face diffusion model (``face64-vN``).
 
-Data are synthetic faces drawn on the fly from the DCGAN of
-``gan-face-generate`` (see ``dcgan.py``): training sample ``i`` is the face of
-seed ``1_000_000 + i``, so the evaluation seeds ``0 .. 99_999`` are never
-seen. The model is a diffusers ``UNet2DModel`` working on pixel-unshuffled
-images: a ``(3, 64, 64)`` face is folded into ``(48, 16, 16)`` with
-``pixel_unshuffle(x, 4)``, the UNet predicts ``v`` in that space, and
-``pixel_shuffle(., 4)`` folds back. The noise schedule is a 1000-step
-``DDPMScheduler`` with linear betas, ``prediction_type="v_prediction"`` and no
-clipping.
+Data are synthetic faces drawn on the fly from the DCGAN of ``gan-face-generate``
+(see ``dcgan.py``). The batch of step ``k`` is a function of ``(--seed, k)`` alone:
+one random generator, on the training device and seeded by them, draws the batch's
+DCGAN latents, timesteps and noise in one go (``batch_for_step``), so a resumed run
+draws exactly the batches an uninterrupted one would, and nothing waits on the CPU.
+The model is a diffusers ``UNet2DModel`` working on pixel-unshuffled images: a
+``(3, 64, 64)`` face is folded into ``(48, 16, 16)`` with ``pixel_unshuffle(x, 4)``,
+the UNet predicts ``v`` in that space, and ``pixel_shuffle(., 4)`` folds back. The
+noise schedule is a 1000-step ``DDPMScheduler`` with linear betas,
+``prediction_type="v_prediction"`` and no clipping.
 
-Everything a run needs to continue lives in ``OUT/checkpoint.pt`` (model,
-EMA, optimizer, step, elapsed seconds); the data stream and the per-step
-noise are functions of the step number, so a resumed run draws exactly the
-batches an uninterrupted one would. The run saves every ``--save-every``
-seconds, at the end, and on SIGTERM / SIGINT (Ctrl-C).
+Everything a run needs to continue lives in ``OUT/checkpoint.pt`` (model, EMA,
+optimizer, step, elapsed seconds). ``--init-from MODEL_DIR`` starts a new run from
+exported weights (``src/faceveil/weights/face64-v2``: model and EMA both, a fresh
+optimizer, the learning-rate warm-up again, the step count continued). The run saves
+every ``--save-every`` seconds, at the end, and on SIGTERM / SIGINT (Ctrl-C).
+
+Speed (the loop never waits on the device between log steps): the EMA is one
+``torch._foreach_lerp_`` over all parameters, the loss is summed on the device and read
+back (and checked for NaN/inf) only every ``--log-every`` steps, AdamW is fused on CUDA,
+the UNet runs under bf16 autocast on CUDA (weights, optimizer, EMA, loss and DDIM
+sampling stay fp32) in channels-last layout, and ``--compile`` wraps it in
+``torch.compile``. ``--profile N`` prints where N steps spend their time.
 
 Examples::
 
     python training/train.py --out /tmp/run --max-steps 20          # smoke test
     nohup python training/train.py --out /work/train-run --resume \\
         --max-minutes 110 > /work/train-run/stdout.log 2>&1 &      # CPU
-    python training/train.py --out runs/gpu --device cuda --threads 8 \\
-        --batch-size 128 --lr 5e-4 --max-steps 30000                  # GPU
+    python training/train.py --out runs/v3 --device cuda --threads 8 --batch-size 256 \\
+        --compile --init-from src/faceveil/weights/face64-v2 --max-minutes 9   # GPU
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +63,16 @@ IMAGE_SIZE = 64
 LATENT_CHANNELS = 3 * PATCH * PATCH  # 48
 LATENT_SIZE = IMAGE_SIZE // PATCH  # 16
 
-#: Seeds of the fixed faces used for the validation loss: outside both the
-#: evaluation range (0 .. 99_999) and the training stream (>= 1_000_000).
+#: Seeds of the fixed faces used for the validation loss: outside the evaluation
+#: range (0 .. 99_999) and far from the training streams' generator seeds.
 VALIDATION_SEED_START = 500_000
 VALIDATION_TIMESTEPS = (20, 100, 250, 500, 750, 980)
+
+#: The training batch of step k is drawn by a generator seeded with
+#: ``DATA_SEED_BASE + seed * 1_000_003 + k``: no DCGAN latent of the evaluation
+#: seeds (one ``manual_seed(s)`` each, s < 100_000) can come out of it.
+DATA_SEED_BASE = 1 << 40
+DATA_STREAM = "per-step generator on the training device (train.py, 2026)"
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -85,7 +99,7 @@ def unet_config(
         "layers_per_block": layers_per_block,
         "down_block_types": ("DownBlock2D",) * len(channels),
         "up_block_types": ("UpBlock2D",) * len(channels),
-        "norm_num_groups": 32,
+        "norm_num_groups": min(32, *channels),
     }
 
 
@@ -115,11 +129,37 @@ def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """In-place ``ema = decay * ema + (1 - decay) * model`` over parameters."""
-    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        e.lerp_(p.detach(), 1.0 - decay)
+class NoiseTables:
+    """``sqrt(alpha_t)`` and ``sqrt(1 - alpha_t)`` of a schedule, on one device, so that
+    noising a batch and its v target are two gathers and a few element-wise ops."""
+
+    def __init__(self, scheduler: DDPMScheduler, device: torch.device) -> None:
+        ac = scheduler.alphas_cumprod.to(torch.float64)
+        self.sqrt_ac = ac.sqrt().to(device, torch.float32)
+        self.sqrt_1m = (1.0 - ac).sqrt().to(device, torch.float32)
+
+    def noisy_and_target(
+        self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sqrt(a) x0 + sqrt(1-a) noise, v = sqrt(a) noise - sqrt(1-a) x0)`` at ``t``."""
+        a = self.sqrt_ac[t].view(-1, 1, 1, 1)
+        b = self.sqrt_1m[t].view(-1, 1, 1, 1)
+        return a * x0 + b * noise, a * noise - b * x0
+
+
+class EMA:
+    """Exponential moving average of a model's parameters, updated in one fused call."""
+
+    def __init__(self, ema: nn.Module, model: nn.Module) -> None:
+        self.ema_params = list(ema.parameters())
+        self.model_params = list(model.parameters())
+        if len(self.ema_params) != len(self.model_params):
+            raise ValueError("EMA and model have different parameters")
+
+    @torch.no_grad()
+    def update(self, decay: float) -> None:
+        """``ema = decay * ema + (1 - decay) * model`` for every parameter."""
+        torch._foreach_lerp_(self.ema_params, self.model_params, 1.0 - decay)
 
 
 def ema_decay(step: int, max_decay: float, power: float = 2.0 / 3.0) -> float:
@@ -140,20 +180,18 @@ def learning_rate(step: int, base: float, warmup: int) -> float:
 
 @torch.no_grad()
 def ddim_sample(
-    unet: UNet2DModel,
+    unet: nn.Module,
     train_scheduler: DDPMScheduler,
     noise: torch.Tensor,
     steps: int = 50,
-    autocast: contextlib.AbstractContextManager[Any] | None = None,
 ) -> torch.Tensor:
-    """Deterministic DDIM (eta = 0) sampling without clipping.
+    """Deterministic DDIM (eta = 0) sampling without clipping, in fp32.
 
     Args:
         unet: the model (its device is used).
         train_scheduler: the training schedule; DDIM is built from its config.
         noise: ``(N, 48, 16, 16)`` starting noise in model space.
         steps: number of DDIM steps.
-        autocast: optional autocast context for the UNet calls.
 
     Returns:
         Images ``(N, 3, 64, 64)``, unclipped (clamp only for display).
@@ -165,8 +203,7 @@ def ddim_sample(
     device = next(unet.parameters()).device
     z = noise.to(device, torch.float32)
     for t in sched.timesteps:
-        with autocast or contextlib.nullcontext():
-            v = unet(z, t.to(device)).sample
+        v = unet(z, t.to(device)).sample
         z = sched.step(v.float(), t, z, eta=0.0).prev_sample
     return from_latent(z)
 
@@ -200,37 +237,41 @@ def sample_noise(count: int, seed: int) -> torch.Tensor:
 # training
 
 
+def step_generator(step: int, seed: int, device: torch.device) -> torch.Generator:
+    """The random generator of training step ``step``, on ``device``."""
+    return torch.Generator(device=device).manual_seed(DATA_SEED_BASE + seed * 1_000_003 + step)
+
+
+@torch.no_grad()
 def batch_for_step(
     step: int,
     batch_size: int,
     generator: nn.Module,
-    scheduler: DDPMScheduler,
+    tables: NoiseTables,
     seed: int,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Build the (noisy latents, timesteps, v targets) of one training step.
 
-    Faces are the training-range seeds ``step * batch_size ..``; timesteps and
-    noise come from a CPU generator seeded by ``(seed, step)``, so the batch
-    depends only on the step number (exact resumption).
+    One generator on ``device``, seeded by ``(seed, step)``, draws the DCGAN latents,
+    the timesteps and the noise, in that order: the batch depends only on the step
+    number (exact resumption) and never leaves the device.
     """
-    faces = dcgan.generate_faces(generator, dcgan.training_seeds(step * batch_size, batch_size))
-    x0 = to_latent(faces.to(device))
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
-    noise = torch.randn(x0.shape, generator=gen)
-    t, noise = t.to(device), noise.to(device)
-    noisy = scheduler.add_noise(x0, noise, t)
-    target = scheduler.get_velocity(x0, noise, t)
+    gen = step_generator(step, seed, device)
+    z = torch.randn(batch_size, dcgan.NZ, 1, 1, generator=gen, device=device)
+    x0 = to_latent(generator(z).float())
+    t = torch.randint(0, tables.sqrt_ac.numel(), (batch_size,), generator=gen, device=device)
+    noise = torch.randn(x0.shape, generator=gen, device=device)
+    noisy, target = tables.noisy_and_target(x0, noise, t)
     return noisy, t, target
 
 
 @torch.no_grad()
 def validation_losses(
-    unet: UNet2DModel,
-    scheduler: DDPMScheduler,
+    unet: nn.Module,
+    tables: NoiseTables,
     x0: torch.Tensor,
-    autocast: contextlib.AbstractContextManager[Any] | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> dict[str, float]:
     """Mean squared v error of ``unet`` at fixed timesteps on fixed faces."""
     out = {}
@@ -239,18 +280,18 @@ def validation_losses(
     for t_val in VALIDATION_TIMESTEPS:
         noise = torch.randn(x0.shape, generator=gen).to(device)
         t = torch.full((x0.shape[0],), t_val, dtype=torch.long, device=device)
-        noisy = scheduler.add_noise(x0, noise, t)
-        with autocast or contextlib.nullcontext():
+        noisy, target = tables.noisy_and_target(x0, noise, t)
+        with autocast():
             pred = unet(noisy, t).sample
-        target = scheduler.get_velocity(x0, noise, t)
         out[f"val_t{t_val}"] = F.mse_loss(pred.float(), target).item()
     return out
 
 
-def hardware_description(device: torch.device, threads: int) -> str:
+def hardware_description(device: torch.device, threads: int, bf16: bool) -> str:
     """A short human-readable description of the training hardware."""
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA, bf16 autocast)"
+        return (f"{torch.cuda.get_device_name(device)} (CUDA, "
+                f"{'bf16 autocast' if bf16 else 'fp32'})")
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -272,6 +313,34 @@ def atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def load_exported(folder: Path) -> dict[str, Any]:
+    """Weights and history of an exported model folder (``export.py``'s layout).
+
+    Returns:
+        ``{"unet": fp32 state dict, "unet_config", "scheduler_config", "step",
+        "seconds", "id"}``; step and seconds are the folder's training totals
+        (0 when its ``faceveil.json`` does not say).
+    """
+    info_path = folder / "faceveil.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    if int(info.get("patch_size", PATCH)) != PATCH:
+        raise ValueError(f"{folder}: patch_size {info['patch_size']}, this script trains {PATCH}")
+    unet = UNet2DModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32,
+                                       low_cpu_mem_usage=False)
+    scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+    if scheduler.config.prediction_type != "v_prediction":
+        raise ValueError(f"{folder}: expected a v-prediction model")
+    training = info.get("training", {})
+    return {
+        "unet": unet.state_dict(),
+        "unet_config": {k: v for k, v in unet.config.items() if not k.startswith("_")},
+        "scheduler_config": dict(scheduler.config),
+        "step": int(training.get("steps", 0)),
+        "seconds": float(training.get("seconds", 0.0)),
+        "id": info.get("id", folder.name),
+    }
 
 
 class StopFlag:
@@ -306,6 +375,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--resume", action="store_true", help="continue from OUT/checkpoint.pt if present"
     )
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        help="start a new run from an exported model folder (model and EMA both set to its "
+        "weights, a fresh optimizer, the step count continued)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -321,7 +396,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="linear",
         choices=["linear", "scaled_linear", "squaredcos_cap_v2"],
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of init, timesteps and noise")
+    p.add_argument("--seed", type=int, default=0, help="seed of init, data, timesteps and noise")
     p.add_argument("--max-steps", type=int, default=0, help="stop at this step (0: no limit)")
     p.add_argument(
         "--max-minutes",
@@ -330,7 +405,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="stop after this many minutes of this process (0: no limit)",
     )
     p.add_argument("--save-every", type=float, default=600.0, help="checkpoint interval in seconds")
-    p.add_argument("--log-every", type=int, default=10, help="log interval in steps")
+    p.add_argument("--log-every", type=int, default=10,
+                   help="log interval in steps; the loss is read back (and checked) only then")
     p.add_argument(
         "--sample-count", type=int, default=16, help="faces per sample grid (0: no grids)"
     )
@@ -338,9 +414,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--validation-faces", type=int, default=32, help="faces of the validation loss (0: none)"
     )
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                   help="bf16 autocast of the UNet's forward pass on CUDA (never on CPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory layout (default: on CUDA only)")
+    p.add_argument("--compile", action="store_true", help="wrap the UNet in torch.compile")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="profile N steps (after 2 warm-up steps), print the top operations, "
+                   "write OUT/profile_trace.json and exit without saving")
     args = p.parse_args(argv)
     args.channels = tuple(int(c) for c in args.channels.split(","))
     return args
+
+
+def profile_steps(run_step: Callable[[], None], steps: int, out: Path, cuda: bool) -> None:
+    """Profile ``steps`` calls of ``run_step`` and print where the time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(2):  # warm-up: allocations, autotuning, compilation
+        run_step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            run_step()
+        if cuda:
+            torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=25))
+    prof.export_chrome_trace(str(out / "profile_trace.json"))
+    print(f"profiled {steps} steps: {wall / steps * 1000:.1f} ms/step (profiler on); "
+          f"trace in {out / 'profile_trace.json'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,12 +455,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     use_cuda = device.type == "cuda"
+    bf16 = use_cuda and args.bf16
+    channels_last = use_cuda if args.channels_last is None else args.channels_last
     if use_cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
 
     def autocast() -> contextlib.AbstractContextManager[Any]:
-        if use_cuda:
+        if bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -368,53 +477,75 @@ def main(argv: list[str] | None = None) -> int:
     config = unet_config(args.channels, args.layers_per_block)
     step = 0
     seconds = 0.0
+    warmup_from = 0
+    init_from: str | None = None
     state: dict[str, Any] | None = None
+    init: dict[str, Any] | None = None
     if args.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         config = state["unet_config"]
         step = int(state["step"])
         seconds = float(state["seconds"])
+        warmup_from = int(state.get("warmup_from", 0))
+        init_from = state.get("init_from")
         if state["scheduler_config"]["beta_schedule"] != args.beta_schedule:
             print("warning: --beta-schedule differs from the checkpoint; using the checkpoint's")
+        if state.get("data_stream") != DATA_STREAM:
+            print("note: the checkpoint was trained on another data stream; continuing with "
+                  "this script's per-step stream")
         scheduler = DDPMScheduler.from_config(state["scheduler_config"])
     elif ckpt_path.exists():
         print(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
         return 2
+    elif args.init_from is not None:
+        init = load_exported(args.init_from)
+        config = init["unet_config"]
+        scheduler = DDPMScheduler.from_config(init["scheduler_config"])
+        step = warmup_from = init["step"]
+        seconds = init["seconds"]
+        init_from = init["id"]
 
     unet = UNet2DModel(**config)
+    if init is not None:
+        unet.load_state_dict(init["unet"])
     ema = copy.deepcopy(unet).requires_grad_(False)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     if state is not None:
         unet.load_state_dict(state["unet"])
         ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-    unet.to(device).train()
-    ema.to(device).eval()
-    for group in optimizer.param_groups:  # optimizer state moved with params
-        for p in group["params"]:
-            for k, v in optimizer.state.get(p, {}).items():
-                if torch.is_tensor(v) and k != "step":
-                    optimizer.state[p][k] = v.to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    unet.to(device, memory_format=memory_format).train()
+    ema.to(device, memory_format=memory_format).eval()
+    # Fused AdamW runs the whole update in a few kernels on CUDA (foreach on CPU).
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                                  fused=use_cuda or None)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])  # moved to the parameters' device
+    ema_params = EMA(ema, unet)
+    forward = torch.compile(unet, backend=args.compile_backend) if args.compile else unet
 
     generator = dcgan.load_generator(device)
-    hardware = hardware_description(device, args.threads)
+    tables = NoiseTables(scheduler, device)
+    hardware = hardware_description(device, args.threads, bf16)
     n_params = param_count(unet)
     fixed_noise = sample_noise(args.sample_count, seed=2024) if args.sample_count > 0 else None
     val_x0 = None
     if args.validation_faces > 0:
         val_seeds = range(VALIDATION_SEED_START, VALIDATION_SEED_START + args.validation_faces)
         val_x0 = to_latent(dcgan.generate_faces(generator, val_seeds))
-    meta_path = out / "run.json"
     meta = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "unet_config": config,
         "params": n_params,
         "hardware": hardware,
         "torch": torch.__version__,
+        "channels_last": channels_last,
+        "init_from": init_from,
     }
-    meta_path.write_text(json.dumps(meta, indent=2, default=list))
+    if not args.profile:
+        (out / "run.json").write_text(json.dumps(meta, indent=2, default=list))
     print(
-        f"device {device} | {hardware} | params {n_params / 1e6:.2f} M | start step {step}",
+        f"device {device} | {hardware} | params {n_params / 1e6:.2f} M | start step {step}"
+        + (f" | from {init_from}" if init_from else ""),
         flush=True,
     )
 
@@ -432,6 +563,9 @@ def main(argv: list[str] | None = None) -> int:
                 "hardware": hardware,
                 "params": n_params,
                 "args": meta["args"],
+                "warmup_from": warmup_from,
+                "init_from": init_from,
+                "data_stream": DATA_STREAM,
             },
             ckpt_path,
         )
@@ -440,20 +574,52 @@ def main(argv: list[str] | None = None) -> int:
     def evaluate() -> None:
         record: dict[str, Any] = {"step": step, "time": time.time(), "seconds": round(seconds, 1)}
         if val_x0 is not None:
-            record.update(validation_losses(ema, scheduler, val_x0.to(device), autocast()))
+            record.update(validation_losses(ema, tables, val_x0.to(device), autocast))
         if fixed_noise is not None:
-            images = ddim_sample(ema, scheduler, fixed_noise, args.sample_steps, autocast())
+            images = ddim_sample(ema, scheduler, fixed_noise, args.sample_steps)
             save_grid(images, out / "samples" / f"step{step:07d}.png")
             save_grid(images, out / "samples" / "latest.png")
         with (out / "eval.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
         print("eval " + json.dumps(record), flush=True)
 
+    running = torch.zeros((), device=device)  # loss sum since the last log, on the device
+
+    def train_step() -> tuple[torch.Tensor, float]:
+        """One optimizer step; nothing in it waits for the device."""
+        nonlocal running
+        lr = learning_rate(step - warmup_from, args.lr, args.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        noisy, t, target = batch_for_step(
+            step, args.batch_size, generator, tables, args.seed, device
+        )
+        if channels_last:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            pred = forward(noisy, t).sample
+        loss = F.mse_loss(pred.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(unet.parameters(), args.grad_clip)
+        optimizer.step()
+        ema_params.update(ema_decay(step, args.ema_max_decay))
+        running += loss.detach()
+        return grad_norm, lr
+
+    if args.profile:
+        profile_steps(train_step, args.profile, out, use_cuda)
+        return 0
+
+    def sync() -> None:
+        if use_cuda:
+            torch.cuda.synchronize(device)
+
     stop = StopFlag()
     start_wall = time.time()
     last_save = time.time()
-    running, count, window_start = 0.0, 0, time.time()
-    if step == 0:
+    count, window_start = 0, time.time()
+    if step == 0 or init is not None:
         evaluate()
     try:
         while True:
@@ -467,50 +633,43 @@ def main(argv: list[str] | None = None) -> int:
                 reason = f"signal {stop.signal}"
                 break
             t0 = time.time()
-            lr = learning_rate(step, args.lr, args.warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            noisy, t, target = batch_for_step(
-                step, args.batch_size, generator, scheduler, args.seed, device
-            )
-            with autocast():
-                pred = unet(noisy, t).sample
-            loss = F.mse_loss(pred.float(), target)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(unet.parameters(), args.grad_clip)
-            optimizer.step()
-            ema_update(ema, unet, ema_decay(step, args.ema_max_decay))
+            grad_norm, lr = train_step()
             step += 1
-            dt = time.time() - t0
-            seconds += dt
-            running += loss.item()
             count += 1
             if step % args.log_every == 0:
+                sync()  # once per window, so the window's time is the device's too
+                mean_loss = running.item() / count
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(f"loss is {mean_loss} in the steps up to {step}")
+                window = time.time() - window_start
                 record = {
                     "step": step,
-                    "loss": running / count,
+                    "loss": mean_loss,
                     "lr": lr,
                     "grad_norm": float(grad_norm),
-                    "step_time": (time.time() - window_start) / count,
-                    "seconds": round(seconds, 1),
+                    "step_time": window / count,
+                    "faces_per_s": round(count * args.batch_size / window, 1),
+                    "seconds": round(seconds + time.time() - t0, 1),
                     "time": time.time(),
                 }
                 with log_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
                 print(
-                    f"step {step} loss {record['loss']:.4f} {record['step_time']:.3f} s/step",
+                    f"step {step} loss {mean_loss:.4f} {record['step_time']:.3f} s/step "
+                    f"{record['faces_per_s']:.0f} faces/s",
                     flush=True,
                 )
-                running, count, window_start = 0.0, 0, time.time()
+                running.zero_()
+                count, window_start = 0, time.time()
+            seconds += time.time() - t0
             if time.time() - last_save >= args.save_every:
+                sync()
                 save("interval")
                 evaluate()
                 last_save = time.time()
     except KeyboardInterrupt:
         reason = "keyboard interrupt"
+    sync()
     save(reason)
     if reason != "keyboard interrupt" and not stop:
         evaluate()

@@ -201,10 +201,19 @@ def _run_engine(
     return out, residuals
 
 
-def _convergence_notes(residuals: Sequence[float], verb: str) -> list[str]:
-    return [f"face {i}: exact inversion did not converge (worst step error {r:.3g}); its "
-            f"{verb} will be less exact than usual" for i, r in enumerate(residuals)
-            if r > UNCONVERGED]
+def _convergence_notes(residuals: Sequence[float], verb: str,
+                       numbers: Sequence[int]) -> list[str]:
+    """Notes for faces whose exact inversion did not converge; ``numbers`` are the faces'
+    numbers as the user sees them."""
+    return [f"face {n}: exact inversion did not converge (worst step error {r:.3g}); its "
+            f"{verb} will be less exact than usual"
+            for n, r in zip(numbers, residuals, strict=True) if r > UNCONVERGED]
+
+
+def _face_number(region: faces.FaceRegion, position: int) -> int:
+    """A face's number in messages: its detection number (as ``--exclude`` and the
+    preview count), else its position."""
+    return position if region.index is None else region.index
 
 
 def _crop_window_hash(pixels: np.ndarray, transform: np.ndarray, crop_size: int) -> str:
@@ -371,6 +380,14 @@ def find_regions(
     return regions, skipped
 
 
+def box_region(pixels: np.ndarray, backbone: Backbone, box: Sequence[int],
+               index: int | None = None) -> faces.FaceRegion:
+    """The region of a face marked by hand with a box (x, y, w, h), framed for this model
+    as ``find_regions(boxes=...)`` frames it, without running the detector again."""
+    return faces.box_region(pixels, box, framing=_framing(backbone),
+                            crop_size=backbone.image_size, index=index)
+
+
 def resolution_notes(regions: Sequence[faces.FaceRegion], backbone: Backbone) -> list[str]:
     """Warnings for faces much larger than the model's crops (they come out soft)."""
     notes = []
@@ -378,7 +395,8 @@ def resolution_notes(regions: Sequence[faces.FaceRegion], backbone: Backbone) ->
         scale = float(np.sqrt(abs(np.linalg.det(np.asarray(r.transform)[:, :2]))))
         if scale < 0.5:
             notes.append(
-                f"face {i} is shrunk {1 / scale:.1f}x to fit the {backbone.image_size}px model: "
+                f"face {_face_number(r, i)} is shrunk {1 / scale:.1f}x to fit the "
+                f"{backbone.image_size}px model: "
                 "its anonymized and recovered versions will look soft; a higher-resolution "
                 "model (--model ldm-celebahq-256, or sd15) would do better"
             )
@@ -751,7 +769,8 @@ def _finish(job: _Job, backbone: Backbone, sampler: dict, face_data: list[FaceDa
     mac = None if deniable else job.secret.mac(container.canonical_bytes(record))
     record = container.finalize(record, mac)
     notes += resolution_notes(job.regions, backbone)
-    notes += _convergence_notes(residuals, "recovery")
+    notes += _convergence_notes(residuals, "recovery",
+                                [_face_number(r, i) for i, r in enumerate(job.regions)])
     return Anonymized(out, record, job.regions, job.skipped, notes)
 
 
@@ -879,7 +898,7 @@ def recover_many(
                 items[n] = e
             continue
         for item, r in zip(group, residuals, strict=True):
-            item.notes += _convergence_notes(r, "recovered face")
+            item.notes += _convergence_notes(r, "recovered face", item.todo)
     results: list[Recovered | FaceveilError] = []
     for item in items:
         try:

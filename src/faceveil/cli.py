@@ -286,7 +286,8 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
-@click.group(cls=LazyGroup, lazy={"eval": "faceveil.evaluation.command:eval_command"},
+@click.group(cls=LazyGroup, lazy={"eval": "faceveil.evaluation.command:eval_command",
+                                   "serve": "faceveil.web.command:serve_command"},
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="faceveil")
 def main() -> None:
@@ -297,6 +298,7 @@ def main() -> None:
     faceveil anonymize photo.jpg -o anon.png --key-file my.key
     faceveil recover anon.png -o back.png --key-file my.key
     faceveil inspect anon.png
+    faceveil serve                  # the same in a web page on this machine
     """
 
 

@@ -1,7 +1,8 @@
 """Secret keys: key files, passphrases, and everything derived from them.
 
 Layout, in the spirit of ``cryptography``: the high-level recipes are
-:func:`generate_key_file`, :func:`read_key_file`, :class:`KeySource` and
+:func:`generate_key_file`, :func:`read_key_file` (:func:`parse_key_file` for a key
+file's contents in memory), :class:`KeySource` and
 :class:`SecretKey`; the primitives they rest on (HKDF-SHA256, ChaCha20,
 ChaCha20-Poly1305, Argon2id) all come from ``cryptography`` and are used in one
 place each.
@@ -139,7 +140,7 @@ def generate_key_file(path: str | os.PathLike, *, overwrite: bool = False) -> No
         raise KeyMaterialError(f"folder {str(path.parent)!r} does not exist")
     if path.exists() and not overwrite:
         raise KeyMaterialError(f"{str(path)!r} exists; refusing to overwrite a key (use --force)")
-    text = f"{KEY_FILE_HEADER}\n{secrets.token_bytes(KEY_BYTES).hex()}\n"
+    text = new_key_file().decode("ascii")
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -163,11 +164,19 @@ def generate_key_file(path: str | os.PathLike, *, overwrite: bool = False) -> No
 _MAX_KEY_FILE = 4096  # a key file is about 82 bytes; anything much larger is not one
 
 
+def new_key_file() -> bytes:
+    """The contents of a new key file: a header line and 256 random bits in hex.
+
+    :func:`generate_key_file` writes it to disk; the web page hands it to the browser
+    without writing it anywhere."""
+    return f"{KEY_FILE_HEADER}\n{secrets.token_bytes(KEY_BYTES).hex()}\n".encode("ascii")
+
+
 def read_key_file(path: str | os.PathLike) -> bytes:
     """Read a key file written by :func:`generate_key_file` and return its 32 bytes.
 
     A copy that an editor saved with a UTF-8 byte-order mark, CRLF line ends or extra
-    blank lines is accepted.
+    blank lines is accepted (see :func:`parse_key_file`).
     """
     path = Path(path)
     try:
@@ -179,10 +188,19 @@ def read_key_file(path: str | os.PathLike) -> bytes:
         raise KeyMaterialError(f"key file {str(path)!r} is a folder") from None
     except OSError as e:
         raise KeyMaterialError(f"cannot read key file {str(path)!r}: {e.strerror}") from None
-    lines = raw.decode("utf-8-sig", errors="replace").split()
-    if len(raw) > _MAX_KEY_FILE or len(lines) != 2 or lines[0] != KEY_FILE_HEADER:
+    return parse_key_file(raw, repr(str(path)))
+
+
+def parse_key_file(data: bytes, name: str = "the key file") -> bytes:
+    """The 32 key bytes of a key file's contents, checked as :func:`read_key_file` checks
+    a file on disk (for keys that arrive in memory, e.g. uploaded to the web page).
+
+    ``name`` names the file in error messages, which never quote its contents.
+    """
+    lines = bytes(data).decode("utf-8-sig", errors="replace").split()
+    if len(data) > _MAX_KEY_FILE or len(lines) != 2 or lines[0] != KEY_FILE_HEADER:
         raise KeyMaterialError(
-            f"{str(path)!r} is not a faceveil key file (one starts with the line "
+            f"{name} is not a faceveil key file (one starts with the line "
             f"{KEY_FILE_HEADER!r})"
         )
     try:
@@ -190,7 +208,7 @@ def read_key_file(path: str | os.PathLike) -> bytes:
     except ValueError:
         key = b""
     if len(key) != KEY_BYTES:
-        raise KeyMaterialError(f"key file {str(path)!r} is malformed (expected 64 hex digits)")
+        raise KeyMaterialError(f"key file {name} is malformed (expected 64 hex digits)")
     return key
 
 
@@ -213,6 +231,11 @@ class KeySource:
     @classmethod
     def from_key_file(cls, path: str | os.PathLike) -> KeySource:
         return cls("file", read_key_file(path))
+
+    @classmethod
+    def from_key_file_bytes(cls, data: bytes, name: str = "the key file") -> KeySource:
+        """A key file's contents held in memory (see :func:`parse_key_file`)."""
+        return cls("file", parse_key_file(data, name))
 
     @classmethod
     def from_passphrase(cls, passphrase: str) -> KeySource:

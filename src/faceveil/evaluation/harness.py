@@ -229,11 +229,11 @@ def aligned_face_box(backbone: Backbone, shape: Sequence[int]) -> tuple[int, int
     return faces.framing_box(framing, int(shape[1]), int(shape[0]))
 
 
-def _detections(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Face boxes found by dlib's HOG (one upsampling, no turned passes), in the
-    coordinates of ``pixels``."""
+def _detections(pixels: np.ndarray, detector: str = "hog") -> list[tuple[int, int, int, int]]:
+    """Face boxes found by dlib's HOG (or ``detector``; one upsampling, no turned passes),
+    in the coordinates of ``pixels``."""
     img, s = _work(pixels)
-    dets = faces.detect(img, detector="hog", upsample=1, rotations=())
+    dets = faces.detect(img, detector=detector, upsample=1, rotations=())
     return [_scale_box(d[0], 1 / s) for d in dets]
 
 

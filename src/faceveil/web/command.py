@@ -1,0 +1,161 @@
+"""``faceveil serve``: the local web page on the command line.
+
+Registered lazily by :mod:`faceveil.cli` (like ``eval``); this module imports only
+click and the standard library at module level, so ``faceveil --help`` stays fast and
+works without the ``web`` extra. Starlette, uvicorn and the model are imported when
+the command runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+
+import click
+
+from ..cli import detection_options, handle_errors
+from ..errors import InputError
+
+DEFAULT_PORT = 8765
+EXTRA_HINT = "pip install 'faceveil[web]'"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(host: str) -> tuple[str, ...]:
+    """The ``Host`` header values the server answers to: its loopback names and the
+    address it was bound to; any, when bound to every interface (0.0.0.0, ::)."""
+    from .app import LOOPBACK_HOSTS
+
+    bare = host.strip("[]")
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        return (*LOOPBACK_HOSTS, host.lower())
+    if address.is_unspecified:
+        return ("*",)
+    return (*LOOPBACK_HOSTS, f"[{bare}]" if address.version == 6 else bare)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host``:``port`` (0: a free port), or a clear error."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise InputError(f"--host {host}: cannot resolve it ({e.strerror})") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port} ({e.strerror or e}): choose another "
+                         "--port (0 picks a free one)") from None
+    return sock
+
+
+def url_of(sock: socket.socket, host: str) -> str:
+    port = sock.getsockname()[1]
+    shown = "127.0.0.1" if is_loopback(host) and host.lower() != "localhost" else host
+    try:
+        if ipaddress.ip_address(shown.strip("[]")).version == 6:
+            shown = f"[{shown.strip('[]')}]"
+    except ValueError:
+        pass
+    return f"http://{shown}:{port}/"
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Keep the default (this machine only): any other "
+                   "address lets other machines reach the page, over plain HTTP.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True,
+              type=click.IntRange(0, 65535), help="Port; 0 picks a free one (printed).")
+@click.option("--model", "-m", default=None, metavar="ID_OR_DIR",
+              help="Model to anonymize with: preset, local diffusers folder or Hugging Face "
+                   "id (default: built-in). Recovery uses the model each file names.")
+@click.option("--steps", default=50, show_default=True, type=click.IntRange(1, 1000),
+              help="DDIM steps for anonymization.")
+@detection_options
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1),
+              help="Faces per model batch.")
+@click.option("--max-upload-mb", default=25.0, show_default=True,
+              type=click.FloatRange(0.01, 4096),
+              help="Largest upload (one photo, anonymized file or request), in MB.")
+@click.option("--max-memory-mb", default=1024.0, show_default=True,
+              type=click.FloatRange(1, 1 << 20),
+              help="Memory the server may hold for photos and results, in MB; past it the "
+                   "least recently used are forgotten, then new uploads are refused.")
+@click.option("--keep-minutes", default=30.0, show_default=True,
+              type=click.FloatRange(0.1, 24 * 60),
+              help="Photos and results unused for this long are forgotten.")
+@click.option("--open", "open_browser", is_flag=True,
+              help="Open the page in this machine's web browser.")
+@click.option("--access-log", is_flag=True,
+              help="Log one line per request (method, path, status). Keys and passphrases "
+                   "travel in request bodies, which are never logged.")
+@handle_errors
+def serve_command(host, port, model, steps, detector, threshold, min_face, device, batch_size,
+                  max_upload_mb, max_memory_mb, keep_minutes, open_browser, access_log) -> None:
+    """Start the local web page: anonymize photos (review the detected faces first) and
+    recover them, in a browser on this machine.
+
+    Photos and keys stay in this process's memory and are never written to disk; what
+    you download is all that leaves it. Stop it with Ctrl-C.
+    """
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError as e:
+        raise InputError(f"faceveil serve needs the web extra ({e.name} is missing): "
+                         f"{EXTRA_HINT}") from None
+    import logging
+
+    from .app import MB, RedactIds, Settings, create_app
+
+    if not is_loopback(host):
+        click.secho(
+            f"WARNING: --host {host} makes this page reachable from other machines. Anyone "
+            "who can reach it can upload photos and use this machine's CPU, and photos and "
+            "keys travel over plain, unencrypted HTTP. Use it only on a network you trust, "
+            "or keep the default 127.0.0.1.", err=True, fg="red", bold=True)
+    settings = Settings(model=model, device=device, steps=steps, batch_size=batch_size,
+                        detector=detector, threshold=threshold, min_face=min_face,
+                        max_upload=int(max_upload_mb * MB), max_memory=int(max_memory_mb * MB),
+                        keep_seconds=keep_minutes * 60, allowed_hosts=allowed_hosts(host))
+    sock = bind(host, port)
+    app = None
+    try:
+        click.echo("loading the model...", err=True)
+        app = create_app(settings)
+        url = url_of(sock, host)
+        logging.basicConfig(format="faceveil: %(message)s", level=logging.INFO, stream=sys.stderr)
+        config = uvicorn.Config(app, log_level="warning", access_log=access_log,
+                                server_header=False, date_header=False, lifespan="off",
+                                ws="none", limit_concurrency=64, timeout_keep_alive=5)
+        if access_log:  # uvicorn's access logger is quiet below info
+            access = logging.getLogger("uvicorn.access")
+            access.setLevel(logging.INFO)
+            access.addFilter(RedactIds())
+        click.echo(f"faceveil web page: {url}  (Ctrl-C stops it)")
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        if app is not None:
+            app.state.web.shutdown()
+        sock.close()

@@ -1,0 +1,153 @@
+"""training/train.py and export.py on CPU, a few steps of a tiny UNet.
+
+The DCGAN of gan-face-generate is replaced by a tiny random generator of the same
+interface (latents (N, 100, 1, 1) -> faces (N, 3, 64, 64) in [-1, 1]), so these tests
+need neither its package nor its weights.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+TRAINING = Path(__file__).resolve().parents[1] / "training"
+sys.path.insert(0, str(TRAINING))
+
+import dcgan  # noqa: E402
+import export  # noqa: E402
+import train  # noqa: E402
+
+from faceveil import models  # noqa: E402
+
+TINY = ["--device", "cpu", "--batch-size", "4", "--channels", "16,32", "--layers-per-block", "1",
+        "--log-every", "1", "--sample-count", "2", "--sample-steps", "2",
+        "--validation-faces", "2", "--save-every", "1e9", "--warmup", "10"]
+
+
+class TinyGenerator(nn.Module):
+    """A stand-in for the DCGAN generator: one transposed convolution and a tanh."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.ConvTranspose2d(dcgan.NZ, 3, 64)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(z))
+
+
+@pytest.fixture(autouse=True)
+def stand_in_generator(monkeypatch):
+    def load_generator(device="cpu"):
+        torch.manual_seed(7)
+        return TinyGenerator().eval().requires_grad_(False).to(device)
+
+    monkeypatch.setattr(dcgan, "load_generator", load_generator)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, h in handlers.items():  # train.py installs its own
+        signal.signal(s, h)
+
+
+def run(out: Path, *extra: str) -> dict:
+    assert train.main(["--out", str(out), *TINY, *extra]) == 0
+    return torch.load(out / train.CHECKPOINT_NAME, weights_only=False)
+
+
+def log(out: Path) -> list[dict]:
+    return list(train.log_lines(out / "log.jsonl"))
+
+
+def test_a_few_steps_log_save_and_sample(tmp_path):
+    ckpt = run(tmp_path, "--max-steps", "3")
+    assert ckpt["step"] == 3 and ckpt["data_stream"] == train.DATA_STREAM
+    lines = log(tmp_path)
+    assert [r["step"] for r in lines] == [1, 2, 3]
+    assert all(r["loss"] > 0 and r["faces_per_s"] > 0 for r in lines)
+    assert [r["lr"] for r in lines] == pytest.approx([4e-5, 8e-5, 1.2e-4])  # warm-up
+    evals = list(train.log_lines(tmp_path / "eval.jsonl"))
+    assert [e["step"] for e in evals] == [0, 3] and "val_t980" in evals[1]
+    assert (tmp_path / "samples" / "step0000003.png").exists()
+    # The model trained; the EMA moved towards it, not onto it.
+    moved = [(ckpt["unet"][k] - ckpt["ema"][k]).abs().max() for k in ckpt["unet"]]
+    assert max(moved) > 0
+
+
+def test_batches_depend_only_on_the_step():
+    gen = dcgan.load_generator()
+    tables = train.NoiseTables(train.make_scheduler(), torch.device("cpu"))
+    a = train.batch_for_step(5, 4, gen, tables, 0, torch.device("cpu"))
+    b = train.batch_for_step(5, 4, gen, tables, 0, torch.device("cpu"))
+    c = train.batch_for_step(6, 4, gen, tables, 0, torch.device("cpu"))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], c[0]) and a[0].shape == (4, 48, 16, 16)
+    # The v target is the schedule's: diffusers' get_velocity of the same noise and faces.
+    sched = train.make_scheduler()
+    x0 = torch.randn(2, 48, 16, 16)
+    noise = torch.randn_like(x0)
+    t = torch.tensor([3, 900])
+    noisy, v = tables.noisy_and_target(x0, noise, t)
+    assert torch.allclose(noisy, sched.add_noise(x0, noise, t), atol=1e-6)
+    assert torch.allclose(v, sched.get_velocity(x0, noise, t), atol=1e-6)
+
+
+def test_ema_is_one_fused_lerp():
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    expected = [0.9 * p + 0.1 * q for p, q in zip(a.parameters(), b.parameters())]
+    train.EMA(a, b).update(0.9)
+    assert all(torch.allclose(p, e) for p, e in zip(a.parameters(), expected))
+
+
+def test_resumed_run_is_bit_identical(tmp_path):
+    straight = run(tmp_path / "a", "--max-steps", "4")
+    run(tmp_path / "b", "--max-steps", "2")
+    resumed = run(tmp_path / "b", "--max-steps", "4", "--resume")
+    for part in ("unet", "ema"):
+        for k, v in straight[part].items():
+            assert torch.equal(v, resumed[part][k]), (part, k)
+    assert train.main(["--out", str(tmp_path / "a"), *TINY]) == 2  # no silent overwrite
+
+
+def test_init_from_exported_weights_continues_them(tmp_path):
+    run(tmp_path / "a", "--max-steps", "4")
+    landmarks = json.loads((models.WEIGHTS_DIR / "face64-v2" / "faceveil.json").read_text())
+    doc = export.export(tmp_path / "a" / train.CHECKPOINT_NAME, tmp_path / "face64-vtest",
+                        landmarks["framing"]["landmarks68"])
+    assert doc["id"] == "faceveil-face64-vtest" and doc["training"]["steps"] == 4
+    exported = models.load_model(str(tmp_path / "face64-vtest"))
+    assert exported.latent_shape == (48, 16, 16)
+
+    # Zero new steps: model and EMA both start as the exported (fp16) weights.
+    start = run(tmp_path / "b", "--init-from", str(tmp_path / "face64-vtest"),
+                "--max-steps", "4")
+    assert start["step"] == 4 and start["init_from"] == "faceveil-face64-vtest"
+    weights = exported.unet.state_dict()
+    for part in ("unet", "ema"):
+        assert all(torch.equal(start[part][k], weights[k]) for k in weights)
+    assert start["optimizer"]["state"] == {}  # a fresh optimizer
+    cont = run(tmp_path / "b", "--max-steps", "6", "--resume")
+    assert cont["step"] == 6 and [r["step"] for r in log(tmp_path / "b")] == [5, 6]
+    assert log(tmp_path / "b")[0]["lr"] == pytest.approx(4e-5)  # warm-up starts again
+    doc = export.export(tmp_path / "b" / train.CHECKPOINT_NAME, tmp_path / "face64-vnext",
+                        landmarks["framing"]["landmarks68"])
+    assert doc["training"]["init_from"] == "faceveil-face64-vtest"
+
+
+def test_compile_flag_keeps_the_checkpoint_loadable(tmp_path):
+    # The "eager" backend exercises the wrapper without a C++ compiler.
+    ckpt = run(tmp_path, "--max-steps", "1", "--compile", "--compile-backend", "eager",
+               "--channels-last")
+    assert not any(k.startswith("_orig_mod") for k in ckpt["unet"])
+    train.UNet2DModel(**ckpt["unet_config"]).load_state_dict(ckpt["unet"])
+
+
+def test_profile_prints_and_saves_nothing(tmp_path, capsys):
+    assert train.main(["--out", str(tmp_path), *TINY, "--profile", "1"]) == 0
+    assert "Self CPU" in capsys.readouterr().out
+    assert (tmp_path / "profile_trace.json").exists()
+    assert not (tmp_path / train.CHECKPOINT_NAME).exists()
