@@ -214,7 +214,8 @@ def main() -> None:
           "s/frame | s/face |")
     print("|---|---|---|---|---|---|---|---|")
     for name, tracks, cov, s, secs, n_frames, n_faces in rows:
-        print(f"| {name} | {tracks} | {cov:.3f} | {s['consecutive']:.3f} | "
+        print(f"| {name} | {tracks} | {cov:.3f} | {s['consecutive']:.3f} "
+              f"({s['consecutive_original']:.3f}) | "
               f"{s['to_original']:.3f} | {s['flicker']:.1f} / {s['flicker_original']:.1f} "
               f"= {s['flicker'] / s['flicker_original']:.2f}x | {secs / n_frames:.2f} | "
               f"{secs / max(n_faces, 1):.2f} |")
