@@ -354,7 +354,8 @@ def detection_options(func):
 @main.command()
 @click.argument("input", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(),
-              help="Output PNG (or output folder when INPUT is a folder).")
+              help="Output PNG, clip (.mkv or .mp4) for a video INPUT, or output folder "
+                   "when INPUT is a folder.")
 @key_options
 @_model_option("Preset name, local diffusers folder or Hugging Face id (default: built-in).")
 @click.option("--steps", default=50, show_default=True, type=click.IntRange(1, 1000),
