@@ -415,6 +415,7 @@ class _Job:
     params: dict
     secret: SecretKey
     first: int = 0  # index of its first face in the batch of all faces
+    extra: dict = field(default_factory=dict)  # more record fields, covered by its MAC
 
 
 def _check_nonces(nonces: Sequence[bytes], count: int) -> list[bytes]:
@@ -530,13 +531,7 @@ def anonymize_many(
         (a :class:`FaceveilError` such as a bad file or no face; anything else is a
         bug), so one bad image does not stop the rest.
     """
-    if method not in METHODS or context not in CONTEXTS:
-        raise InputError(f"method must be one of {METHODS} and context one of {CONTEXTS}")
-    if flip not in FLIPS:
-        raise InputError(f"flip must be one of {FLIPS}, not {flip!r}")
-    if deniable and lossless:
-        raise InputError("--lossless cannot be deniable: the sealed original pixels would "
-                         "tell a wrong key from the right one; choose one of them")
+    _check_options(method, context, flip, deniable, lossless)
     if len(sources) > 1 and any(v is not None for v in (mask, regions, nonces, salt)):
         raise InputError("mask, regions, nonces and salt apply to one image at a time")
     backbone = get_model(model, device)
@@ -552,6 +547,90 @@ def anonymize_many(
             if len(sources) == 1:
                 raise
             jobs.append(e)
+    return _anonymize_jobs(jobs, backbone, steps=steps, spacing=spacing, deniable=deniable,
+                           batch_size=batch_size, progress=progress, method=method,
+                           context=context, lossless=lossless, flip=flip)
+
+
+def _check_options(method: str, context: str, flip: str, deniable: bool,
+                   lossless: bool) -> None:
+    if method not in METHODS or context not in CONTEXTS:
+        raise InputError(f"method must be one of {METHODS} and context one of {CONTEXTS}")
+    if flip not in FLIPS:
+        raise InputError(f"flip must be one of {FLIPS}, not {flip!r}")
+    if deniable and lossless:
+        raise InputError("--lossless cannot be deniable: the sealed original pixels would "
+                         "tell a wrong key from the right one; choose one of them")
+
+
+@dataclass
+class SequenceFrame:
+    """One image of a sequence (a video frame) whose faces are already known.
+
+    ``nonces`` holds one per region; in a video a track keeps its nonce in every frame
+    (so its key material, hence its synthetic identity, stays the same). ``extra``
+    fields are added to the frame's record before its MAC (a video's frame number)."""
+
+    pixels: np.ndarray
+    regions: list[faces.FaceRegion]
+    nonces: list[bytes]
+    extra: dict = field(default_factory=dict)
+
+
+def anonymize_sequence(
+    frames: Sequence[SequenceFrame],
+    secret: SecretKey,
+    params: dict,
+    *,
+    model: Backbone | str | None = None,
+    steps: int = 50,
+    spacing: str = "leading",
+    device: str | None = None,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+    method: str = DEFAULT_METHOD,
+    context: str = "masked",
+    lossless: bool = False,
+    flip: str = DEFAULT_FLIP,
+) -> list[Anonymized]:
+    """Anonymize the frames of one sequence, their faces batched together for the model.
+
+    Every frame's record uses the same key: ``params`` (``type``, ``salt``, ``kdf``, as
+    :meth:`KeySource.new_params` makes them) and ``secret``, its resolution (a
+    passphrase is stretched once per sequence, not per frame). Faces and nonces are the
+    caller's (no detection here). Never deniable. Options are those of :func:`anonymize`.
+
+    Raises:
+        InputError: a frame without faces, or bad nonces or options.
+    """
+    _check_options(method, context, flip, False, lossless)
+    if bytes(params["salt"]) != secret.salt:
+        raise InputError("the key parameters do not belong to this resolved key")
+    backbone = get_model(model, device)
+    jobs: list[_Job | FaceveilError] = []
+    for frame in frames:
+        if not frame.regions:
+            raise InputError("every frame given to anonymize_sequence needs a face")
+        loaded = images.LoadedImage(np.ascontiguousarray(frame.pixels),
+                                    grayscale=images.is_gray(frame.pixels))
+        jobs.append(_Job(loaded, list(frame.regions), [], None,
+                         _check_nonces(frame.nonces, len(frame.regions)), params, secret,
+                         extra=dict(frame.extra)))
+    results = _anonymize_jobs(jobs, backbone, steps=steps, spacing=spacing, deniable=False,
+                              batch_size=batch_size, progress=progress, method=method,
+                              context=context, lossless=lossless, flip=flip)
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    return results  # type: ignore[return-value]
+
+
+def _anonymize_jobs(jobs: Sequence[_Job | Exception], backbone: Backbone, *, steps: int,
+                    spacing: str, deniable: bool, batch_size: int, progress: Progress | None,
+                    method: str, context: str, lossless: bool,
+                    flip: str) -> list[Anonymized | Exception]:
+    """The faces of every prepared image through the engine in shared batches, then each
+    image's new faces pasted and its record built (errors stay in their place)."""
     ready = [j for j in jobs if isinstance(j, _Job)]
     all_faces: list[FaceData] = []
     regions_all: list[faces.FaceRegion] = []
@@ -598,7 +677,7 @@ def anonymize_many(
                                    [new_crops[i] for i in span], [radii[i] for i in span],
                                    [residuals[i] for i in span], deniable, lossless))
         except Exception as e:  # noqa: BLE001 - reported per image, as above
-            if len(sources) == 1:
+            if len(jobs) == 1:
                 raise
             results.append(e)
     return results
@@ -685,6 +764,7 @@ def _finish(job: _Job, backbone: Backbone, sampler: dict, face_data: list[FaceDa
         "faces": [container.face_entry(f, job.secret, deniable) for f in face_data],
         "original_metadata": None if deniable else container.seal_metadata(job.secret,
                                                                             metadata),
+        **job.extra,
     }
     mac = None if deniable else job.secret.mac(container.canonical_bytes(record))
     record = container.finalize(record, mac)
@@ -740,6 +820,97 @@ def recover(
             unauthenticated metadata.
         ModelError: the model cannot be found or has different weights.
     """
+    result = recover_many([image], key, metas=[meta], model=model, device=device,
+                          batch_size=batch_size, progress=progress, method=method,
+                          residual=residual, deniable=deniable)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+@dataclass
+class _Restore:
+    """One image on its way through recovery."""
+
+    loaded: images.LoadedImage
+    record: dict
+    opened: OpenedRecord
+    out: np.ndarray
+    todo: list[int]  # faces recovered by diffusion
+    restored: list[int]  # faces restored from their sealed originals
+    intact: list[bool]
+    method: str
+    notes: list[str]
+
+
+def recover_many(
+    sources: Sequence[ImageInput],
+    key: KeySource,
+    *,
+    metas: Sequence[str | os.PathLike | dict | None] | None = None,
+    model: Backbone | str | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+    method: str | None = None,
+    residual: bool = True,
+    deniable: bool = False,
+) -> list[Recovered | FaceveilError]:
+    """:func:`recover` for several images (``metas``: one metadata source per image, or
+    None), the faces of those made with the same model and sampler batched together for
+    the model (the frames of a video).
+
+    Returns:
+        One entry per source: its :class:`Recovered`, or the :class:`FaceveilError`
+        that stopped it, so one bad image does not stop the rest.
+    """
+    metas = [None] * len(sources) if metas is None else list(metas)
+    if len(metas) != len(sources):
+        raise InputError("one metadata source per image is needed")
+    items: list[_Restore | FaceveilError] = []
+    for source, meta in zip(sources, metas, strict=True):
+        try:
+            items.append(_plan_recovery(source, key, meta, method, deniable))
+        except FaceveilError as e:
+            items.append(e)
+    groups: dict[str, list[int]] = {}
+    for n, item in enumerate(items):
+        if isinstance(item, _Restore) and item.todo:
+            if not all(item.intact[i] for i in item.todo) and residual:
+                item.notes.append(
+                    "the image was re-encoded since anonymization (e.g. JPEG): its faces "
+                    "were recovered by diffusion from the re-encoded pixels alone, which "
+                    "usually fails to restore them (about 15 dB with the built-in model); "
+                    "keep the PNG, or anonymize with --lossless to recover faces after "
+                    "re-encoding")
+            r = item.record
+            # Faces share a model run only when model, sampler and key scheme agree.
+            same = [r["model"], r["sampler"], item.method, r["version"],
+                    r["key"]["salt"] if r["version"] == 1 else None]
+            groups.setdefault(json.dumps(same, sort_keys=True), []).append(n)
+    for members in groups.values():
+        group = [items[n] for n in members]
+        try:
+            residuals = _diffusion_recover(group, model, device, batch_size, progress,
+                                           residual)
+        except FaceveilError as e:
+            for n in members:
+                items[n] = e
+            continue
+        for item, r in zip(group, residuals, strict=True):
+            item.notes += _convergence_notes(r, "recovered face", item.todo)
+    results: list[Recovered | FaceveilError] = []
+    for item in items:
+        try:
+            results.append(item if isinstance(item, FaceveilError) else _finish_recovery(item))
+        except FaceveilError as e:
+            results.append(e)
+    return results
+
+
+def _plan_recovery(image: ImageInput, key: KeySource, meta, method: str | None,
+                   deniable: bool) -> _Restore:
+    """Open an image's record with the key and decide how each face comes back."""
     loaded = _load(image)
     record = read_record(loaded, meta)
     pixels = loaded.pixels
@@ -750,7 +921,6 @@ def recover(
             f"{size['width']}x{size['height']}: not the image this metadata belongs to"
         )
     opened = container.open_record(record, key, deniable=deniable)
-    regions = [_region(f) for f in opened.faces]
     sampler = record["sampler"]
     supported = sampler.get("recovery_methods", ["plain"])
     method = method or sampler.get("default_recovery", "plain")
@@ -760,9 +930,7 @@ def recover(
     # Whether the published pixels around each face are those anonymization wrote.
     intact = [f.window_sha256 == _crop_window_hash(pixels, f.transform, f.crop_size)
               for f in opened.faces]
-
-    out = pixels.copy()
-    todo = list(range(len(regions)))
+    todo = list(range(len(opened.faces)))
     if method == "lossless":
         restored = [i for i in todo if opened.faces[i].lossless is not None]
         todo = [i for i in todo if i not in restored]
@@ -773,26 +941,23 @@ def recover(
         method = sampler.get("inversion", "plain")
     else:
         restored = []
-    if todo:
-        if not all(intact[i] for i in todo) and residual:
-            notes.append(
-                "the image was re-encoded since anonymization (e.g. JPEG): its faces were "
-                "recovered by diffusion from the re-encoded pixels alone, which usually fails "
-                "to restore them (about 15 dB with the built-in model); keep the PNG, or "
-                "anonymize with --lossless to recover faces after re-encoding")
-        out, residuals = _diffusion_recover(out, pixels, opened, todo, intact, method,
-                                            model, device, batch_size, progress, residual)
-        notes += _convergence_notes(residuals, "recovered face", todo)
-    for i in restored:  # lossless faces win where faces overlap
-        _lossless_restore(out, regions[i], opened.faces[i].lossless)
+    return _Restore(loaded, record, opened, pixels.copy(), todo, restored, intact, method,
+                    notes)
+
+
+def _finish_recovery(item: _Restore) -> Recovered:
+    """Put back the sealed originals, apply the user mask and the grayscale flag."""
+    out, pixels, opened = item.out, item.loaded.pixels, item.opened
+    for i in item.restored:  # lossless faces win where faces overlap
+        _lossless_restore(out, _region(opened.faces[i]), opened.faces[i].lossless)
     for f in opened.faces:
         if f.photo_mask is not None:  # a user mask: pixels outside it were never changed
             if f.photo_mask.shape != pixels.shape[:2]:
                 raise MetadataError("faceveil metadata is corrupt (the mask does not fit)")
             out = np.where(f.photo_mask[:, :, None], out, pixels)
-    if loaded.grayscale:  # the anonymized file is grayscale, so was the original
+    if item.loaded.grayscale:  # the anonymized file is grayscale, so was the original
         out = images.to_gray(out)
-    return Recovered(out, opened.metadata, notes, record, opened.faces)
+    return Recovered(out, opened.metadata, item.notes, item.record, opened.faces)
 
 
 def _recovery_model(opened: OpenedRecord, model, device) -> Backbone:
@@ -821,40 +986,51 @@ def _recovery_model(opened: OpenedRecord, model, device) -> Backbone:
         raise
 
 
-def _diffusion_recover(out, pixels, opened: OpenedRecord, todo, intact, method, model, device,
-                       batch_size, progress, residual) -> tuple[np.ndarray, list[float]]:
-    """Recover faces ``todo`` by running the engine on their (residual-corrected) crops."""
-    backbone = _recovery_model(opened, model, device)
-    face_data = [opened.faces[i] for i in todo]
+def _diffusion_recover(items: Sequence[_Restore], model, device, batch_size, progress,
+                       residual) -> list[list[float]]:
+    """Recover the ``todo`` faces of images made with one model and sampler by running
+    the engine on their (residual-corrected) crops in shared batches; each item's
+    ``out`` gets its faces. Returns each item's per-face convergence residuals."""
+    first = items[0].opened
+    backbone = _recovery_model(first, model, device)
+    face_data = [item.opened.faces[i] for item in items for i in item.todo]
     for f in face_data:
         if f.crop_size != backbone.image_size or f.latent_mask.shape != backbone.latent_shape[1:]:
             raise ModelError("the model's resolution does not match the file's face crops")
-    sampler = opened.sampler
+    sampler = first.sampler
     engine = Engine(backbone, steps=int(sampler["steps"]), spacing=sampler["spacing"],
                     progress=progress)
     if list(engine.schedule.timesteps) != list(sampler["timesteps"]):
         raise MetadataError("the file's DDIM timesteps do not match this model's scheduler")
     flip_kind = sampler.get("flip", "signs")
     radii = None
-    if opened.version >= 2 and flip_kind == "mixed" and sampler.get("norm") == "hidden":
+    if first.version >= 2 and flip_kind == "mixed" and sampler.get("norm") == "hidden":
         radii = [f.radius for f in face_data]
         if any(r is None for r in radii):
             raise MetadataError("faceveil metadata is corrupt (a face's noise radius)")
-    op = _key_op(backbone, face_data, opened.version, flip_kind, radii=radii,
-                 secret=opened.secret)
+    op = _key_op(backbone, face_data, first.version, flip_kind, radii=radii,
+                 secret=first.secret)
     crops = []
-    for f, i in zip(face_data, todo, strict=True):
-        crop = faces.extract(pixels, f.transform, backbone.image_size)
-        crops.append(crop + f.residual if residual and intact[i] and f.residual is not None
-                     else crop)
+    for item in items:
+        for i in item.todo:
+            f = item.opened.faces[i]
+            crop = faces.extract(item.loaded.pixels, f.transform, backbone.image_size)
+            crops.append(crop + f.residual if residual and item.intact[i]
+                         and f.residual is not None else crop)
     new_crops, residuals = _run_engine(backbone, engine, crops,
                                        [f.latent_mask for f in face_data], op, batch_size,
-                                       method, sampler.get("context", "own"))
-    for f, crop in zip(face_data, new_crops, strict=True):
-        # Paste hard over the whole footprint: the soft edge of anonymization mixed the
-        # anonymized face into the photo there, and the recovered crop replaces it.
-        out = faces.paste(out, crop, f.transform, f.mask.astype(np.float32))
-    return out, residuals
+                                       items[0].method, sampler.get("context", "own"))
+    per_item, k = [], 0
+    for item in items:
+        for i in item.todo:
+            f = item.opened.faces[i]
+            # Paste hard over the whole footprint: the soft edge of anonymization mixed the
+            # anonymized face into the photo there, and the recovered crop replaces it.
+            item.out = faces.paste(item.out, new_crops[k], f.transform,
+                                   f.mask.astype(np.float32))
+            k += 1
+        per_item.append(residuals[k - len(item.todo):k])
+    return per_item
 
 
 def inspect(image: ImageInput, meta: str | os.PathLike | None = None) -> dict:
@@ -875,3 +1051,26 @@ def sidecar_path(output: str | os.PathLike) -> Path:
     """Where ``anonymize --sidecar`` writes the metadata for ``output``."""
     out = Path(output)
     return out.with_name(out.stem + ".faceveil.json")
+
+
+# ---------------------------------------------------------------------------
+# Video (faceveil.video; needs the `video` extra, PyAV)
+# ---------------------------------------------------------------------------
+
+
+def anonymize_video(src: str | os.PathLike, dst: str | os.PathLike, key: KeySource,
+                    **options):
+    """Anonymize a clip, one synthetic identity per tracked person: see
+    :func:`faceveil.video.anonymize_video` (returns its :class:`~faceveil.video.VideoResult`)."""
+    from . import video
+
+    return video.anonymize_video(src, dst, key, **options)
+
+
+def recover_video(src: str | os.PathLike, dst: str | os.PathLike, key: KeySource,
+                  **options):
+    """Restore the original faces of an anonymized clip: see
+    :func:`faceveil.video.recover_video`."""
+    from . import video
+
+    return video.recover_video(src, dst, key, **options)

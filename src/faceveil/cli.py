@@ -190,13 +190,71 @@ def _note(message: str, quiet: bool = False) -> None:
         click.echo(message, err=True)
 
 
+def _media_suffixes() -> set[str]:
+    from .video import VIDEO_SUFFIXES
+
+    return IMAGE_SUFFIXES | VIDEO_SUFFIXES
+
+
 def _image_files(folder: Path) -> list[Path]:
-    """The images of a folder, by name (not its subfolders, even one named x.jpg)."""
+    """The images and videos of a folder, by name (not its subfolders, even one named
+    x.jpg)."""
     try:
         entries = sorted(folder.iterdir())
     except OSError as e:
         raise InputError(f"cannot list folder {str(folder)!r}: {e.strerror or e}") from None
-    return [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    suffixes = _media_suffixes()
+    return [p for p in entries if p.suffix.lower() in suffixes and p.is_file()]
+
+
+def _is_video(path: Path) -> bool:
+    from .video import is_video
+
+    return is_video(path)
+
+
+class FrameBar:
+    """A progress bar in frames per second, with the time left (stderr, terminal only)."""
+
+    def __init__(self, enabled: bool, prefix: str = "") -> None:
+        self.enabled = enabled and _tty()
+        self.prefix = prefix
+        self.bar = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=f"{self.prefix}frames", unit="frame",
+                            leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def video_options(func):
+    """--codec and --crf: how a video output is encoded."""
+    func = click.option(
+        "--crf", default=18, show_default=True, type=click.IntRange(0, 51),
+        help="Video only: H.264 quality (lower is better and larger).")(func)
+    return click.option(
+        "--codec", "video_codec", type=click.Choice(["ffv1", "h264"]), default=None,
+        help="Video only: the output's codec [default: from its extension: .mkv FFV1, "
+             "lossless; .mp4 H.264, lossy].")(func)
+
+
+def track_gap_option(func):
+    return click.option(
+        "--track-gap", default=5, show_default=True, type=click.IntRange(0), metavar="N",
+        help="Video only: a face the detector misses for up to N frames in a row is still "
+             "anonymized (its box interpolated along its track, or carried for N frames "
+             "before its first and after its last detection); a person unseen for longer "
+             "may come back as a new track (another identity).")(func)
 
 
 # ---------------------------------------------------------------------------
@@ -296,7 +354,8 @@ def detection_options(func):
 @main.command()
 @click.argument("input", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(),
-              help="Output PNG (or output folder when INPUT is a folder).")
+              help="Output PNG, clip (.mkv or .mp4) for a video INPUT, or output folder "
+                   "when INPUT is a folder.")
 @key_options
 @_model_option("Preset name, local diffusers folder or Hugging Face id (default: built-in).")
 @click.option("--steps", default=50, show_default=True, type=click.IntRange(1, 1000),
@@ -348,17 +407,20 @@ def detection_options(func):
               help="Faces per model batch.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
+@video_options
+@track_gap_option
 @ray_options
 @handle_errors
 def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, method, context,
               lossless, flip_kind, deniable,
               sidecar, aligned, mask, boxes, exclude, detector, threshold, min_face, report,
-              parser_weights, no_face, device, batch_size, force, quiet, use_ray, ray_address,
-              ray_workers) -> None:
+              parser_weights, no_face, device, batch_size, force, quiet, video_codec, crf,
+              track_gap, use_ray, ray_address, ray_workers) -> None:
     """Replace every face in INPUT with another identity, reversibly.
 
-    INPUT is an image or a folder of images; OUTPUT is a PNG (or a folder) that
-    carries everything recovery needs except the key.
+    INPUT is an image, a video clip or a folder of them; OUTPUT is a PNG, a clip (.mkv:
+    lossless FFV1; .mp4: H.264) or a folder, and carries everything recovery needs
+    except the key. In a clip, each person keeps one synthetic identity (a track).
     """
     from . import api, container, faces, images
 
@@ -366,6 +428,7 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
     if use_ray or ray_address:
         if mask or parser_weights or report:
             raise InputError("--mask, --parser-weights and --report cannot be used with --ray")
+        _no_video_on_ray(Path(input))
         _run_on_ray(
             "anonymized", "anonymize_folder", quiet, src=input, dst=output, key=key,
             address=ray_address, device=device, workers=ray_workers, model=model,
@@ -387,7 +450,38 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
     report_rows: list[dict] = []
 
     def outputs(dst: Path) -> list[Path]:
-        return [dst, api.sidecar_path(dst)] if sidecar else [dst]
+        if not sidecar:
+            return [dst]
+        if dst.suffix.lower() in (".mkv", ".mp4"):
+            from .video import sidecar_path
+
+            return [dst, sidecar_path(dst)]
+        return [dst, api.sidecar_path(dst)]
+
+    def one_video(src: Path, dst: Path, prefix: str = "") -> tuple[int, list[str]]:
+        from .video import anonymize_video
+
+        if mask or aligned or boxes or exclude:
+            raise InputError("--mask, --aligned, --box and --exclude apply to images, not "
+                             f"to videos ({str(src)!r})")
+        bar = FrameBar(not quiet, prefix)
+        try:
+            result = anonymize_video(
+                src, dst, key, codec=video_codec, crf=crf, track_gap=track_gap,
+                sidecar=sidecar, no_face=no_face, force=force, progress=bar,
+                protected=[mask, key_file],
+                **{k: v for k, v in options.items() if k not in ("boxes", "exclude")})
+        except NoFaceError:
+            report_rows.append(_video_report_row(src, None, None))
+            raise
+        finally:
+            bar.close()
+        report_rows.append(_video_report_row(src, result.output, result))
+        notes = [result.summary(), *result.notes]
+        if result.left_out:
+            notes.append(f"{result.left_out} detection(s) left out (low scores, too small): "
+                         "check them with `faceveil detect` (or --report)")
+        return result.faces, notes
 
     def start(src: Path, dst: Path):
         """Checks and decoding before any model work."""
@@ -416,7 +510,14 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
         report_rows.append(_report_row(src, dst, result.regions, result.skipped))
         return len(result.regions), list(result.notes) + _left_out_notes(result.skipped)
 
+    def name(p: Path) -> str:
+        if not _is_video(p):
+            return p.stem + ".png"
+        return p.stem + (".mp4" if video_codec == "h264" else ".mkv")
+
     def one(src: Path, dst: Path, prefix: str = "") -> tuple[int, list[str]]:
+        if _is_video(src):
+            return one_video(src, dst, prefix)
         loaded = start(src, dst)
         user_mask = images.load_mask(mask, loaded.pixels.shape[1::-1]) if mask else None
         progress = Progress(not quiet, prefix)
@@ -435,7 +536,10 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
         ready = []
         for k, (src, dst) in enumerate(chunk):
             try:
-                ready.append((k, start(src, dst)))
+                if _is_video(src):  # a clip batches its own frames
+                    outcomes[k] = one_video(src, dst, f"{src.name}: ")
+                else:
+                    ready.append((k, start(src, dst)))
             except Exception as e:  # noqa: BLE001 - reported for this image only
                 outcomes[k] = e
         if ready:
@@ -455,7 +559,7 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
         return outcomes
 
     src, dst = Path(input), Path(output)
-    jobs = _plan(src, dst, lambda p: p.stem + ".png", outputs, force, quiet)
+    jobs = _plan(src, dst, name, outputs, force, quiet)
     if jobs is not None:  # a folder: fail early on a bad --model, not once per image
         api.get_model(model, device)
     try:
@@ -467,6 +571,24 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
             settings = faces.detector_settings(detector, threshold, min_face)
             images.write_atomic(report, (json.dumps(_report(settings, report_rows), indent=2)
                                          + "\n").encode())
+
+
+def _no_video_on_ray(src: Path) -> None:
+    if src.is_dir() and any(_is_video(p) for p in _image_files(src)):
+        raise InputError(f"{str(src)!r} holds videos, which --ray does not process; run "
+                         "without --ray")
+
+
+def _video_report_row(src: Path, dst: Path | None, result) -> dict:
+    """A clip's entry in ``anonymize --report``: faces and what was left out (with the
+    frame numbers of the candidates, the first 200)."""
+    return {"input": str(src), "output": None if dst is None else str(dst),
+            "anonymized": result.faces if result else 0,
+            "left_out": result.left_out if result else 0, "faces": [],
+            "candidates": result.candidates if result else [],
+            "frames": result.frames if result else None,
+            "tracks": result.tracks if result else 0,
+            "filled": result.filled if result else 0}
 
 
 def _left_out_notes(skipped: list[dict]) -> list[str]:
@@ -506,7 +628,8 @@ def _report(settings: dict, rows: list[dict]) -> dict:
 @click.argument("input", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="Recovered image (format from the extension; PNG keeps it lossless), "
-                   "or output folder when INPUT is a folder.")
+                   "clip (.mkv: lossless; .mp4: re-encoded), or output folder when INPUT "
+                   "is a folder.")
 @key_options
 @_model_option("Where to find the model the file names (overrides its stored reference).")
 @click.option("--method", type=click.Choice(["lossless", "exact-steps", "plain"]), default=None,
@@ -514,7 +637,7 @@ def _report(settings: dict, rows: list[dict]) -> dict:
                    "diffusion method it was anonymized for).")
 @click.option("--meta", type=click.Path(dir_okay=False),
               help="Metadata exported with `inspect --export` or `--sidecar`, for images "
-                   "whose PNG chunk was lost.")
+                   "whose PNG chunk was lost (for a clip: its .faceveil.jsonl records).")
 @click.option("--deniable", is_flag=True,
               help="Accept a file made with --deniable (no key check, no MAC): nothing in it "
                    "is authenticated, and a wrong key gives other faces instead of an error.")
@@ -522,17 +645,20 @@ def _report(settings: dict, rows: list[dict]) -> dict:
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
+@video_options
 @ray_options
 @handle_errors
 def recover(input, output, key_file, passphrase_stdin, model, method, meta, deniable, device,
-            batch_size, force, quiet, use_ray, ray_address, ray_workers) -> None:
-    """Restore the original faces of an anonymized image (needs the key)."""
+            batch_size, force, quiet, video_codec, crf, use_ray, ray_address,
+            ray_workers) -> None:
+    """Restore the original faces of an anonymized image or clip (needs the key)."""
     from . import api, images
 
     key = get_key(key_file, passphrase_stdin, confirm=False)
     if use_ray or ray_address:
         if meta:
             raise InputError("--meta cannot be used with --ray (each file carries its own)")
+        _no_video_on_ray(Path(input))
         _run_on_ray("recovered", "recover_folder", quiet, src=input, dst=output, key=key,
                     address=ray_address, device=device, workers=ray_workers, model=model,
                     force=force, protected=[key_file], method=method, batch_size=batch_size,
@@ -541,7 +667,24 @@ def recover(input, output, key_file, passphrase_stdin, model, method, meta, deni
     if model is not None:
         api.get_model(model, device)  # fail early on a bad --model
 
+    def one_video(src: Path, dst: Path, prefix: str = "") -> tuple[int, list[str]]:
+        from .video import recover_video
+
+        if deniable:
+            raise InputError("--deniable does not apply to videos (their records are "
+                             "always authenticated)")
+        bar = FrameBar(not quiet, prefix)
+        try:
+            result = recover_video(src, dst, key, meta=meta, model=model, device=device,
+                                   batch_size=batch_size, method=method, codec=video_codec,
+                                   crf=crf, force=force, progress=bar, protected=[key_file])
+        finally:
+            bar.close()
+        return result.faces, [result.summary(), *result.notes]
+
     def one(src: Path, dst: Path, prefix: str = "") -> tuple[int, list[str]]:
+        if _is_video(src):
+            return one_video(src, dst, prefix)
         images.check_output(dst, [src, meta, key_file], force)
         fmt = images.output_format(dst)
         progress = Progress(not quiet, prefix)
@@ -555,8 +698,13 @@ def recover(input, output, key_file, passphrase_stdin, model, method, meta, deni
         images.write_atomic(dst, result.encode(fmt, notes))
         return len(result.record["faces"]), notes
 
+    def name(p: Path) -> str:  # a clip comes back lossless unless --codec h264
+        if not _is_video(p):
+            return p.name
+        return p.stem + (".mp4" if video_codec == "h264" else ".mkv")
+
     src, dst = Path(input), Path(output)
-    _run(src, dst, _plan(src, dst, lambda p: p.name, lambda d: [d], force, quiet), one, quiet,
+    _run(src, dst, _plan(src, dst, name, lambda d: [d], force, quiet), one, quiet,
          verb="recovered")
 
 
@@ -576,13 +724,13 @@ def _plan(src: Path, dst: Path, name, outputs, force: bool, quiet: bool):
         return None
     if dst.exists() and not dst.is_dir():
         raise InputError(f"{str(dst)!r} is a file; the output of a folder must be a folder")
-    if not dst.exists() and dst.suffix.lower() in IMAGE_SUFFIXES:
+    if not dst.exists() and dst.suffix.lower() in _media_suffixes():
         raise InputError(f"{str(src)!r} is a folder, so the output must be a folder too, "
                          f"not {str(dst)!r}")
     files = _image_files(src)
     if not files:
-        raise InputError(f"no images in {str(src)!r} (looked for "
-                         f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise InputError(f"no images or videos in {str(src)!r} (looked for "
+                         f"{', '.join(sorted(_media_suffixes()))})")
     probe = dst
     while not probe.exists():
         probe = probe.parent
@@ -733,7 +881,8 @@ def _run_on_ray(verb: str, call, quiet: bool, **kwargs) -> None:
 @click.argument("input", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Preview image (format from the extension: .png, .jpg, ...): boxes, "
-                   "masks and numbers of the faces found.")
+                   "masks and numbers of the faces found; for a clip, a preview clip "
+                   "(.mkv or .mp4) with each face's track number.")
 @_model_option("Model whose crop framing and resolution to use (default: built-in).")
 @click.option("--box", "boxes", multiple=True, metavar="X,Y,W,H", help="Add a face (repeatable).")
 @click.option("--exclude", multiple=True, type=int, metavar="N", help="Leave face N out.")
@@ -742,14 +891,36 @@ def _run_on_ray(verb: str, call, quiet: bool, **kwargs) -> None:
 @click.option("--parser-weights", type=click.Path(dir_okay=False))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing preview.")
+@track_gap_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @handle_errors
 def detect(input, output, model, boxes, exclude, detector, threshold, min_face, aligned,
-           parser_weights, device, force) -> None:
+           parser_weights, device, force, track_gap, quiet) -> None:
     """Show what `anonymize` would replace: writes a preview image and prints the faces,
     the faces skipped (with reasons, red on the preview) and the low-score candidates
-    that may be missed faces (dashed yellow) as one JSON document."""
+    that may be missed faces (dashed yellow) as one JSON document. For a clip: a preview
+    clip (track numbers; + marks a face filled in where the detector missed it) and the
+    tracks with their boxes per frame."""
     from . import api, faces, images
 
+    if _is_video(Path(input)):
+        from .video import detect_video
+
+        if boxes or exclude or aligned:
+            raise InputError("--box, --exclude and --aligned apply to images, not to videos")
+        bar = FrameBar(not quiet)
+        try:
+            report = detect_video(input, output, model=model, device=device,
+                                  track_gap=track_gap, force=force, progress=bar,
+                                  detector=detector, threshold=threshold, min_face=min_face,
+                                  parser=_load_parser(parser_weights))
+        finally:
+            bar.close()
+        report["detection"] = faces.detector_settings(detector, threshold, min_face)
+        for note in report["notes"]:
+            _note(f"{input}: {note}")
+        click.echo(json.dumps(report, indent=2, default=float))
+        return
     fmt = images.output_format(output)
     images.check_output(output, [input], force)
     loaded = images.load_image(input)
@@ -799,13 +970,20 @@ def models(as_json) -> None:
 @main.command()
 @click.argument("input", type=click.Path())
 @click.option("--export", type=click.Path(dir_okay=False),
-              help="Also write the metadata to this JSON file (for `recover --meta`).")
+              help="Also write the metadata to this JSON file (for `recover --meta`); for a "
+                   "clip, all its records as JSON Lines (.jsonl).")
 @click.option("--force", is_flag=True, help="Overwrite an existing export file.")
 @handle_errors
 def inspect(input, export, force) -> None:
     """Print an anonymized file's metadata as one JSON document (nothing secret)."""
     from . import container, images  # not api: inspect must not load torch
 
+    if _is_video(Path(input)):
+        from .video import inspect_video
+
+        click.echo(json.dumps(inspect_video(input, export=export, force=force), indent=2,
+                              sort_keys=True))
+        return
     if export:
         images.check_output(export, [input], force)
     record = container.read_record(input)

@@ -620,14 +620,19 @@ def open_record(record: dict, key: KeySource, *, deniable: bool = False) -> Open
                 raise MetadataError(f"face {i}: the lossless data does not authenticate")
         faces.append(_face_from_entry(f, i, _dict(payload, f"face {i} sealed data"), fk,
                                       lossless, f.get("window_sha256")))
-    metadata: dict[str, bytes] = {}
-    if record.get("original_metadata") and authenticated:
-        blob = secret.open(SEAL_METADATA, b64d(record["original_metadata"], "metadata"))
-        if blob is None:
-            raise MetadataError("the encrypted original metadata does not authenticate")
-        try:
-            metadata = {str(k): b64d(v, "original metadata")
-                        for k, v in _dict(json.loads(blob), "original metadata").items()}
-        except ValueError:
-            raise _corrupt("original metadata") from None
+    metadata = open_metadata(secret, record.get("original_metadata")) if authenticated else {}
     return OpenedRecord(record, secret, faces, authenticated, metadata)
+
+
+def open_metadata(secret: SecretKey, sealed: str | None) -> dict[str, bytes]:
+    """The input's own metadata sealed by :func:`seal_metadata` ({} for None)."""
+    if not sealed:
+        return {}
+    blob = secret.open(SEAL_METADATA, b64d(sealed, "metadata"))
+    if blob is None:
+        raise MetadataError("the encrypted original metadata does not authenticate")
+    try:
+        return {str(k): b64d(v, "original metadata")
+                for k, v in _dict(json.loads(blob), "original metadata").items()}
+    except ValueError:
+        raise _corrupt("original metadata") from None
