@@ -77,7 +77,7 @@ def measure(image, regions, backbone, args) -> tuple[list[dict], dict, list[np.n
     """
     key = keys.KeySource.from_bytes(os.urandom(32))
     wrong = keys.KeySource.from_bytes(os.urandom(32))
-    kw = dict(model=backbone, steps=args.steps, spacing=args.spacing, deniable=True)
+    kw = dict(model=backbone, steps=args.steps, spacing=args.spacing)
     if args.method:
         kw.update(method=args.method, context="own" if args.method == "plain" else "masked")
     if regions is not None:
@@ -85,12 +85,15 @@ def measure(image, regions, backbone, args) -> tuple[list[dict], dict, list[np.n
     t0, c0 = time.perf_counter(), time.process_time()
     anon = api.anonymize(image, key, **kw)
     t1, c1 = time.perf_counter(), time.process_time()
-    back = api.recover(anon.pixels, key, meta=anon.record, model=backbone, deniable=True)
+    back = api.recover(anon.pixels, key, meta=anon.record, model=backbone)
     t2, c2 = time.perf_counter(), time.process_time()
-    # A wrong key on a deniable file gives another face (a copy of the input when skipped).
-    other = (api.recover(anon.pixels, wrong, meta=anon.record, model=backbone,
-                         deniable=True).pixels
-             if args.wrong_key else image)
+    # A wrong key is refused on a normal file; on a file made with --deniable (made for
+    # this pass only) it gives another face.
+    other = image
+    if args.wrong_key:
+        deniable = api.anonymize(image, key, deniable=True, **kw)
+        other = api.recover(deniable.pixels, wrong, meta=deniable.record, model=backbone,
+                            deniable=True).pixels
     versions = (image, anon.pixels, back.pixels)
     aligned = regions is not None
     dets = None if aligned else {d: [realism.photo_detections(v, d) for v in versions]
