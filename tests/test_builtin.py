@@ -90,7 +90,10 @@ def test_aligned_face_round_trip_recovers_without_model_flag(tmp_path, aligned_f
     original = np.asarray(Image.open(face))
     mask = api.open_record(anon, keys.KeySource.from_key_file(key)).faces[0].mask
     assert psnr(np.asarray(Image.open(anon))[mask], original[mask]) < 25
-    assert psnr(np.asarray(Image.open(back))[mask], original[mask]) > 40
+    # Near-exact, not bit-exact: how close depends on the key, since the noise is mixed
+    # at face64-v2's mixing_rms (this face over 6 random keys: 34.1 to 44.5 dB; held-out
+    # faces: 41.9 dB median, benchmarks/builtin_quality.py).
+    assert psnr(np.asarray(Image.open(back))[mask], original[mask]) > 30
 
 
 def test_weights_that_differ_from_the_files_are_refused(tmp_path, aligned_face):
