@@ -600,14 +600,15 @@ def _smoothstep(t: np.ndarray) -> np.ndarray:
 
 # The facial mask's shape (see facial_mask): growth and soft ramp as fractions of the face
 # width, forehead in nose lengths. The ramp trades realism against privacy. Wider ramps
-# blend the new face in better: on the test photos' 20 faces with face64-v2, anonymized
-# faces that dlib finds again, HOG / CNN, relative to the originals: 0.55 / 0.63 at 0.08,
-# 0.70 / 0.84 at 0.16 (benchmarks/builtin_quality.py). But the ramp publishes a blend of
-# the new face and the original, which links the file to its original photo like any
-# pixel comparison at the mask's edge: magnitude linking over the whole mask, 16
-# candidates, 75% at 0.08 and 94% at 0.16, at chance (6% and 12%) in the fully replaced
-# core (benchmarks/attacks.py); and deniable files cannot publish a residual there, so
-# their recovery worsens with the ramp. Privacy first: the narrower ramp.
+# blend the new face in better: on the test photos' 20 faces with face64-v2 (format 1
+# runs), anonymized faces that dlib finds again, HOG / CNN, relative to the originals:
+# 0.55 / 0.63 at 0.08, 0.70 / 0.84 at 0.16 (benchmarks/builtin_quality.py). But the ramp
+# publishes a blend of the new face and the original, which links the file to its
+# original photo like any pixel comparison at the mask's edge: magnitude linking over the
+# whole mask, 16 candidates, 75% at 0.08 and 94% at 0.16, at chance (6% and 12%) in the
+# fully replaced core (benchmarks/attacks.py); and deniable files cannot publish a
+# residual there, so their recovery worsens with the ramp. Privacy first: the narrower
+# ramp.
 MASK_DILATE = 0.03
 MASK_FEATHER = 0.08
 MASK_FOREHEAD = 0.6
