@@ -431,6 +431,7 @@ class _Job:
     secret: SecretKey
     first: int = 0  # index of its first face in the batch of all faces
     extra: dict = field(default_factory=dict)  # more record fields, covered by its MAC
+    crops: list[np.ndarray | None] | None = None  # new crops given (None: run the model)
 
 
 def _check_nonces(nonces: Sequence[bytes], count: int) -> list[bytes]:
@@ -584,12 +585,16 @@ class SequenceFrame:
 
     ``nonces`` holds one per region; in a video a track keeps its nonce in every frame
     (so its key material, hence its synthetic identity, stays the same). ``extra``
-    fields are added to the frame's record before its MAC (a video's frame number)."""
+    fields are added to the frame's record before its MAC (a video's frame number).
+    ``crops``, when given, holds per region a new aligned face (float, ``[0, 255]``, as
+    :func:`generate_faces` makes them) to paste as it is, or None to run the model on
+    the region: a video reuses a track's one generated face in every frame."""
 
     pixels: np.ndarray
     regions: list[faces.FaceRegion]
     nonces: list[bytes]
     extra: dict = field(default_factory=dict)
+    crops: list[np.ndarray | None] | None = None
 
 
 def anonymize_sequence(
@@ -615,22 +620,34 @@ def anonymize_sequence(
     passphrase is stretched once per sequence, not per frame). Faces and nonces are the
     caller's (no detection here). Never deniable. Options are those of :func:`anonymize`.
 
+    Faces given a new crop (``SequenceFrame.crops``) are not this frame's own diffusion
+    result, so no diffusion can recover them: ``lossless`` must be set, and the records
+    of such a call offer lossless recovery only.
+
     Raises:
-        InputError: a frame without faces, or bad nonces or options.
+        InputError: a frame without faces, or bad nonces, crops or options.
     """
     _check_options(method, context, flip, False, lossless)
     if bytes(params["salt"]) != secret.salt:
         raise InputError("the key parameters do not belong to this resolved key")
     backbone = get_model(model, device)
     jobs: list[_Job | FaceveilError] = []
+    size = backbone.image_size
     for frame in frames:
         if not frame.regions:
             raise InputError("every frame given to anonymize_sequence needs a face")
+        given = list(frame.crops) if frame.crops is not None else [None] * len(frame.regions)
+        if len(given) != len(frame.regions) or any(
+                c is not None and np.shape(c) != (size, size, 3) for c in given):
+            raise InputError(f"one new crop ({size}x{size} RGB) or None per face is needed")
+        if any(c is not None for c in given) and not lossless:
+            raise InputError("faces given a new crop can only be recovered from their sealed "
+                             "originals: pass lossless=True")
         loaded = images.LoadedImage(np.ascontiguousarray(frame.pixels),
                                     grayscale=images.is_gray(frame.pixels))
         jobs.append(_Job(loaded, list(frame.regions), [], None,
                          _check_nonces(frame.nonces, len(frame.regions)), params, secret,
-                         extra=dict(frame.extra)))
+                         extra=dict(frame.extra), crops=given))
     results = _anonymize_jobs(jobs, backbone, steps=steps, spacing=spacing, deniable=False,
                               batch_size=batch_size, progress=progress, method=method,
                               context=context, lossless=lossless, flip=flip)
@@ -640,45 +657,111 @@ def anonymize_sequence(
     return results  # type: ignore[return-value]
 
 
+def _face_data(backbone: Backbone, region: faces.FaceRegion, nonce: bytes,
+               secret: SecretKey) -> FaceData:
+    return FaceData(box=tuple(int(v) for v in region.box), crop_size=int(region.crop_size),
+                    nonce=nonce, transform=np.asarray(region.transform, dtype=np.float64),
+                    mask=region.mask > 0, latent_mask=_latent_mask(backbone, region.mask > 0),
+                    source=region.source, key=secret.face(nonce))
+
+
+def _generate(backbone: Backbone, engine: Engine, face_data: Sequence[FaceData],
+              crops: Sequence[np.ndarray], *, hide: bool, batch_size: int, method: str,
+              context: str, flip: str) -> tuple[list[np.ndarray], list[float | None],
+                                                list[float]]:
+    """The engine's new crops for these faces, with their original noise norms (None
+    where the norm was kept) and exact-inversion residuals."""
+    rms = _mixing_rms(backbone)
+    targets = [mixing.target_radius(_masked_count(backbone, f.latent_mask), rms) if hide
+               else None for f in face_data]
+    radii: list[float | None] = [None] * len(face_data)
+    op = _key_op(backbone, face_data, 2, flip, targets=targets, radii=radii)
+    new_crops, residuals = _run_engine(backbone, engine, crops,
+                                       [f.latent_mask for f in face_data], op, batch_size,
+                                       method, context)
+    return new_crops, radii, residuals
+
+
+def generate_faces(
+    pixels: Sequence[np.ndarray],
+    regions: Sequence[faces.FaceRegion],
+    nonces: Sequence[bytes],
+    secret: SecretKey,
+    *,
+    model: Backbone | str | None = None,
+    steps: int = 50,
+    spacing: str = "leading",
+    device: str | None = None,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+    method: str = DEFAULT_METHOD,
+    context: str = "masked",
+    flip: str = DEFAULT_FLIP,
+) -> list[np.ndarray]:
+    """The new aligned face of each region of ``pixels[i]`` (the engine step alone).
+
+    Returns float32 crops (``model.image_size`` square, ``[0, 255]``), changed only
+    inside each region's latent mask, ready for ``SequenceFrame.crops``: a video
+    generates a track's face once and pastes it into every frame. ``regions[i]`` is a
+    face of ``pixels[i]``, ``nonces[i]`` its key nonce (``secret.face(nonce)``).
+    """
+    _check_options(method, context, flip, False, False)
+    if not len(pixels) == len(regions) == len(nonces):
+        raise InputError("one image, region and nonce per face is needed")
+    backbone = get_model(model, device)
+    size = backbone.image_size
+    data = [_face_data(backbone, r, bytes(n), secret) for r, n in zip(regions, nonces,
+                                                                      strict=True)]
+    crops = [faces.extract(p, r.transform, size) for p, r in zip(pixels, regions,
+                                                                 strict=True)]
+    engine = Engine(backbone, steps=steps, spacing=spacing, progress=progress)
+    new, _, _ = _generate(backbone, engine, data, crops, hide=flip == "mixed",
+                          batch_size=batch_size, method=method, context=context, flip=flip)
+    return new
+
+
 def _anonymize_jobs(jobs: Sequence[_Job | Exception], backbone: Backbone, *, steps: int,
                     spacing: str, deniable: bool, batch_size: int, progress: Progress | None,
                     method: str, context: str, lossless: bool,
                     flip: str) -> list[Anonymized | Exception]:
     """The faces of every prepared image through the engine in shared batches, then each
-    image's new faces pasted and its record built (errors stay in their place)."""
+    image's new faces pasted and its record built (errors stay in their place). Faces
+    given a new crop (``_Job.crops``) skip the engine."""
     ready = [j for j in jobs if isinstance(j, _Job)]
     all_faces: list[FaceData] = []
-    regions_all: list[faces.FaceRegion] = []
-    crops: list[np.ndarray] = []
-    size = backbone.image_size
+    given: list[np.ndarray | None] = []
     for job in ready:
         job.first = len(all_faces)
-        for region, nonce in zip(job.regions, job.nonces, strict=True):
-            latent = _latent_mask(backbone, region.mask > 0)
-            all_faces.append(FaceData(
-                box=tuple(int(v) for v in region.box), crop_size=int(region.crop_size),
-                nonce=nonce, transform=np.asarray(region.transform, dtype=np.float64),
-                mask=region.mask > 0, latent_mask=latent, source=region.source,
-                key=job.secret.face(nonce)))
-            regions_all.append(region)
-            crops.append(faces.extract(job.loaded.pixels, region.transform, size))
+        all_faces += [_face_data(backbone, region, nonce, job.secret)
+                      for region, nonce in zip(job.regions, job.nonces, strict=True)]
+        given += job.crops if job.crops is not None else [None] * len(job.regions)
+    run = [i for i, c in enumerate(given) if c is None]
+    size = backbone.image_size
+    pixels_of = [job.loaded.pixels for job in ready for _ in job.regions]
+    regions_all = [region for job in ready for region in job.regions]
 
     hide = flip == "mixed" and not deniable
-    rms = _mixing_rms(backbone)
-    targets = [mixing.target_radius(_masked_count(backbone, f.latent_mask), rms) if hide
-               else None for f in all_faces]
-    radii: list[float | None] = [None] * len(all_faces)
     engine = Engine(backbone, steps=steps, spacing=spacing, progress=progress)
-    op = _key_op(backbone, all_faces, 2, flip, targets=targets, radii=radii)
-    new_crops, residuals = _run_engine(backbone, engine, crops,
-                                       [f.latent_mask for f in all_faces], op, batch_size,
-                                       method, context)
+    new_crops = [None if c is None else np.asarray(c, np.float32) for c in given]
+    radii: list[float | None] = [None] * len(all_faces)
+    residuals = [0.0] * len(all_faces)
+    if run:
+        made, made_radii, made_residuals = _generate(
+            backbone, engine, [all_faces[i] for i in run],
+            [faces.extract(pixels_of[i], regions_all[i].transform, size) for i in run],
+            hide=hide, batch_size=batch_size, method=method, context=context, flip=flip)
+        for k, i in enumerate(run):
+            new_crops[i], radii[i], residuals[i] = made[k], made_radii[k], made_residuals[k]
 
+    # A face given its crop is not its own diffusion result: only its sealed original
+    # brings it back.
+    reused = len(run) < len(all_faces)
     sampler = {
         "name": "ddim", "eta": 0, "steps": steps, "spacing": spacing,
         "timesteps": list(engine.schedule.timesteps), "inversion": method, "context": context,
         "flip": flip, "norm": "hidden" if hide else "kept",
-        "recovery_methods": (["lossless"] if lossless else []) + list(RECOVERY_METHODS),
+        "recovery_methods": (["lossless"] if lossless else [])
+        + ([] if reused else list(RECOVERY_METHODS)),
         "default_recovery": "lossless" if lossless else method,
     }
     results: list[Anonymized | Exception] = []
@@ -690,7 +773,8 @@ def _anonymize_jobs(jobs: Sequence[_Job | Exception], backbone: Backbone, *, ste
         try:
             results.append(_finish(job, backbone, sampler, [all_faces[i] for i in span],
                                    [new_crops[i] for i in span], [radii[i] for i in span],
-                                   [residuals[i] for i in span], deniable, lossless))
+                                   [residuals[i] for i in span], deniable, lossless,
+                                   [given[i] is not None for i in span]))
         except Exception as e:  # noqa: BLE001 - reported per image, as above
             if len(jobs) == 1:
                 raise
@@ -738,8 +822,9 @@ def _prepare(source: ImageInput, key: KeySource, backbone: Backbone, *, aligned:
 
 def _finish(job: _Job, backbone: Backbone, sampler: dict, face_data: list[FaceData],
             new_crops: list[np.ndarray], radii: list[float | None], residuals: list[float],
-            deniable: bool, lossless: bool) -> Anonymized:
-    """Paste one image's new faces and build its record."""
+            deniable: bool, lossless: bool, given: list[bool] | None = None) -> Anonymized:
+    """Paste one image's new faces and build its record (``given``: faces whose crop was
+    given, which get no precision residual: diffusion cannot recover them)."""
     pixels = job.loaded.pixels
     out = pixels
     for region, crop in zip(job.regions, new_crops, strict=True):
@@ -751,9 +836,11 @@ def _finish(job: _Job, backbone: Backbone, sampler: dict, face_data: list[FaceDa
         # What anonymization changed, exactly: recovery changes no more.
         face_data[0].photo_mask = job.mask
     notes = list(job.loaded.notes)
-    for f, region, crop, radius in zip(face_data, job.regions, new_crops, radii, strict=True):
-        q = _residual(crop, out, region)
-        f.residual = public_residual(q, region) if deniable else q
+    given = given or [False] * len(face_data)
+    for f, region, crop, radius, reused in zip(face_data, job.regions, new_crops, radii,
+                                               given, strict=True):
+        q = None if reused else _residual(crop, out, region)
+        f.residual = public_residual(q, region) if deniable and q is not None else q
         f.window_sha256 = _crop_window_hash(out, region.transform, region.crop_size)
         f.radius = radius
         if lossless:

@@ -248,6 +248,16 @@ def video_options(func):
              "lossless; .mp4 H.264, lossy].")(func)
 
 
+def per_frame_option(func):
+    return click.option(
+        "--per-frame", is_flag=True,
+        help="Video only: run the model on every frame's faces, instead of once per track "
+             "segment (a face made once and pasted into each frame, so a person keeps one "
+             "face). Each frame's faces can then be recovered from the pixels by diffusion "
+             "(.mkv), without their sealed originals, but the synthetic face changes from "
+             "frame to frame, and it is about 10x slower.")(func)
+
+
 def track_gap_option(func):
     return click.option(
         "--track-gap", default=5, show_default=True, type=click.IntRange(0), metavar="N",
@@ -409,18 +419,20 @@ def detection_options(func):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
 @video_options
 @track_gap_option
+@per_frame_option
 @ray_options
 @handle_errors
 def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, method, context,
               lossless, flip_kind, deniable,
               sidecar, aligned, mask, boxes, exclude, detector, threshold, min_face, report,
               parser_weights, no_face, device, batch_size, force, quiet, video_codec, crf,
-              track_gap, use_ray, ray_address, ray_workers) -> None:
+              track_gap, per_frame, use_ray, ray_address, ray_workers) -> None:
     """Replace every face in INPUT with another identity, reversibly.
 
     INPUT is an image, a video clip or a folder of them; OUTPUT is a PNG, a clip (.mkv:
     lossless FFV1; .mp4: H.264) or a folder, and carries everything recovery needs
-    except the key. In a clip, each person keeps one synthetic identity (a track).
+    except the key. In a clip, each person (a track) keeps one synthetic face, made once
+    and moved with their head, and each frame's original faces are sealed in the clip.
     """
     from . import api, container, faces, images
 
@@ -468,7 +480,8 @@ def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, 
         try:
             result = anonymize_video(
                 src, dst, key, codec=video_codec, crf=crf, track_gap=track_gap,
-                sidecar=sidecar, no_face=no_face, force=force, progress=bar,
+                per_frame=per_frame, sidecar=sidecar, no_face=no_face, force=force,
+                progress=bar,
                 protected=[mask, key_file],
                 **{k: v for k, v in options.items() if k not in ("boxes", "exclude")})
         except NoFaceError:
@@ -588,7 +601,8 @@ def _video_report_row(src: Path, dst: Path | None, result) -> dict:
             "candidates": result.candidates if result else [],
             "frames": result.frames if result else None,
             "tracks": result.tracks if result else 0,
-            "filled": result.filled if result else 0}
+            "filled": result.filled if result else 0,
+            "segments": result.segments if result else 0}
 
 
 def _left_out_notes(skipped: list[dict]) -> list[str]:

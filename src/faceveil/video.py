@@ -2,8 +2,9 @@
 
 Anonymize, as data: clip -> PyAV decodes frames one at a time (upright, RGB) -> faces
 found in each frame (:func:`faceveil.api.find_regions`) -> linked into tracks
-(:class:`Tracker`) -> frames the detector missed inside a track filled in -> the faces
-of several frames through the model in shared batches
+(:class:`Tracker`) -> frames the detector missed inside a track filled in -> each
+track's face made once per segment (:func:`faceveil.api.generate_faces`, keyframes of
+several tracks batched) and pasted into its frames, each face's original sealed
 (:func:`faceveil.api.anonymize_sequence`) -> each frame re-encoded with its own
 timestamp, muxed with the untouched audio and subtitle packets and its record.
 Recover runs the same arrows backwards (:func:`faceveil.api.recover_many`).
@@ -21,6 +22,27 @@ is still there. A person who leaves and comes back after more than ``track_gap``
 without a detection, whom the embedding does not link back, starts a new track: one
 clip can then show them with two synthetic identities.
 
+**Segments: one face per person.** A diffusion model does not give the same face for
+two frames of one person, even with the same key: exact DDIM inversion turns the small
+changes between two frames (a few grey levels of resampling and compression) into
+noise 50 to 95% different, and the keyed mixing turns that into another face
+(``benchmarks/video.py``, ``--per-frame``: consecutive anonymized faces 0.55 to 0.58
+apart for dlib, flicker 4 to 8 times the original's). So, by default, a track's face
+is made once, from its first frame (the keyframe), over the keyframe's mask dilated by
+12% of the crop, and that one crop is pasted into every following frame with the
+frame's own crop transform (blended over the keyframe's mask dilated by 6%, or the
+frame's own mask where it reaches further): it moves, turns and scales with the head,
+and does not change. A frame whose face reaches past the face made, or whose head pose
+moved (eye and nose landmarks 5% of the crop away from the keyframe's), starts a new
+segment (:class:`Segment`), with a new keyframe and a new face. The pasted face is not
+that frame's diffusion result, so no diffusion can bring the frame's original back:
+every face's original pixels are sealed in its record (as ``--lossless``) and
+recovery restores them bit-exactly, whatever the codec. Its expression does not follow
+the person's (a mouth that talks stays as the keyframe's): following it would publish
+the original's landmarks. ``--per-frame`` runs the model on every frame instead (no
+sealed originals needed with ``.mkv``, about ten times slower, a face that changes
+from frame to frame).
+
 **Keys.** One clip, one key salt (every frame's record carries the same one); one
 track, one random nonce, so the track's key material (``SecretKey.face(nonce)``) is the
 same in every frame and the person keeps one synthetic identity. Reusing a (salt,
@@ -28,9 +50,9 @@ nonce) pair across a track's frames is by design: see SECURITY.md, "Video: one k
 material per track".
 
 **Records.** Every frame with faces gets one ordinary format-2 record
-(:mod:`faceveil.container`: key check, sealed per-face geometry, residual, optionally
-the sealed original pixels, HMAC over the whole record) with one more field, covered by
-its MAC::
+(:mod:`faceveil.container`: key check, sealed per-face geometry, the sealed original
+pixels, with ``--per-frame`` a precision residual, HMAC over the whole record) with
+one more field, covered by its MAC::
 
     "video": {"frame": N, "pts": P}     # frame number (0-based, decode order) and time
 
@@ -59,11 +81,12 @@ stays bounded however long the clip. ``--sidecar`` also writes them to
 lost (``recover --meta``).
 
 **Codecs.** ``.mkv`` defaults to FFV1 with 8-bit RGB pixels (``bgr0``): bit-exact, so
-the diffusion recovery and its precision residual work as for PNG. ``.mp4`` (or
-``--codec h264``) encodes H.264 with libx264 (``yuv420p``, CRF 18 by default; 4:4:4
-for odd sizes): lossy, so each face's original pixels are sealed in its record (as
-``--lossless``) and recovery restores the faces bit-exactly from them; the rest of the
-frame is the re-encoded one. Recovered clips are written the same way (``.mkv``:
+a recovered clip is bit-exact in every pixel, and with ``--per-frame`` the diffusion
+recovery and its precision residual work as for PNG. ``.mp4`` (or ``--codec h264``)
+encodes H.264 with libx264 (``yuv420p``, CRF 18 by default; 4:4:4 for odd sizes):
+lossy, so each face's original pixels are sealed in its record (as ``--lossless``),
+``--per-frame`` too, and recovery restores the faces bit-exactly from them; the rest of
+the frame is the re-encoded one. Recovered clips are written the same way (``.mkv``:
 lossless; ``.mp4``: re-encoded, faces no longer exact).
 
 **Timing, streams, rotation.** Every frame keeps its own timestamp (variable frame
@@ -536,6 +559,88 @@ class Track:
     detected: int = 0
     filled: int = 0
     boxes: list[list] = field(default_factory=list)  # [frame, x, y, w, h, kind] (detect)
+    segment: Segment | None = None  # the synthetic face shown now (one-face mode)
+    segments: int = 0
+
+
+# Pose change that starts a new segment: mean distance of the eye and nose landmarks
+# from the keyframe's, in the aligned crop, as a fraction of its side.
+_POSE_CHANGE = 0.05
+_RIGID = list(range(27, 48))  # nose bridge and tip, both eyes: what expressions move least
+_SEGMENT_GROW = 0.06  # a segment's mask: the keyframe's dilated by this fraction of the crop
+
+
+@dataclass
+class Segment:
+    """A stretch of a track that shows one generated face: the keyframe's, made once by
+    the model and pasted into every frame of the stretch with that frame's crop transform.
+
+    ``mask`` is the soft crop-space blend mask of the stretch: the keyframe's, dilated
+    by :data:`_SEGMENT_GROW` of the crop, so that it lies over the keyframe's mask moved
+    that far, feathered edge included. The model makes the new face over ``reach``, the
+    hard ``mask`` dilated by as much again. A frame stays in the stretch while its own
+    face lies inside ``reach`` and its head pose stays close to the keyframe's
+    (:data:`_POSE_CHANGE`); otherwise the track starts a new segment, with a new face.
+    A frame's blend mask is the larger of ``mask`` and its own, so no pixel of its face
+    keeps more of the original than its own mask would leave, and every pixel it blends
+    in is the model's."""
+
+    frame: int
+    mask: np.ndarray
+    reach: np.ndarray
+    rigid: np.ndarray | None  # the keyframe's eye and nose landmarks, in the crop
+    crop: np.ndarray | None = None  # the generated face, once made
+
+    @staticmethod
+    def start(region: FaceRegion, frame: int) -> Segment:
+        mask = np.asarray(region.mask, np.float32)
+        r = max(1, round(_SEGMENT_GROW * mask.shape[0]))
+        if region.source not in ("interpolated", "carried"):  # those are grown already
+            mask = _dilated(mask, r)
+        reach = _dilated((mask > 0).astype(np.float32), r) > 0
+        return Segment(frame, mask, reach, _rigid(region))
+
+    def fits(self, region: FaceRegion) -> bool:
+        if ((np.asarray(region.mask) > 0) & ~self.reach).any():
+            return False
+        rigid = _rigid(region)
+        if rigid is None or self.rigid is None:  # a filled-in face: placed by its track
+            return True
+        moved = float(np.linalg.norm(rigid - self.rigid, axis=1).mean())
+        return moved <= _POSE_CHANGE * self.mask.shape[0]
+
+    def region(self, region: FaceRegion) -> FaceRegion:
+        """``region`` with its blend mask in this segment (what is pasted, sealed and
+        recorded): the larger of the segment's and its own."""
+        import dataclasses
+
+        return dataclasses.replace(region, mask=np.maximum(self.mask, region.mask))
+
+    def keyframe(self, region: FaceRegion) -> FaceRegion:
+        """The keyframe's region as the model sees it: its mask is ``reach``."""
+        import dataclasses
+
+        return dataclasses.replace(region, mask=self.reach.astype(np.float32))
+
+
+def _dilated(mask: np.ndarray, r: int) -> np.ndarray:
+    """Grey dilation of a soft mask: each pixel the largest value within ``r`` pixels
+    (Chebyshev). Any copy of ``mask`` shifted by up to ``r`` pixels lies under it, its
+    feathered edge included."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None, None]
+    return F.max_pool2d(t, 2 * r + 1, stride=1, padding=r)[0, 0].numpy()
+
+
+def _rigid(region: FaceRegion) -> np.ndarray | None:
+    if region.landmarks is None or len(region.landmarks) != 68:
+        return None
+    from .faces import apply_transform
+
+    return apply_transform(np.asarray(region.transform, float),
+                           np.asarray(region.landmarks, float)[_RIGID])
 
 
 def _iou(a, b) -> float:
@@ -931,6 +1036,7 @@ class VideoResult:
     tracks: int = 0
     faces: int = 0
     filled: int = 0  # faces the detector missed, filled in from their track
+    segments: int = 0  # faces the model made (one per track segment; per-frame: 0)
     seconds: float = 0.0
     codec: str = ""
     notes: list[str] = field(default_factory=list)
@@ -943,8 +1049,10 @@ class VideoResult:
         fps = self.faces / self.seconds if self.seconds else 0.0
         filled = (f" ({self.filled} filled in where the detector missed)"
                   if self.filled else "")
+        made = (f", {self.segments} synthetic face(s) made (one per track segment)"
+                if self.segments else "")
         return (f"{self.frames} frame(s), {self.tracks} track(s), {self.faces} face(s)"
-                f"{filled} in {self.seconds:.1f} s: {rate:.2f} frames/s, "
+                f"{filled}{made} in {self.seconds:.1f} s: {rate:.2f} frames/s, "
                 f"{fps:.2f} faces/s")
 
 
@@ -1006,16 +1114,21 @@ def anonymize_video(
     threshold: float | None = None,
     min_face: int | None = None,
     parser=None,
+    per_frame: bool = False,
 ) -> VideoResult:
     """Anonymize every face of a clip, one synthetic identity per track, reversibly.
 
-    Writes ``dst`` (``.mkv``: FFV1, lossless; ``.mp4`` or ``codec="h264"``: H.264, with
-    the faces' original pixels sealed) atomically, and with ``sidecar`` its records to
-    :func:`sidecar_path`. Options are those of :func:`faceveil.api.anonymize`, plus
-    ``track_gap`` (frames a track may be missed and still anonymized), ``crf`` (H.264
-    quality), ``no_face`` ("skip": write nothing; "copy": write the clip without
-    records; "error": raise :class:`NoFaceError`) and ``progress(done, total)``.
-    ``deniable`` is refused: a clip's records must authenticate (see SECURITY.md).
+    Writes ``dst`` (``.mkv``: FFV1, lossless; ``.mp4`` or ``codec="h264"``: H.264)
+    atomically, and with ``sidecar`` its records to :func:`sidecar_path`. By default
+    the model makes one face per track segment (:class:`Segment`), pasted into each of
+    its frames, and every face's original pixels are sealed in its frame's record;
+    ``per_frame`` runs the model on every frame's faces instead (recoverable by diffusion
+    from ``.mkv``, with a face that changes from frame to frame). Options are those of
+    :func:`faceveil.api.anonymize`, plus ``track_gap`` (frames a track may be missed
+    and still anonymized), ``crf`` (H.264 quality), ``no_face`` ("skip": write nothing;
+    "copy": write the clip without records; "error": raise :class:`NoFaceError`) and
+    ``progress(done, total)``. ``deniable`` is refused: a clip's records must
+    authenticate (see SECURITY.md).
 
     Raises:
         InputError: unreadable or unsupported video, bad options, existing output.
@@ -1032,7 +1145,9 @@ def anonymize_video(
         raise InputError(f"no_face must be skip, copy or error, not {no_face!r}")
     src, dst = Path(src), Path(dst)
     codec = output_codec(dst, codec)
-    lossless = lossless or codec in LOSSY
+    # One face per track segment is pasted into frames it was not made from, so only
+    # the sealed originals bring those frames back (see "Segments" above).
+    lossless = lossless or codec in LOSSY or not per_frame
     outputs = [dst, sidecar_path(dst)] if sidecar else [dst]
     _check_outputs(outputs, [src, *protected], force)
     backbone = api.get_model(model, device)
@@ -1053,7 +1168,7 @@ def anonymize_video(
     try:
         with _Staged(outputs) as staged:
             run = _AnonymizeRun(inp, staged, result, codec, crf, track_gap, secret, params,
-                                options, sidecar, progress)
+                                options, sidecar, progress, per_frame)
             for frame in inp.frames(run.packet):
                 regions, skipped = api.find_regions(
                     frame.pixels, backbone, detector=detector, threshold=threshold,
@@ -1084,8 +1199,9 @@ class _AnonymizeRun:
 
     def __init__(self, inp: _Input, staged: _Staged, result: VideoResult, codec: str,
                  crf: int, gap: int, secret: SecretKey, params: dict, options: dict,
-                 sidecar: bool, progress) -> None:
+                 sidecar: bool, progress, per_frame: bool = False) -> None:
         self.inp, self.staged, self.result = inp, staged, result
+        self.per_frame = per_frame
         self.codec, self.crf, self.gap = codec, crf, gap
         self.secret, self.params, self.options = secret, params, options
         self.tracker = Tracker(gap)
@@ -1140,10 +1256,12 @@ class _AnonymizeRun:
         todo = [(frame, found) for frame, found in self.pending if found]
         new = {}
         if todo:
+            crops = [None] * len(todo) if self.per_frame else self._segment_faces(todo)
             seq = [api.SequenceFrame(frame.pixels, [r for _, r, _ in found],
                                      [t.nonce for t, _, _ in found],
-                                     {"video": {"frame": frame.index, "pts": frame.pts}})
-                   for frame, found in todo]
+                                     {"video": {"frame": frame.index, "pts": frame.pts}},
+                                     crops=c)
+                   for (frame, found), c in zip(todo, crops, strict=True)]
             results = api.anonymize_sequence(seq, self.secret, self.params, **self.options)
             new = {frame.index: r for (frame, _), r in zip(todo, results, strict=True)}
         for frame, found in self.pending:
@@ -1165,6 +1283,35 @@ class _AnonymizeRun:
             if self.progress:
                 self.progress(self.result.frames, self.inp.frames_hint)
         self.pending = []
+
+    def _segment_faces(self, todo: list) -> list[list[np.ndarray]]:
+        """Give each face of ``todo`` its track's current segment (a new one where the
+        face no longer fits the last: :class:`Segment`), with the segment's mask; make
+        the new segments' faces in one batch; return each frame's crops."""
+        from . import api
+
+        keyframes: list[tuple[Segment, np.ndarray, FaceRegion, bytes]] = []
+        rows: list[list[Segment]] = []
+        for frame, found in todo:
+            row = []
+            for i, (track, region, kind) in enumerate(found):
+                seg = track.segment
+                if seg is None or not seg.fits(region):
+                    seg = track.segment = Segment.start(region, frame.index)
+                    track.segments += 1
+                    self.result.segments += 1
+                    keyframes.append((seg, frame.pixels, seg.keyframe(region), track.nonce))
+                found[i] = (track, seg.region(region), kind)
+                row.append(seg)
+            rows.append(row)
+        if keyframes:
+            engine = {k: v for k, v in self.options.items() if k != "lossless"}
+            made = api.generate_faces([p for _, p, _, _ in keyframes],
+                                      [r for _, _, r, _ in keyframes],
+                                      [n for _, _, _, n in keyframes], self.secret, **engine)
+            for (seg, _, _, _), crop in zip(keyframes, made, strict=True):
+                seg.crop = crop
+        return [[seg.crop for seg in row] for row in rows]
 
     def finish(self) -> None:
         while self.window:
