@@ -237,6 +237,10 @@ def test_a_face_that_outgrows_its_segment_or_turns_starts_a_new_one():
     mouth[48:68, 1] += 3  # the mouth opens: an expression, not a pose
     assert seg.fits(_region(mask, mouth))
     assert seg.fits(_region(mask, None, "interpolated"))  # no landmarks: placed by its track
+    # A segment made from a filled-in face holds the pose of its first detection.
+    filled = video.Segment.start(_region(seg.mask, None, "interpolated"), 0)
+    assert filled.fits(_region(mask, turned)) and filled.admit(_region(mask, lm))
+    assert not filled.admit(_region(mask, turned))
 
 
 def test_lossy_clip_recovers_faces_bit_exact(work, clip, anon_mp4, key):

@@ -609,6 +609,15 @@ class Segment:
         moved = float(np.linalg.norm(rigid - self.rigid, axis=1).mean())
         return moved <= _POSE_CHANGE * self.mask.shape[0]
 
+    def admit(self, region: FaceRegion) -> bool:
+        """Whether ``region`` stays in this segment (:meth:`fits`). A segment made from a
+        filled-in face, which has no landmarks, holds the pose of its first detection."""
+        if not self.fits(region):
+            return False
+        if self.rigid is None:
+            self.rigid = _rigid(region)
+        return True
+
     def region(self, region: FaceRegion) -> FaceRegion:
         """``region`` with its blend mask in this segment (what is pasted, sealed and
         recorded): the larger of the segment's and its own."""
@@ -1296,7 +1305,7 @@ class _AnonymizeRun:
             row = []
             for i, (track, region, kind) in enumerate(found):
                 seg = track.segment
-                if seg is None or not seg.fits(region):
+                if seg is None or not seg.admit(region):
                     seg = track.segment = Segment.start(region, frame.index)
                     track.segments += 1
                     self.result.segments += 1
