@@ -822,7 +822,7 @@ def _prepare(source: ImageInput, key: KeySource, backbone: Backbone, *, aligned:
 
 def _finish(job: _Job, backbone: Backbone, sampler: dict, face_data: list[FaceData],
             new_crops: list[np.ndarray], radii: list[float | None], residuals: list[float],
-            deniable: bool, lossless: bool, given: list[bool] | None = None) -> Anonymized:
+            deniable: bool, lossless: bool, given: list[bool]) -> Anonymized:
     """Paste one image's new faces and build its record (``given``: faces whose crop was
     given, which get no precision residual: diffusion cannot recover them)."""
     pixels = job.loaded.pixels
@@ -836,7 +836,6 @@ def _finish(job: _Job, backbone: Backbone, sampler: dict, face_data: list[FaceDa
         # What anonymization changed, exactly: recovery changes no more.
         face_data[0].photo_mask = job.mask
     notes = list(job.loaded.notes)
-    given = given or [False] * len(face_data)
     for f, region, crop, radius, reused in zip(face_data, job.regions, new_crops, radii,
                                                given, strict=True):
         q = None if reused else _residual(crop, out, region)

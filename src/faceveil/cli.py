@@ -248,16 +248,6 @@ def video_options(func):
              "lossless; .mp4 H.264, lossy].")(func)
 
 
-def per_frame_option(func):
-    return click.option(
-        "--per-frame", is_flag=True,
-        help="Video only: run the model on every frame's faces, instead of once per track "
-             "segment (a face made once and pasted into each frame, so a person keeps one "
-             "face). Each frame's faces can then be recovered from the pixels by diffusion "
-             "(.mkv), without their sealed originals, but the synthetic face changes from "
-             "frame to frame, and it is about 10x slower.")(func)
-
-
 def track_gap_option(func):
     return click.option(
         "--track-gap", default=5, show_default=True, type=click.IntRange(0), metavar="N",
@@ -419,7 +409,12 @@ def detection_options(func):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
 @video_options
 @track_gap_option
-@per_frame_option
+@click.option("--per-frame", is_flag=True,
+              help="Video only: run the model on every frame's faces, instead of once per "
+                   "track segment (a face made once and pasted into each frame, so a person "
+                   "keeps one face). Each frame's faces can then be recovered from the "
+                   "pixels by diffusion (.mkv), without their sealed originals, but the "
+                   "synthetic face changes from frame to frame, and it is about 10x slower.")
 @ray_options
 @handle_errors
 def anonymize(input, output, key_file, passphrase_stdin, model, steps, spacing, method, context,

@@ -560,7 +560,6 @@ class Track:
     filled: int = 0
     boxes: list[list] = field(default_factory=list)  # [frame, x, y, w, h, kind] (detect)
     segment: Segment | None = None  # the synthetic face shown now (one-face mode)
-    segments: int = 0
 
 
 # Pose change that starts a new segment: mean distance of the eye and nose landmarks
@@ -1295,7 +1294,7 @@ class _AnonymizeRun:
 
     def _segment_faces(self, todo: list) -> list[list[np.ndarray]]:
         """Give each face of ``todo`` its track's current segment (a new one where the
-        face no longer fits the last: :class:`Segment`), with the segment's mask; make
+        face no longer fits the last: :class:`Segment`) and its blend mask there; make
         the new segments' faces in one batch; return each frame's crops."""
         from . import api
 
@@ -1307,7 +1306,6 @@ class _AnonymizeRun:
                 seg = track.segment
                 if seg is None or not seg.admit(region):
                     seg = track.segment = Segment.start(region, frame.index)
-                    track.segments += 1
                     self.result.segments += 1
                     keyframes.append((seg, frame.pixels, seg.keyframe(region), track.nonce))
                 found[i] = (track, seg.region(region), kind)
