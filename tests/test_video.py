@@ -208,9 +208,12 @@ def test_per_frame_clip_recovers_by_diffusion(work, clip, anon_per_frame, key, t
     assert np.array_equal(photo.pixels, rec[5][1])
 
 
-def _region(mask, landmarks=None, source="detected"):
-    return faces.FaceRegion(box=(0, 0, 64, 64), transform=np.eye(2, 3), crop_size=64,
-                            mask=mask, landmarks=landmarks, source=source, score=None)
+def _region(mask, landmarks=None, source="detected", transform=None):
+    """A crop-space region; landmarks are in the photo (``transform`` maps them in)."""
+    return faces.FaceRegion(box=(0, 0, 64, 64),
+                            transform=np.eye(2, 3) if transform is None else transform,
+                            crop_size=64, mask=mask, landmarks=landmarks, source=source,
+                            score=None)
 
 
 def test_a_face_that_outgrows_its_segment_or_turns_starts_a_new_one():
@@ -219,8 +222,8 @@ def test_a_face_that_outgrows_its_segment_or_turns_starts_a_new_one():
     lm = faces.dlib_mean_shape68() * 40 + 12  # 68 points inside the crop
     seg = video.Segment.start(_region(mask, lm), 0)
     assert (seg.mask >= mask).all() and (seg.mask > 0).sum() > (mask > 0).sum()
-    assert seg.reach[seg.mask > 0].all() and seg.reach.sum() > (seg.mask > 0).sum()
-    assert np.array_equal(seg.keyframe(_region(mask, lm)).mask > 0, seg.reach)  # made there
+    assert seg.made[seg.mask > 0].all() and seg.made.sum() > (seg.mask > 0).sum()
+    assert np.array_equal(seg.keyframe(_region(mask, lm)).mask > 0, seg.made)  # made there
     assert seg.fits(_region(mask, lm))
     shifted = np.roll(mask, 6, axis=1)  # the face moved 6 px in the crop: still inside
     assert seg.fits(_region(shifted, lm))
@@ -237,6 +240,13 @@ def test_a_face_that_outgrows_its_segment_or_turns_starts_a_new_one():
     mouth[48:68, 1] += 3  # the mouth opens: an expression, not a pose
     assert seg.fits(_region(mask, mouth))
     assert seg.fits(_region(mask, None, "interpolated"))  # no landmarks: placed by its track
+    # A small face (the crop 3x its size): the paste reads 6 crop pixels around each
+    # pixel, so the model makes a wider face, and a frame of that scale must find
+    # everything it reads made, which a face made at full scale does not offer.
+    small = np.array([[3.0, 0, 0], [0, 3.0, 0]])
+    seg3 = video.Segment.start(_region(mask, lm / 3, transform=small), 0)
+    assert seg3.made.sum() > seg.made.sum() and seg3.fits(_region(mask, lm / 3, transform=small))
+    assert not seg.fits(_region(mask, lm / 3, transform=small))
     # A segment made from a filled-in face holds the pose of its first detection.
     filled = video.Segment.start(_region(seg.mask, None, "interpolated"), 0)
     assert filled.fits(_region(mask, turned)) and filled.admit(_region(mask, lm))

@@ -29,11 +29,12 @@ noise 50 to 95% different, and the keyed mixing turns that into another face
 (``benchmarks/video.py``, ``--per-frame``: consecutive anonymized faces 0.55 to 0.58
 apart for dlib, flicker 4 to 8 times the original's). So, by default, a track's face
 is made once, from its first frame (the keyframe), over the keyframe's mask dilated by
-12% of the crop, and that one crop is pasted into every following frame with the
+12% of the crop plus twice the distance the paste reads around a pixel (more for
+smaller faces), and that one crop is pasted into every following frame with the
 frame's own crop transform (blended over the keyframe's mask dilated by 6%, or the
 frame's own mask where it reaches further): it moves, turns and scales with the head,
-and does not change. A frame whose face reaches past the face made, or whose head pose
-moved (eye and nose landmarks 5% of the crop away from the keyframe's), starts a new
+and does not change. A frame whose paste would read past the face made, or whose head
+pose moved (eye and nose landmarks 5% of the crop away from the keyframe's), starts a new
 segment (:class:`Segment`), with a new keyframe and a new face. The pasted face is not
 that frame's diffusion result, so no diffusion can bring the frame's original back:
 every face's original pixels are sealed in its record (as ``--lossless``) and
@@ -109,6 +110,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import secrets
@@ -576,17 +578,19 @@ class Segment:
 
     ``mask`` is the soft crop-space blend mask of the stretch: the keyframe's, dilated
     by :data:`_SEGMENT_GROW` of the crop, so that it lies over the keyframe's mask moved
-    that far, feathered edge included. The model makes the new face over ``reach``, the
-    hard ``mask`` dilated by as much again. A frame stays in the stretch while its own
-    face lies inside ``reach`` and its head pose stays close to the keyframe's
-    (:data:`_POSE_CHANGE`); otherwise the track starts a new segment, with a new face.
-    A frame's blend mask is the larger of ``mask`` and its own, so no pixel of its face
-    keeps more of the original than its own mask would leave, and every pixel it blends
-    in is the model's."""
+    that far, feathered edge included. A frame's blend mask is the larger of ``mask``
+    and its own, so no pixel of its face keeps more of the original than its own mask
+    would leave. The model makes the new face over ``made``: the hard ``mask`` dilated
+    by as much again, plus twice the distance :func:`faceveil.faces.paste` reads around
+    a pixel at the keyframe's scale. Outside ``made`` the crop still holds the
+    keyframe's own pixels, which must not reach another frame; so a frame stays in the
+    stretch only while everything its paste reads lies inside ``made``, and while its
+    head pose stays close to the keyframe's (:data:`_POSE_CHANGE`); otherwise the track
+    starts a new segment, with a new face."""
 
     frame: int
     mask: np.ndarray
-    reach: np.ndarray
+    made: np.ndarray
     rigid: np.ndarray | None  # the keyframe's eye and nose landmarks, in the crop
     crop: np.ndarray | None = None  # the generated face, once made
 
@@ -596,11 +600,13 @@ class Segment:
         r = max(1, round(_SEGMENT_GROW * mask.shape[0]))
         if region.source not in ("interpolated", "carried"):  # those are grown already
             mask = _dilated(mask, r)
-        reach = _dilated((mask > 0).astype(np.float32), r) > 0
-        return Segment(frame, mask, reach, _rigid(region))
+        made = _dilated((mask > 0).astype(np.float32), r + 2 * _read_reach(region)) > 0
+        return Segment(frame, mask, made, _rigid(region))
 
     def fits(self, region: FaceRegion) -> bool:
-        if ((np.asarray(region.mask) > 0) & ~self.reach).any():
+        blend = ((self.mask > 0) | (np.asarray(region.mask) > 0)).astype(np.float32)
+        read = _dilated(blend, 2 * _read_reach(region)) > 0  # the alpha's reach, the crop's
+        if (read & ~self.made).any():
             return False
         rigid = _rigid(region)
         if rigid is None or self.rigid is None:  # a filled-in face: placed by its track
@@ -625,10 +631,19 @@ class Segment:
         return dataclasses.replace(region, mask=np.maximum(self.mask, region.mask))
 
     def keyframe(self, region: FaceRegion) -> FaceRegion:
-        """The keyframe's region as the model sees it: its mask is ``reach``."""
+        """The keyframe's region as the model sees it: its mask is ``made``."""
         import dataclasses
 
-        return dataclasses.replace(region, mask=self.reach.astype(np.float32))
+        return dataclasses.replace(region, mask=self.made.astype(np.float32))
+
+
+def _read_reach(region: FaceRegion) -> int:
+    """How far (crop pixels) :func:`faceveil.faces.paste` reads around a crop position
+    for this region's scale (crop pixels per photo pixel)."""
+    from .faces import _paste_reach
+
+    scale = math.sqrt(abs(np.linalg.det(np.asarray(region.transform, float)[:, :2])))
+    return _paste_reach(scale)
 
 
 def _dilated(mask: np.ndarray, r: int) -> np.ndarray:
