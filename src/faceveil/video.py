@@ -26,8 +26,8 @@ clip can then show them with two synthetic identities.
 two frames of one person, even with the same key: exact DDIM inversion turns the small
 changes between two frames (a few grey levels of resampling and compression) into
 noise 50 to 95% different, and the keyed mixing turns that into another face
-(``benchmarks/video.py``, ``--per-frame``: consecutive anonymized faces 0.55 to 0.58
-apart for dlib, flicker 4 to 8 times the original's). So, by default, a track's face
+(``benchmarks/video.py``, ``--per-frame``: consecutive anonymized faces 0.52 to 0.56
+apart for dlib, flicker 4 to 9 times the original's). So, by default, a track's face
 is made once, from its first frame (the keyframe), over the keyframe's mask dilated by
 12% of the crop plus twice the distance the paste reads around a pixel (more for
 smaller faces), and that one crop is pasted into every following frame with the
