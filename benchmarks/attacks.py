@@ -142,11 +142,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--model", default=None, help="model (default: built-in)")
     ap.add_argument("--feather", type=float, default=None,
-                    help=f"mask feather (default faces.MASK_FEATHER = {faces.MASK_FEATHER})")
+                    help=f"mask feather (default {faces.masks.MASK_FEATHER})")
     ap.add_argument("--json", type=Path, help="also write the rows to this file")
     args = ap.parse_args()
     if args.feather is not None:
-        faces.MASK_FEATHER = args.feather
+        faces.masks.MASK_FEATHER = args.feather
 
     backbone = api.get_model(args.model)
     engine = Engine(backbone, steps=args.steps)
@@ -161,7 +161,7 @@ def main() -> None:
     # The core: latent cells with no pixel of the soft mask below 1 (fully replaced).
     cand_core = [~api._latent_mask(backbone, r.mask < 1) & lat
                  for r, lat in zip(cand_regions, cand_latent, strict=True)]
-    print(f"mask feather {faces.MASK_FEATHER}: {np.mean([c.sum() for c in cand_core]):.0f} "
+    print(f"mask feather {faces.masks.MASK_FEATHER}: {np.mean([c.sum() for c in cand_core]):.0f} "
           f"of {np.mean([c.sum() for c in cand_latent]):.0f} masked latent cells are core",
           flush=True)
     print(f"inverting {n} candidates (clean and degraded) ...", flush=True)

@@ -29,7 +29,7 @@ It also writes, under ``--out``, ``samples-MODEL.png`` (the first 16 samples) an
 the photos' faces in a window around their box) for eyes.
 
 Settings that shape the result without retraining can be varied: ``--steps``,
-``--spacing``, ``--method``, ``--feather`` (``faces.MASK_FEATHER``). Anonymization and
+``--spacing``, ``--method``, ``--feather`` (``faces.masks.MASK_FEATHER``). Anonymization and
 recovery go through the public API with its defaults otherwise, so the benchmark
 measures whatever the installed faceveil does.
 """
@@ -223,8 +223,8 @@ def main() -> None:
     ap.add_argument("--method", default=None, choices=["exact-steps", "plain"],
                     help="inversion (default: the API's)")
     ap.add_argument("--feather", type=float, default=None,
-                    help=f"facial mask soft ramp (default faces.MASK_FEATHER, "
-                         f"{faces.MASK_FEATHER})")
+                    help=f"facial mask soft ramp (default faces.masks.MASK_FEATHER, "
+                         f"{faces.masks.MASK_FEATHER})")
     ap.add_argument("--photos", nargs="*", default=["group.jpg", "crowd.jpg", "obama.jpg",
                                                     "biden.jpg", "astronaut.jpg"])
     ap.add_argument("--wrong-key", action=argparse.BooleanOptionalAction, default=True,
@@ -234,10 +234,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.feather is not None:
-        faces.MASK_FEATHER = args.feather
+        faces.masks.MASK_FEATHER = args.feather
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"{args.steps} steps, {args.spacing} spacing, method {args.method or 'default'}, "
-          f"feather {faces.MASK_FEATHER}, {args.threads} thread(s); {args.samples} samples, "
+          f"feather {faces.masks.MASK_FEATHER}, {args.threads} thread(s); {args.samples} samples, "
           f"{args.faces} synthetic faces, photos {' '.join(args.photos) or '-'}", flush=True)
     tiles = synthetic_faces(max(args.faces, args.samples))
     realism_rows = []

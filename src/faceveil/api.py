@@ -367,7 +367,7 @@ def find_regions(
     and low-score candidates, each with its ``kind`` and ``reason``).
 
     ``detector``, ``threshold`` and ``min_face`` default to the faces module's measured
-    choices. With a face ``parser`` (see :mod:`faceveil.parsing`) the masks come from its
+    choices. With a face ``parser`` (see :mod:`faceveil.faces.parsing`) the masks come from its
     segmentation instead of the landmarks; a user ``mask`` overrides both.
     """
     framing = _framing(backbone)
@@ -382,7 +382,7 @@ def find_regions(
                                             threshold=threshold, boxes=boxes, exclude=exclude,
                                             **kwargs)
     if parser is not None and mask is None:
-        from .parsing import INPUT_SIZE, parse_mask
+        from .faces.parsing import INPUT_SIZE, parse_mask
 
         for r in regions:
             # Parse a sharp crop at the parser's own resolution, straight from the photo,

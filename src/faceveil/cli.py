@@ -177,7 +177,7 @@ def _parse_box(text: str) -> tuple[int, int, int, int]:
 def _load_parser(weights: str | None):
     if weights is None:
         return None
-    from .parsing import load_parser
+    from .faces.parsing import load_parser
 
     try:
         return load_parser(weights)

@@ -125,8 +125,8 @@ class DlibRecognizer:
         if face_box is None:
             return None
         x, y, w, h = face_box
-        shape = faces._dlib_model("shape5")(img, dlib.rectangle(x, y, x + w - 1, y + h - 1))
-        desc = faces._dlib_model("recognition").compute_face_descriptor(
+        shape = faces.dlib_model("shape5")(img, dlib.rectangle(x, y, x + w - 1, y + h - 1))
+        desc = faces.dlib_model("recognition").compute_face_descriptor(
             img, shape, self.num_jitters)
         return np.asarray(desc, dtype=np.float64)
 

@@ -640,10 +640,10 @@ class Segment:
 def _read_reach(region: FaceRegion) -> int:
     """How far (crop pixels) :func:`faceveil.faces.paste` reads around a crop position
     for this region's scale (crop pixels per photo pixel)."""
-    from .faces import _paste_reach
+    from .faces import paste_reach
 
     scale = math.sqrt(abs(np.linalg.det(np.asarray(region.transform, float)[:, :2])))
-    return _paste_reach(scale)
+    return paste_reach(scale)
 
 
 def _dilated(mask: np.ndarray, r: int) -> np.ndarray:

