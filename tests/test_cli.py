@@ -7,11 +7,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from faceveil import api, container, images, keys
+from faceveil import api, images, keys
 from faceveil.cli import main
 from faceveil.errors import InputError
+from faceveil.format import auth, png
+from faceveil.options import FixedKeys, Options
 
 from .conftest import centre_mask, psnr, smooth_image
+from .records import rewrite
 
 
 def run(*args, input=None, env=None):
@@ -85,7 +88,7 @@ def test_inspect_prints_one_json_document_without_secrets(anon, face_files):
     r = run("inspect", anon)
     assert r.exit_code == 0
     record = json.loads(r.stdout)  # exactly one JSON document on stdout
-    assert record["format"] == "faceveil" and record["version"] == 2
+    assert record["format"] == "faceveil" and record["version"] == 3
     assert record["sampler"]["steps"] == 20 and len(record["faces"]) == 1
     assert record["sampler"]["flip"] == "mixed" and record["sampler"]["norm"] == "hidden"
     key_hex = face_files[2].read_text().split()[1]
@@ -119,22 +122,32 @@ def test_sidecar(tmp_path, face_files, pixel_model):
     assert run("anonymize", img, "-o", out, "-k", key, "-m", pixel_model, "--mask", mask,
                "--steps", 5, "--sidecar", "-q").exit_code == 0
     side = tmp_path / "a.faceveil.json"
-    assert json.loads(side.read_text()) == json.loads(run("inspect", out).stdout)
+    # The sidecar holds the stored record (format 3: the envelope), as the PNG chunk does;
+    # read back, it is the record inspect prints.
+    assert json.loads(side.read_text()) == auth.wire(png.read(out))
+    assert png.read_sidecar(side).public() == json.loads(run("inspect", out).stdout)
 
 
 def _tamper(path, edit):
+    """Replace the PNG's stored record (the format-3 envelope) with ``edit(stored)``."""
     with Image.open(path) as im:
-        record = json.loads(im.text["faceveil"])
+        stored = json.loads(im.text["faceveil"])
         pixels = np.array(im)
-    edit(record)
-    path.write_bytes(images.encode_image(pixels, text={"faceveil": json.dumps(record)}))
+    text = {"faceveil": json.dumps(edit(stored))}
+    path.write_bytes(images.encode_image(pixels, text=text))
+
+
+def _shift_box(fields):
+    fields["faces"][0]["box"][0] += 1
 
 
 def test_tampered_metadata_is_refused(tmp_path, anon, face_files):
     key = face_files[2]
 
-    def shift_box(r):
-        r["faces"][0]["box"][0] += 1
+    def shift_box(stored):  # the record text edited, its digest left as it was
+        body = json.loads(stored["record"])
+        _shift_box(body)
+        return dict(stored, record=auth.body_text(body))
 
     _tamper(anon, shift_box)
     r = run("recover", anon, "-o", tmp_path / "b.png", "-k", key)
@@ -143,13 +156,9 @@ def test_tampered_metadata_is_refused(tmp_path, anon, face_files):
 
 def test_tampered_metadata_with_fixed_digest_fails_mac(tmp_path, anon, face_files):
     key = face_files[2]
-
-    def shift_and_redigest(r):
-        r["faces"][0]["box"][0] += 1
-        r["digest"] = container.finalize(r, None)["digest"]  # attacker recomputes the digest
-        r["digest"] = __import__("hashlib").sha256(container.canonical_bytes(r)).hexdigest()
-
-    _tamper(anon, shift_and_redigest)
+    record = png.read(anon)
+    # The attacker recomputes the (unkeyed) digest; only the MAC is left to catch it.
+    _tamper(anon, lambda stored: rewrite(record, _shift_box))
     r = run("recover", anon, "-o", tmp_path / "b.png", "-k", key)
     assert r.exit_code == 4 and "MAC" in r.output
 
@@ -303,20 +312,23 @@ def test_api_round_trip_and_determinism(pixel_model):
 
     key = keys.KeySource.from_bytes(bytes(range(32)))
     x, m = smooth_image(), centre_mask()
-    fixed = {"nonces": [b"n" * 16], "salt": b"s" * 16}
-    a1 = api.anonymize(x, key, model=str(pixel_model), mask=m, steps=20, **fixed)
-    a2 = api.anonymize(x, key, model=str(pixel_model), mask=m, steps=20, **fixed)
+    fixed = FixedKeys(salt=b"s" * 16, nonces=(b"n" * 16,))
+    steps20, model = Options.of(steps=20), str(pixel_model)
+    a1 = api.anonymize(x, key, model=model, mask=m, options=steps20, fixed=fixed)
+    a2 = api.anonymize(x, key, model=model, mask=m, options=steps20, fixed=fixed)
     assert np.array_equal(a1.pixels, a2.pixels)  # same inputs, salt and nonce: identical
-    a3 = api.anonymize(x, key, model=str(pixel_model), mask=m, steps=20)
+    a3 = api.anonymize(x, key, model=model, mask=m, options=steps20)
     assert not np.array_equal(a1.pixels, a3.pixels)  # fresh random nonce: another face
     # The file salt is bound into every face's key material: the same nonce in another
     # file (another salt) gives another face.
-    a4 = api.anonymize(x, key, model=str(pixel_model), mask=m, steps=20, nonces=[b"n" * 16])
+    a4 = api.anonymize(x, key, model=model, mask=m, options=steps20,
+                       fixed=FixedKeys(nonces=(b"n" * 16,)))
     assert not np.array_equal(a1.pixels, a4.pixels)
-    for bad in ([b"short"], [b"n" * 16, b"n" * 16]):
+    for bad in ((b"short",), (b"n" * 16, b"n" * 16)):
         with pytest.raises(InputError, match="nonce"):
-            api.anonymize(x, key, model=str(pixel_model), mask=m, steps=2, nonces=bad)
-    record = container.record_from_png_bytes(a1.png_bytes())
+            api.anonymize(x, key, model=model, mask=m, options=Options.of(steps=2),
+                          fixed=FixedKeys(nonces=bad))
+    record = png.from_png_bytes(a1.png_bytes())
     assert record == a1.record  # the metadata round-trips through the PNG chunk
     rec = api.recover(a1.pixels, key, meta=record)
     assert psnr(rec.pixels[m], x[m]) > 35

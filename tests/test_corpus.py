@@ -209,13 +209,13 @@ def test_folder_named_like_an_image(tmp_path, key, pixel_model):
 
 def test_an_unexpected_error_on_one_file_does_not_stop_the_batch(tmp_path, key, pixel_model,
                                                                   monkeypatch):
-    from faceveil import api
+    from faceveil.pipeline import anonymize
 
     folder = tmp_path / "in"
     folder.mkdir()
     for name in ("a.png", "b.png"):
         Image.fromarray(np.full((32, 32, 3), 100, np.uint8)).save(folder / name)
-    real = api._prepare  # folder images are prepared one by one, then batched
+    real = anonymize.prepare  # folder images are prepared one by one, then batched
 
     def flaky(image, *args, **kwargs):
         if image.pixels[0, 0, 0] == 100 and not flaky.done:
@@ -224,7 +224,7 @@ def test_an_unexpected_error_on_one_file_does_not_stop_the_batch(tmp_path, key, 
         return real(image, *args, **kwargs)
 
     flaky.done = False
-    monkeypatch.setattr(api, "_prepare", flaky)
+    monkeypatch.setattr(anonymize, "prepare", flaky)
     r = run("anonymize", folder, "-o", tmp_path / "out", "-k", key, "-m", pixel_model,
             "--aligned", "--steps", 1)
     assert r.exit_code == 1
@@ -257,8 +257,9 @@ def test_write_errors_are_found_before_any_work(tmp_path, key, pixel_model):
 NON_ROOT = """
 import os, sys
 from click.testing import CliRunner
-from faceveil import api, container, images, keys
+from faceveil import api, images, keys
 from faceveil.cli import main
+from faceveil.format import png
 import encodings.utf_8_sig, json, tempfile, tqdm  # noqa: E401 (loaded lazily later)
 try:  # after the imports: the interpreter may live in /root
     os.setgid(65534); os.setuid(65534)
@@ -372,6 +373,7 @@ def test_mask_never_fails_open(tmp_path, key, pixel_model, shape, method):
 
 def test_empty_masks_are_clear_errors(tmp_path, key, pixel_model):
     from faceveil import api
+    from faceveil.options import Options
 
     src, mask = tmp_path / "in.png", tmp_path / "m.png"
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(src)
@@ -383,7 +385,8 @@ def test_empty_masks_are_clear_errors(tmp_path, key, pixel_model):
     assert r.exit_code == 1 and "no white pixel" in r.output
     with pytest.raises(images.InputError, match="no white pixel"):
         api.anonymize(np.full((32, 32, 3), 90, np.uint8), keys.KeySource.from_bytes(bytes(32)),
-                      model=str(pixel_model), mask=np.zeros((32, 32), bool), steps=1)
+                      model=str(pixel_model), mask=np.zeros((32, 32), bool),
+                      options=Options.of(steps=1))
 
 
 def test_key_files_from_editors_and_key_errors(tmp_path, key, pixel_model):

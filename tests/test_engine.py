@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from faceveil.engine import Engine, flip, make_schedule
+from faceveil.diffusion.engine import Engine, flip, make_schedule
 
 from .tinymodels import GaussianDenoiser
 
@@ -76,14 +76,14 @@ def test_anonymize_keeps_outside_and_recovery_reproduces_input():
     engine = Engine(model, steps=50)
     x = _data(model)
     k, m = _signs(x.shape, 1), _mask(x.shape)
-    anon = engine.anonymize(x, k, m)
+    anon = engine.anonymize(x, k, m).z0
     inside = m.expand_as(x)
     assert torch.equal(anon[~inside], x[~inside])  # re-injection at the last level is exact
     assert psnr(anon[inside], x[inside]) < 15  # the face really changed
-    rec = engine.recover(anon, k, m)
+    rec = engine.recover(anon, k, m).z0
     assert torch.equal(rec[~inside], x[~inside])
     assert psnr(rec[inside], x[inside]) > 28  # plain inversion: about 31 dB here
-    wrong = engine.recover(anon, _signs(x.shape, 2), m)
+    wrong = engine.recover(anon, _signs(x.shape, 2), m).z0
     assert psnr(wrong[inside], x[inside]) < 15
 
 
@@ -91,8 +91,8 @@ def test_same_inputs_give_identical_outputs():
     model = GaussianDenoiser()
     x = _data(model)
     k, m = _signs(x.shape, 1), _mask(x.shape)
-    a = Engine(model, steps=10).anonymize(x, k, m)
-    b = Engine(model, steps=10).anonymize(x, k, m)
+    a = Engine(model, steps=10).anonymize(x, k, m).z0
+    b = Engine(model, steps=10).anonymize(x, k, m).z0
     assert torch.equal(a, b)
 
 
@@ -101,8 +101,8 @@ def test_batch_matches_single_faces():
     x = _data(model)
     k, m = _signs(x.shape, 1), _mask(x.shape)
     engine = Engine(model, steps=10)
-    both = engine.anonymize(x, k, m)
-    first = engine.anonymize(x[:1], k[:1], m[:1])
+    both = engine.anonymize(x, k, m).z0
+    first = engine.anonymize(x[:1], k[:1], m[:1]).z0
     assert torch.allclose(both[:1], first, atol=1e-12)
 
 
@@ -139,11 +139,12 @@ def test_exact_inversion_solves_each_step():
     engine = Engine(model, steps=50, tolerance=1e-6, max_iterations=30)
     x = _data(model)
     truth = model.true_noise(x, engine.schedule.alphas)
-    exact = engine.invert_exact(x)[-1]
+    solved = engine.invert_exact(x)
+    exact = solved.trajectory[-1]
     plain = engine.invert(x)[-1]
     assert float((exact - truth).norm() / truth.norm()) < 1e-4
     assert float((exact - truth).norm()) < 0.01 * float((plain - truth).norm())
-    assert engine.worst_residual <= 1e-6
+    assert float(solved.residuals.max()) <= 1e-6
 
 
 @pytest.mark.parametrize("ptype", ["epsilon", "v_prediction", "sample"])
@@ -153,11 +154,11 @@ def test_exact_steps_recovery_is_near_exact(ptype):
     x = _data(model)
     k, m = _signs(x.shape, 1), _mask(x.shape)
     inside = m.expand_as(x)
-    anon = engine.transform(x, k, m, method="exact-steps", context="masked")
+    anon = engine.transform(x, k, m, method="exact-steps", context="masked").z0
     assert torch.equal(anon[~inside], x[~inside])
-    rec = engine.transform(anon, k, m, method="exact-steps", context="masked")
+    rec = engine.transform(anon, k, m, method="exact-steps", context="masked").z0
     assert psnr(rec[inside], x[inside]) > 45  # about 49 dB at the default tolerance 1e-3
-    plain = engine.transform(engine.transform(x, k, m), k, m)
+    plain = engine.transform(engine.transform(x, k, m).z0, k, m).z0
     assert psnr(rec[inside], x[inside]) > psnr(plain[inside], x[inside]) + 15
 
 
@@ -167,7 +168,7 @@ def test_masked_context_ignores_the_inside():
     import tempfile
     from pathlib import Path
 
-    from faceveil.models import load_model
+    from faceveil.diffusion.models import load_model
 
     from .tinymodels import make_pixel_model  # a real network mixes neighbouring pixels
 
@@ -187,7 +188,7 @@ def test_masked_context_ignores_the_inside():
 
 
 def test_exact_steps_on_a_diffusers_unet_beats_plain(pixel_model):
-    from faceveil.models import load_model
+    from faceveil.diffusion.models import load_model
 
     bb = load_model(str(pixel_model))
     g = torch.Generator().manual_seed(0)
@@ -199,7 +200,8 @@ def test_exact_steps_on_a_diffusers_unet_beats_plain(pixel_model):
     engine = Engine(bb, steps=20)
     results = {}
     for method, context in (("plain", "own"), ("exact-steps", "masked")):
-        rec = engine.transform(engine.transform(z0, k, m, method, context), k, m, method, context)
+        anon = engine.transform(z0, k, m, method, context).z0
+        rec = engine.transform(anon, k, m, method, context).z0
         results[method] = psnr(bb.decode(rec), x)
     assert results["exact-steps"] > 50
     assert results["exact-steps"] > results["plain"] + 10
@@ -208,7 +210,7 @@ def test_exact_steps_on_a_diffusers_unet_beats_plain(pixel_model):
 def test_context_rides_in_the_exact_steps_calls(pixel_model):
     """With a denoiser that takes a timestep per sample, the masked context's inversion
     shares the exact inversion's model calls: the same context, 49 calls fewer."""
-    from faceveil.models import load_model
+    from faceveil.diffusion.models import load_model
 
     bb = load_model(str(pixel_model))
     g = torch.Generator().manual_seed(1)
@@ -219,9 +221,10 @@ def test_context_rides_in_the_exact_steps_calls(pixel_model):
     blanked = torch.where(m, torch.zeros_like(z0), z0)
     engine = Engine(bb, steps=50)
     separate = engine.invert(blanked)
-    exact_separate = engine.invert_exact(z0, m, separate)
+    exact_separate = engine.invert_exact(z0, m, separate).trajectory
     calls = engine.calls
     fused = engine.invert_exact(z0, m, context_from=blanked)
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(engine.context, separate))
-    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(fused, exact_separate))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fused.context, separate))
+    assert all(torch.allclose(a, b, atol=1e-4)
+               for a, b in zip(fused.trajectory, exact_separate))
     assert engine.calls - calls == calls - 49  # of the 50 context calls, 49 are shared

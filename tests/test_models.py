@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from faceveil import models
+from faceveil.diffusion import models
 from faceveil.errors import ModelError
 
 from .tinymodels import make_latent_model, make_pixel_model, make_sd_model

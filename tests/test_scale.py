@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceveil import container, images, keys, scale
+from faceveil import images, keys, scale
 from faceveil.cli import main
 from faceveil.errors import ModelError
+from faceveil.format import png as png_records
+from faceveil.options import Options
 
 from .conftest import psnr, smooth_image
 
@@ -59,9 +61,10 @@ def dataset(tmp_path):
     return src, keys.KeySource.from_key_file(key_path), key_path
 
 
-def _anonymize(src, dst, key, pixel_model, **kwargs):
-    return scale.anonymize_folder(src, dst, key, model=str(pixel_model), aligned=True,
-                                  steps=STEPS, device="cpu", workers=2, **kwargs)
+def _anonymize(src, dst, key, pixel_model, progress=None, **options):
+    return scale.anonymize_folder(src, dst, key, model=str(pixel_model), workers=2,
+                                  options=Options.of(aligned=True, steps=STEPS, device="cpu",
+                                                     **options), progress=progress)
 
 
 def test_round_trip_on_local_ray(local_ray, tmp_path, dataset, pixel_model):
@@ -72,11 +75,12 @@ def test_round_trip_on_local_ray(local_ray, tmp_path, dataset, pixel_model):
     assert "not an image" in report.failed[0][1] and report.workers == 2
     for i in range(3):
         anon = tmp_path / "anon" / f"face{i}.png"
-        record = container.read_record(anon)
-        assert record == container.read_sidecar(tmp_path / "anon" / f"face{i}.faceveil.json")
+        record = png_records.read(anon)
+        assert record == png_records.read_sidecar(tmp_path / "anon" / f"face{i}.faceveil.json")
         assert psnr(images.load_image(anon).pixels, smooth_image(seed=i)) < 40  # changed
 
-    back = scale.recover_folder(tmp_path / "anon", tmp_path / "back", key, device="cpu")
+    back = scale.recover_folder(tmp_path / "anon", tmp_path / "back", key,
+                                options=Options.of(device="cpu"))
     assert back.ok and len(back.done) == 3
     for i in range(3):
         got = images.load_image(tmp_path / "back" / f"face{i}.png").pixels
@@ -104,16 +108,22 @@ def test_outputs_follow_the_folder_rules(local_ray, tmp_path, dataset, pixel_mod
     out = tmp_path / "anon"
     out.mkdir()
     (out / "face0.png").write_bytes(b"keep me")
-    report = _anonymize(src, out, key, pixel_model)
-    assert ("face0.png", f"{str(out / 'face0.png')!r} exists; use --force to overwrite it") \
-        in report.failed
+    # An existing output is refused up front, before any work, as the command line does.
+    with pytest.raises(scale.InputError, match=r"1 output\(s\) exist .*use --force"):
+        _anonymize(src, out, key, pixel_model)
     assert (out / "face0.png").read_bytes() == b"keep me"
-    assert len(report.done) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["face0.png"]  # nothing else written
     report = _anonymize(src, out, key, pixel_model, force=True)
-    assert len(report.done) == 3 and container.read_record(out / "face0.png")
-    # Recovering into the input folder would overwrite the inputs: refused per file.
-    report = scale.recover_folder(out, out, key, device="cpu", force=True)
-    assert not report.done and all("is an input file" in r for _, r in report.failed)
+    assert len(report.done) == 3 and png_records.read(out / "face0.png")
+    # Recovering into the input folder never overwrites an input, even with force: each
+    # output that would is renamed (the folder planner of every folder run).
+    inputs = {p.name: p.read_bytes() for p in out.iterdir()}
+    report = scale.recover_folder(out, out, key, options=Options.of(device="cpu", force=True))
+    assert sorted(n for n, _, _ in report.done) == ["face0.png", "face1.png", "face2.png"]
+    assert report.ok and "face0.png -> face0_png.png" in report.notes[0]
+    assert {n: (out / n).read_bytes() for n in inputs} == inputs
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*inputs, "face0_png.png", "face1_png.png", "face2_png.png"])
 
 
 def test_a_dead_worker_fails_only_its_files(local_ray, tmp_path, dataset, pixel_model):
@@ -130,8 +140,9 @@ def test_a_model_that_does_not_load_fails_each_file(local_ray, tmp_path, dataset
     src, key, _ = dataset
     broken = tmp_path / "broken-model"
     broken.mkdir()
-    report = scale.anonymize_folder(src, tmp_path / "anon", key, model=str(broken),
-                                    device="cpu", workers=1, aligned=True, steps=STEPS)
+    report = scale.anonymize_folder(src, tmp_path / "anon", key, model=str(broken), workers=1,
+                                    options=Options.of(device="cpu", aligned=True,
+                                                       steps=STEPS))
     assert not report.done and len(report.failed) == 4
     assert all("model_index.json" in r or "not an image" in r for _, r in report.failed)
     with pytest.raises(ModelError):
@@ -151,7 +162,7 @@ def test_interrupted_run_leaves_only_whole_outputs(local_ray, tmp_path, dataset,
     written = sorted(p.name for p in (tmp_path / "anon").iterdir())
     assert written == [n for n in seen if n != "broken.jpg"]  # only whole files, no temp
     for name in written:
-        assert container.read_record(tmp_path / "anon" / name)
+        assert png_records.read(tmp_path / "anon" / name)
 
 
 def test_cuda_asked_for_but_absent(local_ray, tmp_path, dataset, pixel_model):
@@ -159,7 +170,8 @@ def test_cuda_asked_for_but_absent(local_ray, tmp_path, dataset, pixel_model):
     if ray.cluster_resources().get("GPU"):
         pytest.skip("this machine has a GPU")
     with pytest.raises(scale.InputError, match="no GPU"):
-        scale.anonymize_folder(src, tmp_path / "anon", key, device="cuda")
+        scale.anonymize_folder(src, tmp_path / "anon", key,
+                               options=Options.of(device="cuda"))
 
 
 def test_cli_ray_folder(local_ray, tmp_path, dataset, pixel_model):
@@ -181,6 +193,32 @@ def test_cli_ray_folder(local_ray, tmp_path, dataset, pixel_model):
         "face0.png", "face1.png", "face2.png"]
     back = np.asarray(Image.open(tmp_path / "back" / "face1.png"))
     assert psnr(back, smooth_image(seed=1)) > 35
+
+
+def test_same_stem_gives_two_outputs_as_the_plain_run_does(local_ray, tmp_path, dataset,
+                                                            pixel_model):
+    from click.testing import CliRunner
+
+    _, key, key_path = dataset
+    src = tmp_path / "same"
+    src.mkdir()
+    Image.fromarray(smooth_image(seed=5)).save(src / "a.jpg")
+    Image.fromarray(smooth_image(seed=6)).save(src / "a.png")
+    report = _anonymize(src, tmp_path / "anon", key, pixel_model)
+    assert report.ok and sorted(n for n, _, _ in report.done) == ["a.jpg", "a.png"]
+    assert "a.jpg -> a_jpg.png" in report.notes[0] and "a.png -> a_png.png" in report.notes[0]
+    written = sorted(p.name for p in (tmp_path / "anon").iterdir())
+    assert written == ["a_jpg.png", "a_png.png"]
+    outputs = [images.load_image(tmp_path / "anon" / n).pixels for n in written]
+    assert not np.array_equal(*outputs)  # two faces, two outputs
+    assert all(png_records.read(tmp_path / "anon" / n) for n in written)
+    # The plain folder run (no Ray) plans the same outputs.
+    r = CliRunner().invoke(main, ["anonymize", str(src), "-o", str(tmp_path / "plain"), "-k",
+                                  str(key_path), "-m", str(pixel_model), "--aligned",
+                                  "--steps", str(STEPS), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "a.jpg -> a_jpg.png" in r.output and "a.png -> a_png.png" in r.output
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == written
 
 
 def test_ray_missing_names_the_extra(tmp_path, dataset, monkeypatch):

@@ -15,13 +15,18 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from faceveil import api, container, faces, images, keys, mixing
+from faceveil import api, faces, images, keys
 from faceveil.cli import main
-from faceveil.engine import Engine
+from faceveil.diffusion import mixing
+from faceveil.diffusion.engine import Engine
+from faceveil.diffusion.models import load_model
 from faceveil.errors import MetadataError, WrongKeyError
-from faceveil.models import load_model
+from faceveil.format import auth, fields
+from faceveil.options import Options
+from faceveil.pipeline import generate, pixels
 
 from .conftest import FAST_KDF, centre_mask, psnr, smooth_image
+from .records import rewrite
 
 KEY = keys.KeySource.from_bytes(bytes(range(32)))
 
@@ -37,19 +42,17 @@ def files(tmp_path_factory, pixel_model):
     x, m = smooth_image(), centre_mask()
     out = {}
     for name, deniable in (("normal", False), ("deniable", True)):
-        a = api.anonymize(x, KEY, model=str(pixel_model), mask=m, steps=10, deniable=deniable)
+        a = api.anonymize(x, KEY, model=str(pixel_model), mask=m,
+                          options=Options.of(steps=10, deniable=deniable))
         path = d / f"{name}.png"
         path.write_bytes(a.png_bytes())
         out[name] = (path, a)
     return out
 
 
-def _rewrite(record: dict, edit) -> dict:
-    """An attacker's edit: change the record and recompute its (unkeyed) digest."""
-    body = json.loads(json.dumps(record))
-    edit(body)
-    body["digest"] = hashlib.sha256(container.canonical_bytes(body)).hexdigest()
-    return body
+def _open(stored: dict, key, deniable: bool = False):
+    record = auth.load(stored)
+    return (auth.open_unauthenticated if deniable else auth.open)(record, key)
 
 
 # --- 1. no downgrade -----------------------------------------------------------------
@@ -63,7 +66,7 @@ def test_stripped_key_check_and_mac_are_refused(files, tmp_path, pixel_model):
         r["mac"] = None
 
     meta = tmp_path / "stripped.json"
-    meta.write_text(json.dumps(_rewrite(a.record, strip)))
+    meta.write_text(json.dumps(rewrite(a.record, strip)))
     key_file = tmp_path / "k.key"
     key_file.write_text(f"faceveil-key-v1\n{bytes(range(32)).hex()}\n")
     for extra in ([], ["--deniable"]):
@@ -73,7 +76,7 @@ def test_stripped_key_check_and_mac_are_refused(files, tmp_path, pixel_model):
     # A MAC alone removed (key check kept), or the reverse, is refused as well.
     for edit in (lambda r: r.update(mac=None), lambda r: r["key"].update(check=None)):
         with pytest.raises(MetadataError):
-            container.validate(_rewrite(a.record, edit))
+            auth.load(rewrite(a.record, edit))
 
 
 def test_every_edit_of_a_normal_record_is_caught(files):
@@ -87,7 +90,7 @@ def test_every_edit_of_a_normal_record_is_caught(files):
     ]
     for edit in edits:
         with pytest.raises(MetadataError, match="MAC"):
-            container.open_record(_rewrite(a.record, edit), KEY)
+            _open(rewrite(a.record, edit), KEY)
 
 
 # --- 2. nothing in the public record reveals the original -----------------------------
@@ -95,14 +98,14 @@ def test_every_edit_of_a_normal_record_is_caught(files):
 
 def test_normal_record_publishes_no_geometry_or_residual(files):
     _, a = files["normal"]
-    face = a.record["faces"][0]
+    face = a.record.body["faces"][0]
     assert set(face) == {"box", "crop_size", "nonce", "window_sha256", "sealed"}
-    assert a.record["sampler"]["norm"] == "hidden"
-    opened = container.open_record(a.record, KEY)
+    assert a.record.sampler.norm == "hidden"
+    opened = auth.open(a.record, KEY)
     assert opened.faces[0].residual is not None and opened.faces[0].radius > 0
     wrong = keys.KeySource.from_bytes(bytes(32))
     with pytest.raises(WrongKeyError):
-        container.open_record(a.record, wrong)
+        auth.open(a.record, wrong)
 
 
 def _band_attack(a: api.Anonymized, residual: np.ndarray, x: np.ndarray) -> tuple[float, float]:
@@ -127,13 +130,14 @@ def test_public_residual_cannot_rebuild_the_blended_band(pixel_model):
     residual the attack above rebuilds the original there (that is why the normal
     residual is sealed); the residual a deniable file publishes must not help at all."""
     x = smooth_image(32, seed=3)
-    normal = api.anonymize(x, KEY, model=str(pixel_model), aligned=True, steps=10)
-    sealed = container.open_record(normal.record, KEY).faces[0].residual
+    normal = api.anonymize(x, KEY, model=str(pixel_model),
+                           options=Options.of(aligned=True, steps=10))
+    sealed = auth.open(normal.record, KEY).faces[0].residual
     leak, baseline = _band_attack(normal, sealed, x)
     assert leak > baseline + 15  # the attack works on the full residual ...
-    deniable = api.anonymize(x, KEY, model=str(pixel_model), aligned=True, steps=10,
-                             deniable=True)
-    public = container.open_record(deniable.record, KEY, deniable=True).faces[0].residual
+    deniable = api.anonymize(x, KEY, model=str(pixel_model),
+                             options=Options.of(aligned=True, steps=10, deniable=True))
+    public = auth.open_unauthenticated(deniable.record, KEY).faces[0].residual
     attempt, baseline = _band_attack(deniable, public, x)
     assert attempt <= baseline + 0.1  # ... and gets nothing from the public one
 
@@ -147,12 +151,12 @@ def test_deniable_file_holds_nothing_that_authenticates(tmp_path, pixel_model):
     exif[0x010F] = "SecretCam"
     Image.fromarray(smooth_image()).save(jpg, exif=exif, quality=95)
     m = centre_mask()
-    a = api.anonymize(images.load_image(jpg), KEY, model=str(pixel_model), mask=m, steps=10,
-                      deniable=True)
+    a = api.anonymize(images.load_image(jpg), KEY, model=str(pixel_model), mask=m,
+                      options=Options.of(steps=10, deniable=True))
     assert any("metadata" in n for n in a.notes)
     r = a.record
-    assert r["key"]["check"] is None and r["mac"] is None and r["original_metadata"] is None
-    assert all("sealed" not in f and "lossless" not in f for f in r["faces"])
+    assert r.key.check is None and r.mac is None and r.original_metadata is None
+    assert all("sealed" not in f and "lossless" not in f for f in r.body["faces"])
     assert b"SecretCam" not in a.png_bytes()
     # Every key opens it the same way and yields a face: no error tells them apart.
     x = smooth_image()
@@ -163,8 +167,8 @@ def test_deniable_file_holds_nothing_that_authenticates(tmp_path, pixel_model):
         outs.append(psnr(back.pixels[m], x[m]))
     assert outs[0] > 30 and max(outs[1:]) < outs[0] - 8
     with pytest.raises(Exception, match="lossless"):
-        api.anonymize(x, KEY, model=str(pixel_model), mask=m, steps=2, deniable=True,
-                      lossless=True)
+        api.anonymize(x, KEY, model=str(pixel_model), mask=m,
+                      options=Options.of(steps=2, deniable=True, lossless=True))
 
 
 # --- 5. bounds on everything read before authentication ------------------------------
@@ -172,11 +176,11 @@ def test_deniable_file_holds_nothing_that_authenticates(tmp_path, pixel_model):
 
 def _bounded(record_edit, files, match=None):
     _, a = files["deniable"]
-    bad = _rewrite(a.record, record_edit)
+    bad = rewrite(a.record, record_edit)
     tracemalloc.start()
     t0 = time.perf_counter()
     with pytest.raises(MetadataError, match=match):
-        container.open_record(bad, keys.KeySource.from_passphrase("pw"), deniable=True)
+        _open(bad, keys.KeySource.from_passphrase("pw"), deniable=True)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert time.perf_counter() - t0 < 2.0 and peak < 32 * 1024 * 1024
@@ -230,7 +234,7 @@ def test_zlib_bombs_are_refused_without_inflating(files):
 
 def test_unauthenticated_model_location_is_not_followed(files, pixel_model):
     path, a = files["deniable"]
-    assert "path" in a.record["model"]["reference"]
+    assert "path" in a.record.model["reference"]
     with pytest.raises(Exception, match="--model"):
         api.recover(path, KEY, deniable=True)
     assert api.recover(path, KEY, deniable=True, model=str(pixel_model)).pixels.shape
@@ -248,16 +252,17 @@ def test_exact_steps_batch_independence(pixel_model):
     m[..., 3:13, 4:12] = True
     signs = torch.randint(0, 2, z0.shape, generator=g).float() * 2 - 1
     engine = Engine(bb, steps=10)
-    together = engine.transform(z0, signs, m, "exact-steps", "masked")
-    alone = torch.cat([engine.transform(z0[i:i + 1], signs[i:i + 1], m[i:i + 1],
-                                        "exact-steps", "masked") for i in range(3)])
+    together = engine.transform(z0, signs, m, "exact-steps", "masked").z0
+    singles = [engine.transform(z0[i:i + 1], signs[i:i + 1], m[i:i + 1], "exact-steps",
+                                "masked") for i in range(3)]
+    alone = torch.cat([one.z0 for one in singles])
     assert torch.allclose(together, alone, atol=1e-5)
     # ... and recovering them in another grouping inverts them the same way.
-    back_together = engine.transform(together, signs, m, "exact-steps", "masked")
+    back_together = engine.transform(together, signs, m, "exact-steps", "masked").z0
     back_alone = torch.cat([engine.transform(alone[i:i + 1], signs[i:i + 1], m[i:i + 1],
-                                             "exact-steps", "masked") for i in range(3)])
+                                             "exact-steps", "masked").z0 for i in range(3)])
     assert torch.allclose(back_together, back_alone, atol=1e-5)
-    assert engine.residuals.shape == (1,)
+    assert all(one.residuals.shape == (1,) for one in singles)
 
 
 # --- 7. keyed orthogonal mixing with a hidden norm -----------------------------------
@@ -372,7 +377,7 @@ def test_version_1_files_still_recover(pixel_model):
     secret = KEY.resolve(params)
     region = faces.aligned_region(x, framing=faces.Framing.ffhq(), crop_size=bb.image_size,
                                   mask=m)
-    latent = api._latent_mask(bb, region.mask > 0)
+    latent = generate.latent_mask(bb, region.mask > 0)
     nonce = b"v" * 16
     engine = Engine(bb, steps=10)
     signs = secret.signs(nonce, bb.latent_shape)
@@ -381,10 +386,10 @@ def test_version_1_files_still_recover(pixel_model):
     def op(z, mask, part):
         return torch.where(mask, z * torch.from_numpy(signs)[None].float(), z)
 
-    new, _ = api._run_engine(bb, engine, [crop], [latent], op, 1, "exact-steps", "masked")
+    new, _ = generate.run_engine(bb, engine, [crop], [latent], op, 1, "exact-steps", "masked")
     out = faces.paste(x, new[0], region.transform, region.mask)
     out = np.where(m[:, :, None], out, x)
-    q = api._residual(new[0], out, region)
+    q = pixels.residual(new[0], out, region)
     record = {
         "format": "faceveil", "version": 1, "created_by": "faceveil 0.1.0",
         "model": bb.describe(),
@@ -392,20 +397,21 @@ def test_version_1_files_still_recover(pixel_model):
                     "timesteps": list(engine.schedule.timesteps), "inversion": "exact-steps",
                     "context": "masked", "recovery_methods": ["plain", "exact-steps"],
                     "default_recovery": "exact-steps"},
-        "key": {"type": "file", "salt": container.b64e(params["salt"]), "kdf": None,
-                "check": container.b64e(secret.check_value())},
+        "key": {"type": "file", "salt": fields.b64e(params["salt"]), "kdf": None,
+                "check": fields.b64e(secret.check_value())},
         "image": {"width": 32, "height": 32},
         "faces": [{"box": [0, 0, 32, 32], "transform": region.transform.tolist(),
                    "crop_size": bb.image_size, "source": "aligned",
-                   "nonce": container.b64e(nonce),
-                   "mask": container.pack_mask(region.mask > 0),
-                   "latent_mask": container.pack_mask(latent),
-                   "residual": {**container.pack_residual(q),
-                                "window_sha256": api._crop_window_hash(
+                   "nonce": fields.b64e(nonce),
+                   "mask": fields.pack_mask(region.mask > 0),
+                   "latent_mask": fields.pack_mask(latent),
+                   "residual": {**fields.pack_residual(q),
+                                "window_sha256": pixels.window_hash(
                                     out, region.transform, bb.image_size)}}],
         "original_metadata": None,
     }
-    record = container.finalize(record, secret.mac(container.canonical_bytes(record)))
+    record["mac"] = fields.b64e(secret.mac(auth.canonical_bytes(record)))
+    record["digest"] = hashlib.sha256(auth.canonical_bytes(record)).hexdigest()
     back = api.recover(out, KEY, meta=record, model=str(pixel_model))
     assert psnr(back.pixels[m], x[m]) > 35
     with pytest.raises(WrongKeyError):

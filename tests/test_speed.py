@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from faceveil import models
+from faceveil.diffusion import accelerate, models
 from faceveil.errors import ModelError
 
 
@@ -29,24 +29,24 @@ def test_graphed_call_stays_eager_for_cpu_tensors():
         calls.append(z.shape)
         return z * 2
 
-    graphed = models._GraphedCall(call)
+    graphed = accelerate.GraphedCall(call)
     z = torch.ones(1, 3, 4, 4)
     assert torch.equal(graphed(z, torch.zeros(1, dtype=torch.long)), z * 2)
     assert graphed.graphs == {} and calls == [(1, 3, 4, 4)]
 
 
 def test_acceleration_from_env(monkeypatch, backbone, pixel_model):
-    monkeypatch.delenv(models.ACCELERATE_ENV, raising=False)
-    assert models.acceleration_from_env() is None
-    monkeypatch.setenv(models.ACCELERATE_ENV, "cuda-graphs, tf32")
-    assert models.acceleration_from_env() == {"cuda_graphs": True, "compile": False,
+    monkeypatch.delenv(accelerate.ACCELERATE_ENV, raising=False)
+    assert accelerate.acceleration_from_env() is None
+    monkeypatch.setenv(accelerate.ACCELERATE_ENV, "cuda-graphs, tf32")
+    assert accelerate.acceleration_from_env() == {"cuda_graphs": True, "compile": False,
                                               "tf32": True}
     # Loading with the variable set works on CPU and changes nothing there.
     loaded = models.load_model(str(pixel_model))
     assert loaded.fast_call is None and loaded.sha256 == backbone.sha256
-    monkeypatch.setenv(models.ACCELERATE_ENV, "bf16")
+    monkeypatch.setenv(accelerate.ACCELERATE_ENV, "bf16")
     with pytest.raises(ModelError, match="bf16"):
-        models.acceleration_from_env()
+        accelerate.acceleration_from_env()
 
 
 def test_cuda_asked_for_but_absent_is_a_clear_error(tmp_path, face_files, pixel_model):

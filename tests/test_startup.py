@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from faceveil import api, images, keys
+from faceveil.format import auth
+from faceveil.options import Options
 
 PROBE = """
 import json, sys
@@ -59,12 +61,13 @@ def test_inspect_reads_the_record_without_torch(tmp_path, face_files, pixel_mode
     img, mask, key = face_files
     anon = tmp_path / "anon.png"
     result = api.anonymize(img, keys.KeySource.from_key_file(key), model=str(pixel_model),
-                           aligned=True, steps=4)
+                           options=Options.of(aligned=True, steps=4))
     result.save(anon)
     out, stdout = run_fresh("inspect", str(anon), "--export", str(tmp_path / "meta.json"))
     assert out == {"code": 0, "heavy": []}
-    assert json.loads(stdout) == result.record == api.inspect(anon)
-    assert json.loads((tmp_path / "meta.json").read_text()) == result.record
+    assert json.loads(stdout) == result.record.public() == api.inspect(anon)
+    exported = json.loads((tmp_path / "meta.json").read_text())
+    assert auth.load(exported) == result.record
     # Bad input is still a clear message and exit 4, without torch.
     (tmp_path / "plain.png").write_bytes(images.encode_image(np.zeros((8, 8, 3), np.uint8)))
     out, _ = run_fresh("inspect", str(tmp_path / "plain.png"))

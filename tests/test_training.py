@@ -23,7 +23,7 @@ import dcgan  # noqa: E402
 import export  # noqa: E402
 import train  # noqa: E402
 
-from faceveil import models  # noqa: E402
+from faceveil.diffusion import models  # noqa: E402
 
 TINY = ["--device", "cpu", "--batch-size", "4", "--channels", "16,32", "--layers-per-block", "1",
         "--log-every", "1", "--sample-count", "2", "--sample-steps", "2",

@@ -11,10 +11,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from faceveil import api, container, faces, keys, video
+from faceveil import api, faces, keys, media, video
 from faceveil.cli import main
+from faceveil.format import clip as clips
+from faceveil.format.records import Opened
+from faceveil.options import DEFAULTS, Options
+from faceveil.pipeline import anonymize as anonymizing
+from faceveil.pipeline import generate as gen
+from faceveil.pipeline import pixels as pix
+from faceveil.video import io as video_io
 
 from .conftest import psnr
+from .records import rewrite
 from .tinymodels import make_pixel_model
 from .videoclips import audio_samples, make_clip, make_resized_clip
 
@@ -92,11 +100,11 @@ def frames(path):
 def records(path, key, meta=None):
     """The clip's frame records opened with the key (key check and MAC verified)."""
     ks = keys.KeySource.from_key_file(key)
-    out = {}
-    for record in video.Records(video._raw_records(Path(path), meta), ks):
-        if record.get("format") == "faceveil":
-            out[record["video"]["frame"]] = container.open_record(record, ks)
-    return out
+    path = Path(path)
+    clip_key = clips.verify_clip(clips.scan(video_io.raw_records(path, meta)).clip, ks)
+    return {o.record.video["frame"]: o
+            for o in clips.open_frames(video_io.raw_records(path, meta), clip_key)
+            if isinstance(o, Opened)}
 
 
 def footprint(opened, shape) -> np.ndarray:
@@ -163,10 +171,10 @@ def test_one_face_per_track_is_stable_and_per_frame_is_not(clip, anon_mkv, anon_
     assert changing > 2 * stable  # the model's face changes frame by frame without it
     # Every default face is sealed (only its original brings it back); per-frame faces
     # are their frame's own diffusion result, recoverable from the pixels.
-    assert seg[0].record["sampler"]["recovery_methods"] == ["lossless"]
+    assert seg[0].record.sampler.recovery_methods == ("lossless",)
     assert all(f.lossless is not None and f.residual is None
                for o in seg.values() for f in o.faces)
-    assert each[0].record["sampler"]["default_recovery"] == "exact-steps"
+    assert each[0].record.sampler.default_recovery == "exact-steps"
     assert all(f.lossless is None for o in each.values() for f in o.faces)
 
 
@@ -199,7 +207,7 @@ def test_per_frame_clip_recovers_by_diffusion(work, clip, anon_per_frame, key, t
         # applies, as for a PNG; the tiny random model itself inverts poorly in 3 steps
         # (the built-in model's numbers: benchmarks/video.py).
         for f in opened[i].faces:
-            assert api._crop_window_hash(b, f.transform, f.crop_size) == f.window_sha256
+            assert pix.window_hash(b, f.transform, f.crop_size) == f.window_sha256
         assert psnr(a[inside], c[inside]) > psnr(a[inside], b[inside]) + 10
     # A frame recovers exactly as the same pixels and record would as a photo.
     record = opened[5].record
@@ -271,20 +279,20 @@ def test_lossy_clip_recovers_faces_bit_exact(work, clip, anon_mp4, key):
 
 def test_missed_detections_are_filled_in_and_gaps_make_new_tracks(work, clip, key, tiny64,
                                                                    monkeypatch):
-    find = api.find_regions
+    find = anonymizing.find_regions
     calls = []
 
-    def blind(pixels, backbone, **kwargs):  # the detector misses frames 3 and 4
+    def blind(pixels, backbone, *args, **kwargs):  # the detector misses frames 3 and 4
         calls.append(1)
-        regions, skipped = find(pixels, backbone, **kwargs)
+        regions, skipped = find(pixels, backbone, *args, **kwargs)
         return ([], skipped) if len(calls) - 1 in (3, 4) else (regions, skipped)
 
-    monkeypatch.setattr(api, "find_regions", blind)
+    monkeypatch.setattr(anonymizing, "find_regions", blind)
     ks = keys.KeySource.from_key_file(key)
     src = frames(clip)
     out = work / "filled.mkv"
-    result = video.anonymize_video(clip, out, ks, model=str(tiny64), steps=2, track_gap=2,
-                                   force=True)
+    result = video.anonymize_video(clip, out, ks, model=str(tiny64),
+                                   options=Options.of(steps=2, track_gap=2, force=True))
     assert (result.tracks, result.faces, result.filled) == (1, len(src), 2)
     opened = records(out, key)
     assert sorted(opened) == list(range(len(src)))
@@ -295,12 +303,12 @@ def test_missed_detections_are_filled_in_and_gaps_make_new_tracks(work, clip, ke
         inside = footprint(opened[i], src[i][1].shape)
         assert (src[i][1][inside] != anon[i][1][inside]).any(axis=-1).mean() > 0.5
         # ... and the interpolated mask covers the face the detector found around it
-        found, _ = find(src[i][1], api.get_model(str(tiny64)))
+        found, _ = find(src[i][1], api.get_model(str(tiny64)), DEFAULTS)
         assert inside[footprint_of(found[0], src[i][1].shape)].all()
     calls.clear()
     out0 = work / "gap0.mkv"
-    result = video.anonymize_video(clip, out0, ks, model=str(tiny64), steps=2, track_gap=0,
-                                   force=True)
+    result = video.anonymize_video(clip, out0, ks, model=str(tiny64),
+                                   options=Options.of(steps=2, track_gap=0, force=True))
     assert result.tracks == 2 and result.filled == 0  # unseen too long: a new identity
     opened = records(out0, key)
     assert 3 not in opened and 4 not in opened
@@ -317,8 +325,9 @@ def footprint_of(region, shape) -> np.ndarray:
 
 def test_memory_stays_bounded(work, clip, key, tiny64):
     result = video.anonymize_video(clip, work / "bounded.mkv", keys.KeySource.from_key_file(key),
-                                   model=str(tiny64), steps=1, track_gap=2, batch_size=1,
-                                   force=True)
+                                   model=str(tiny64),
+                                   options=Options.of(steps=1, track_gap=2, batch_size=1,
+                                                      force=True))
     assert result.frames == FRAMES and result.max_buffered <= 2 + 2
 
 
@@ -347,12 +356,12 @@ def _rewrite(path: Path, dst: Path, change) -> None:
         for p in inp.demux():
             if not p.size:
                 continue
-            if video._title(p.stream):
+            if video_io.record_title(p.stream):
                 recs.append((bytes(p), p.pts, p.time_base))
                 continue
             p.stream = streams[p.stream.index]
             out.mux(p)
-        rs = streams[next(s.index for s in inp.streams if video._title(s))]
+        rs = streams[next(s.index for s in inp.streams if video_io.record_title(s))]
         for data, pts, tb in change(recs):
             q = av.Packet(data)
             q.stream, q.time_base, q.pts, q.dts = rs, tb, pts, pts
@@ -360,10 +369,9 @@ def _rewrite(path: Path, dst: Path, change) -> None:
 
 
 def _edit(data: bytes, fn) -> bytes:
-    record = json.loads(data)
-    fn(record)
-    return json.dumps(container.finalize(record, container.b64d(record["mac"]))
-                      if record.get("mac") else record).encode()
+    """A record packet edited by ``fn`` (on the flat record), stored again with its
+    digest made right (its MAC kept: only the key could make a new one)."""
+    return json.dumps(rewrite(clips.parse(data), fn)).encode()
 
 
 @pytest.mark.parametrize("how", ["box", "drop", "swap", "strip", "cut"])
@@ -379,9 +387,11 @@ def test_tampered_records_are_refused(work, anon_mkv, key, tmp_path, how):
             recs[3], recs[4] = (recs[4][0], *recs[3][1:]), (recs[3][0], *recs[4][1:])
         elif how == "strip":  # key check and MAC removed
             data, pts, tb = recs[0]
-            record = json.loads(data)
-            record["key"]["check"] = record["mac"] = None
-            recs[0] = (json.dumps(container.finalize(record, None)).encode(), pts, tb)
+
+            def strip(r):
+                r["key"]["check"] = r["mac"] = None
+
+            recs[0] = (_edit(data, strip), pts, tb)
         elif how == "cut":  # no clip record at the end
             recs = recs[:-1]
         return recs
@@ -394,7 +404,7 @@ def test_tampered_records_are_refused(work, anon_mkv, key, tmp_path, how):
 
 
 def test_sidecar_and_export_recover_a_clip_without_records(work, anon_mkv, key, tmp_path):
-    side = video.sidecar_path(anon_mkv)
+    side = media.sidecar_path(anon_mkv)
     assert side.exists()
     stripped = tmp_path / "stripped.mkv"
     _rewrite(anon_mkv, stripped, lambda recs: [])  # the record stream emptied
@@ -515,7 +525,7 @@ def test_interrupted_run_leaves_nothing(tmp_path, clip, key, tiny64, monkeypatch
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(api, "anonymize_sequence", interrupt)
+    monkeypatch.setattr(anonymizing, "anonymize_jobs", interrupt)
     out = tmp_path / "out"
     out.mkdir()
     r = anonymize(clip, out / "a.mkv", key, tiny64, "--sidecar")
@@ -536,7 +546,7 @@ def test_existing_output_and_missing_pyav(tmp_path, clip, key, tiny64, monkeypat
 def test_api_pastes_one_generated_face_into_several_frames(clip, key, tiny64):
     backbone = api.get_model(str(tiny64))
     shots = [p for _, p in frames(clip)][:3]
-    regions = [api.find_regions(p, backbone)[0][0] for p in shots]
+    regions = [api.find_regions(p, model=backbone)[0][0] for p in shots]
     ks = keys.KeySource.from_key_file(key)
     params = ks.new_params()
     secret = ks.resolve(params)
@@ -544,9 +554,9 @@ def test_api_pastes_one_generated_face_into_several_frames(clip, key, tiny64):
     seg = video.Segment.start(regions[0], 0)
     key_region = seg.keyframe(regions[0])
     (made,) = api.generate_faces([shots[0]], [key_region], [nonce], secret, model=backbone,
-                                 steps=2)
+                                 options=Options.of(steps=2))
     original = faces.extract(shots[0], key_region.transform, backbone.image_size)
-    cells = np.kron(api._latent_mask(backbone, key_region.mask > 0),
+    cells = np.kron(gen.latent_mask(backbone, key_region.mask > 0),
                     np.ones((backbone.scale_factor,) * 2, bool))
     assert np.array_equal(made[~cells], original[~cells])  # only the mask's cells change
     assert np.abs(made - original)[cells].mean() > 5
@@ -557,10 +567,12 @@ def test_api_pastes_one_generated_face_into_several_frames(clip, key, tiny64):
     seq = [api.SequenceFrame(p, [seg.region(r)], [nonce], crops=[given])
            for p, r in zip(shots, regions, strict=True)]
     with pytest.raises(api.InputError, match="lossless"):  # nothing else brings them back
-        api.anonymize_sequence(seq, secret, params, model=backbone, steps=2)
-    out = api.anonymize_sequence(seq, secret, params, model=backbone, steps=2, lossless=True)
+        api.anonymize_sequence(seq, secret, params, model=backbone,
+                               options=Options.of(steps=2))
+    out = api.anonymize_sequence(seq, secret, params, model=backbone,
+                                 options=Options.of(steps=2, lossless=True))
     for shot, r, res in zip(shots, regions, out, strict=True):
-        assert res.record["sampler"]["recovery_methods"] == ["lossless"]
+        assert res.record.sampler.recovery_methods == ("lossless",)
         pasted = faces.extract(res.pixels, r.transform, backbone.image_size)
         core = faces.soften(seg.mask > 0.99, 3) > 0.99  # full weight, away from the edge
         assert np.abs(pasted - given)[core].mean() < 3  # resampled in and out again

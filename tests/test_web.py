@@ -27,11 +27,15 @@ pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx (the dev
 from click.testing import CliRunner  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from faceveil import api, container, images, keys  # noqa: E402
+from faceveil import api, images, keys  # noqa: E402
+from faceveil.diffusion import models  # noqa: E402
+from faceveil.format import png as png_records  # noqa: E402
+from faceveil.options import Options  # noqa: E402
 from faceveil.web import app as web  # noqa: E402
 from faceveil.web import command  # noqa: E402
 
 from .conftest import psnr  # noqa: E402
+from .records import rewrite  # noqa: E402
 from .tinymodels import make_pixel_model  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
@@ -39,8 +43,10 @@ TOKEN = "test-token"
 PASSPHRASE = "correct horse battery staple, web edition"
 
 
-def make_client(pixel_model, **overrides) -> TestClient:
-    settings = web.Settings(model=str(pixel_model), steps=2, **overrides)
+def make_client(pixel_model, max_upload: int = web.DEFAULT_MAX_UPLOAD,
+                **options) -> TestClient:
+    settings = web.Settings(model=str(pixel_model), options=Options.of(steps=2, **options),
+                            max_upload=max_upload)
     return TestClient(web.create_app(settings, token=TOKEN), base_url="http://127.0.0.1:8765")
 
 
@@ -197,9 +203,9 @@ def test_anonymize_then_recover_round_trip(client, obama, anonymized, key_bytes)
     status, png, sidecar = anonymized
     assert status["result"]["faces"] == 1 and status["fraction"] == 1.0
     assert status["seconds"] > 0 and status["has_sidecar"]
-    record = container.record_from_png_bytes(png)
-    assert record is not None and json.loads(sidecar) == record
-    assert record["sampler"]["steps"] == 2 and record["key"]["type"] == "file"
+    record = png_records.from_png_bytes(png)
+    assert record is not None and png_records.loads(sidecar) == record
+    assert record.sampler.steps == 2 and record.key.type == "file"
     anon = images.load_image(png).pixels
     x, y, w, h = photo["faces"][0]["box"]
     face = np.s_[y:y + h, x:x + w]
@@ -240,8 +246,8 @@ def test_excluded_faces_and_drawn_boxes(client, obama, key_bytes):
     anon = images.load_image(client.get(f"/api/jobs/{job}/output", headers=H).content).pixels
     assert np.array_equal(anon[y:y + h, x:x + w], original[y:y + h, x:x + w])  # left alone
     assert not np.array_equal(anon[5:65, 5:65], original[5:65, 5:65])
-    assert container.record_from_png_bytes(anon_png := client.get(
-        f"/api/jobs/{job}/output", headers=H).content)["faces"][0]["box"] == box
+    assert png_records.from_png_bytes(anon_png := client.get(
+        f"/api/jobs/{job}/output", headers=H).content).body["faces"][0]["box"] == box
     assert anon_png
 
 
@@ -269,7 +275,7 @@ def test_passphrase_round_trip_and_nothing_secret_logged(client, obama, caplog):
                                                      "key": {"passphrase": PASSPHRASE}})
     assert status["state"] == "done"
     png = client.get(f"/api/jobs/{job}/output", headers=H).content
-    assert container.record_from_png_bytes(png)["key"]["type"] == "passphrase"
+    assert png_records.from_png_bytes(png).key.type == "passphrase"
     status, _ = recover_job(client, png, {"passphrase": PASSPHRASE})
     assert status["state"] == "done"
     status, _ = recover_job(client, png, {"passphrase": PASSPHRASE + "!"})
@@ -294,13 +300,18 @@ def test_wrong_key_is_exit_3(client, anonymized):
     assert status["error"]["code"] == 3 and "key file" in status["error"]["message"]
 
 
+def move_face(record: dict) -> None:
+    record["faces"][0]["box"][0] += 3
+
+
 def test_tampered_file_is_exit_4(client, anonymized, key_bytes):
     _, png, _ = anonymized
     loaded = images.load_image(png)
-    record = container.read_png_record(loaded.text)
-    record["faces"][0]["box"][0] += 3  # move the face: the digest and MAC no longer match
+    record = png_records.from_text_chunks(loaded.text)
+    stored = rewrite(record, move_face)  # move the face: the digest and MAC no longer match
+    stored["digest"] = record.digest  # the digest as it was
     tampered = images.encode_image(loaded.pixels, "PNG",
-                                   text={"faceveil": json.dumps(record)})
+                                   text={png_records.CHUNK_KEYWORD: json.dumps(stored)})
     r = upload(client, "/api/files", tampered, "tampered.png")
     # The record's own digest catches it as soon as the file is read, key or not.
     assert r.status_code == 422
@@ -310,11 +321,9 @@ def test_tampered_file_is_exit_4(client, anonymized, key_bytes):
 def test_modified_record_with_valid_digest_is_exit_4(client, anonymized, key_bytes):
     _, png, _ = anonymized
     loaded = images.load_image(png)
-    record = container.read_png_record(loaded.text)
-    record["faces"][0]["box"][0] += 3
-    record = container.finalize({k: v for k, v in record.items()
-                                 if k not in ("digest", "mac")}, base64.b64decode(record["mac"]))
-    forged = images.encode_image(loaded.pixels, "PNG", text=container.png_text(record))
+    stored = rewrite(png_records.from_text_chunks(loaded.text), move_face)  # digest made right
+    forged = images.encode_image(loaded.pixels, "PNG",
+                                 text={png_records.CHUNK_KEYWORD: json.dumps(stored)})
     status, _ = recover_job(client, forged, key_file_spec(key_bytes))
     assert status["error"]["kind"] == "metadata" and status["error"]["code"] == 4
 
@@ -341,9 +350,9 @@ def test_missing_model_is_exit_5(client, tmp_path, key_bytes):
     folder = make_pixel_model(tmp_path / "gone", seed=3)
     face = np.asarray(Image.open(DATA / "obama.jpg").convert("RGB").resize((32, 32)))
     result = api.anonymize(face, keys.KeySource.from_key_file_bytes(key_bytes),
-                           model=str(folder), aligned=True, steps=2)
+                           model=str(folder), options=Options.of(aligned=True, steps=2))
     shutil.rmtree(folder)
-    api._cached_model.cache_clear()  # the server would still hold it otherwise
+    models._cached_model.cache_clear()  # the server would still hold it otherwise
     status, _ = recover_job(client, result.png_bytes(), key_file_spec(key_bytes))
     assert status["error"]["kind"] == "model" and status["error"]["code"] == 5
 

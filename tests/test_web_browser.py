@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceveil import container, images, keys
+from faceveil import images, keys
+from faceveil.format import png as png_records
 
 from .conftest import psnr
 
@@ -157,15 +158,15 @@ def test_round_trips_in_the_browser(tmp_path, server, browser):
 
     original = images.load_image(DATA / "group.jpg").pixels
     anon = images.load_image(anon_path)
-    record = container.read_png_record(anon.text)
-    assert container.loads(sidecar_path.read_bytes()) == record
-    assert len(record["faces"]) == 5
+    record = png_records.from_text_chunks(anon.text)
+    assert png_records.loads(sidecar_path.read_bytes()) == record
+    assert len(record.faces) == 5
     # The boxes the page drew (the server's detections): the file holds all but one.
     detected = {int(i): [int(v) for v in box.split(",")] for i, box in page.evaluate(
         "() => [...document.querySelectorAll('input[data-kind=face]')]"
         ".map((i) => [i.dataset.index, i.dataset.box])")}
     assert sorted(detected) == list(range(6))
-    assert sorted(f["box"] for f in record["faces"]) == sorted(
+    assert sorted(f["box"] for f in record.body["faces"]) == sorted(
         b for i, b in detected.items() if i != EXCLUDED)
     x, y, w, h = detected[EXCLUDED]
     kept = np.s_[y:y + h, x:x + w]

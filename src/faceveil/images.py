@@ -1,30 +1,11 @@
-"""Reading images safely and writing outputs atomically.
+"""Reading images safely, and encoding them again.
 
 Inputs are decoded with Pillow under a pixel limit (decompression bombs are refused),
 their orientation (EXIF or XMP) is applied, and every pixel mode is brought to 8-bit
 RGB. What the file carries besides its pixels is split off so the caller can seal it
 under the key instead of publishing it, and restored by :func:`encode_image`.
 
-**Metadata**: :attr:`LoadedImage.metadata` maps a name to bytes; these names are all
-there is (the encoding of each value is fixed here, whatever type Pillow returned):
-
-=================  ===========================================================
-``exif``           EXIF as a TIFF structure with its ``Exif\\0\\0`` header; for
-                   TIFF inputs, the file's descriptive tags (not its layout)
-``xmp``            the XMP packet, UTF-8
-``icc_profile``    the ICC colour profile
-``comment``        the JPEG or GIF comment
-``photoshop``      Photoshop image resources (IPTC captions, credits...): the
-                   ``8BIM`` resource blocks of a JPEG APP13 segment
-``text:NAME``      each PNG text chunk (tEXt, zTXt, iTXt) but XMP, UTF-8; an
-                   anonymized PNG's own record is carried as ``text:faceveil``
-``alpha``          the alpha channel of a transparent input, as an 8-bit PNG
-=================  ===========================================================
-
-Encoding parameters (dpi, JFIF density, progressive, gamma, palette transparency,
-animation timing...) describe the file, not its content, and are not kept. Anything
-else is dropped with a note. When the orientation is applied, it is removed from the
-EXIF and XMP that are kept, so the restored file is not turned twice.
+**Metadata** is split off and restored by :mod:`faceveil.imagemeta`.
 
 **Pixels**: transparent pixels are flattened onto white (what was hidden under
 transparency is never published) and the alpha channel is kept in ``alpha``;
@@ -38,65 +19,36 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import struct
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from . import imagemeta
 from .errors import InputError, MetadataError
 
 MAX_PIXELS = 64_000_000
 """Largest image accepted (64 megapixels); larger ones are refused as possible bombs."""
 
+
 MAX_TEXT_CHUNK = 256 * 1024 * 1024
 """Largest PNG text chunk read (Pillow's default, 1 MB, is too small for some records)."""
+
 
 BACKGROUND = 255
 """Transparent pixels are flattened onto this gray level (white), as viewers show them."""
 
+
 RECORD_CHUNK = "faceveil"  # the keyword of an anonymized PNG's record chunk
 
-# Info keys that describe how the file is encoded, not what it shows: not kept.
-_ENCODING_KEYS = {
-    "dpi", "jfif", "jfif_version", "jfif_unit", "jfif_density", "adobe", "adobe_transform",
-    "progressive", "progression", "interlace", "gamma", "srgb", "chromaticity", "cHRM",
-    "transparency", "duration", "loop", "background", "version", "compression",
-    "resolution", "aspect", "mp", "mpoffset", "mpinfo", "bbox", "disposal", "blend",
-    "extension", "default_image", "frame", "tile", "icc_profile_name", "quality",
-    "subsampling", "optimize", "huffman_ac", "huffman_dc", "quantization", "flags",
-    "unit", "sizes", "compression_name", "timestamp",
-}
-_XMP_KEYS = ("xmp", "XML:com.adobe.xmp")
-
-# TIFF tags that describe the pixel layout (not kept: the output has its own).
-_TIFF_LAYOUT_TAGS = {
-    254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 274, 277, 278, 279, 280,
-    281, 282, 283, 284, 286, 287, 290, 291, 296, 297, 317, 318, 319, 320, 321, 322, 323,
-    324, 325, 330, 332, 338, 339, 340, 341, 347, 512, 513, 514, 515, 517, 518, 519, 520,
-    521, 529, 530, 531, 532, 700, 34675, 37724,
-}
 
 # Files whose other frames are views of the first image (stereo pair, previews).
 _PRIMARY_IMAGE_FORMATS = {"MPO"}
 
-# What each output format can hold of the kept metadata (the rest is said in a note).
-_RESTORABLE = {
-    "PNG": {"exif", "xmp", "icc_profile", "comment", "text:", "alpha"},
-    "JPEG": {"exif", "xmp", "icc_profile", "comment", "photoshop"},
-    "WEBP": {"exif", "xmp", "icc_profile", "alpha"},
-    "TIFF": {"exif", "xmp", "icc_profile", "alpha"},
-    "BMP": set(),
-}
-_WHAT = {
-    "exif": "EXIF", "xmp": "XMP", "icc_profile": "ICC profile", "comment": "comment",
-    "photoshop": "Photoshop/IPTC block", "alpha": "alpha channel (transparency)",
-}
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -111,11 +63,6 @@ class LoadedImage:
     format: str | None = None
     text: dict[str, str] = field(default_factory=dict)  # PNG text chunks, incl. faceveil's
     grayscale: bool = False  # the three channels are equal: outputs are grayscale too
-
-
-# ---------------------------------------------------------------------------
-# Opening
-# ---------------------------------------------------------------------------
 
 
 def _name(source) -> str:
@@ -195,8 +142,8 @@ def _refuse_frames(img: Image.Image, name: str, notes: list[str]) -> None:
 def _drop_odd_xmp(img: Image.Image, notes: list[str]) -> None:
     """An XMP that is neither bytes nor text (a TIFF tag typed SHORT) is no XMP: drop it
     before Pillow searches it for an orientation (a TypeError)."""
-    for key in _XMP_KEYS:
-        if key in img.info and _as_bytes(img.info[key]) is None:
+    for key in imagemeta.XMP_KEYS:
+        if key in img.info and imagemeta.as_bytes(img.info[key]) is None:
             value = img.info.pop(key)
             notes.append(f"XMP of unexpected type ({type(value).__name__}) dropped "
                          "(not published, not kept)")
@@ -260,11 +207,6 @@ def _open(source, notes: list[str]) -> Image.Image:
     return img
 
 
-# ---------------------------------------------------------------------------
-# Pixels
-# ---------------------------------------------------------------------------
-
-
 def _alpha(img: Image.Image) -> np.ndarray | None:
     """The alpha channel (uint8) of an image that has one, else None."""
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -319,167 +261,6 @@ def to_gray(pixels: np.ndarray) -> np.ndarray:
     return np.repeat(y.astype(np.uint8)[:, :, None], 3, axis=2)
 
 
-# ---------------------------------------------------------------------------
-# Metadata
-# ---------------------------------------------------------------------------
-
-
-def _as_bytes(value) -> bytes | None:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8", errors="surrogateescape")
-    return None
-
-
-def _exif_bytes(value) -> bytes | None:
-    if isinstance(value, Image.Exif):
-        if not len(value):
-            return None
-        value = value.tobytes()
-    data = _as_bytes(value) if not isinstance(value, str) else None
-    if data and data[:4] in (b"II*\0", b"MM\0*"):
-        data = b"Exif\0\0" + data
-    return data
-
-
-def _photoshop_bytes(resources) -> bytes:
-    """Photoshop image resources as ``8BIM`` blocks (the body of a JPEG APP13)."""
-    if isinstance(resources, (bytes, bytearray)):
-        return bytes(resources)
-    out = bytearray()
-    for rid, data in dict(resources).items():
-        if not (isinstance(rid, int) and 0 <= rid < 65536 and isinstance(data, bytes)):
-            raise ValueError("unexpected Photoshop resource")
-        out += b"8BIM" + rid.to_bytes(2, "big") + b"\0\0" + len(data).to_bytes(4, "big")
-        out += data + (b"\0" if len(data) % 2 else b"")
-    return bytes(out)
-
-
-def _tiff_exif(img: Image.Image, notes: list[str]) -> bytes | None:
-    """A TIFF's descriptive tags (artist, copyright, GPS, dates...) as EXIF bytes."""
-    try:
-        exif = img.getexif()
-        kept = Image.Exif()
-        odd = []
-        for tag, value in exif.items():
-            if tag in _TIFF_LAYOUT_TAGS:
-                continue
-            if tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
-                value = exif.get_ifd(tag)
-            try:
-                _single(tag, value).tobytes()
-            except Exception:
-                odd.append(tag)
-                continue
-            kept[tag] = value
-        if odd:
-            notes.append(f"dropped TIFF tag(s) {', '.join(map(str, odd))} of unusual type "
-                         "(not published, not kept)")
-        return kept.tobytes() if len(kept) else None
-    except Exception:
-        notes.append("the TIFF tags could not be read: dropped (not published, not kept)")
-        return None
-
-
-def _single(tag: int, value) -> Image.Exif:
-    e = Image.Exif()
-    e[tag] = value
-    return e
-
-
-_ORIENTATION_XMP = (rb'\s*tiff:Orientation="[0-9]"', rb"<tiff:Orientation>[0-9]</tiff:Orientation>")
-
-
-def _without_orientation(meta: dict[str, bytes], notes: list[str]) -> None:
-    """Remove the orientation from kept EXIF and XMP once the pixels are upright."""
-    if "exif" in meta:
-        try:
-            exif = Image.Exif()
-            exif.load(meta["exif"])
-            exif.pop(ExifTags.Base.Orientation, None)
-            for tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
-                if tag in exif:
-                    exif[tag] = exif.get_ifd(tag)
-            meta["exif"] = exif.tobytes()
-        except Exception:
-            del meta["exif"]
-            notes.append("EXIF dropped: unreadable after applying its orientation")
-    if "xmp" in meta:
-        for pattern in _ORIENTATION_XMP:
-            meta["xmp"] = re.sub(pattern, b"", meta["xmp"])
-
-
-def _collect_metadata(img: Image.Image, text: dict[str, str], notes: list[str]) -> dict:
-    meta: dict[str, bytes] = {}
-    dropped: list[str] = []
-    info = dict(img.info)
-    for key, value in info.items():
-        if key in _ENCODING_KEYS or key in text:
-            continue
-        if key == "exif":
-            if img.format != "TIFF":
-                data = _exif_bytes(value)
-                if data:
-                    meta["exif"] = data
-                elif value:
-                    dropped.append(f"EXIF ({type(value).__name__})")
-        elif key in _XMP_KEYS:
-            data = _as_bytes(value)
-            if data:
-                meta["xmp"] = data
-            elif value is not None:
-                dropped.append(f"XMP ({type(value).__name__})")
-        elif key in ("icc_profile", "comment"):
-            data = _as_bytes(value)
-            if data:
-                meta[key] = data
-            elif value:
-                dropped.append(f"{_WHAT[key]} ({type(value).__name__})")
-        elif key == "photoshop":
-            try:
-                meta["photoshop"] = _photoshop_bytes(value)
-            except (TypeError, ValueError):
-                dropped.append("Photoshop/IPTC block (unreadable)")
-        else:
-            dropped.append(str(key))
-    if img.format == "TIFF":
-        data = _tiff_exif(img, notes)
-        if data:
-            meta["exif"] = data
-    for key, value in text.items():
-        if key in _XMP_KEYS:
-            meta.setdefault("xmp", value.encode("utf-8", errors="surrogateescape"))
-        elif key == "Raw profile type exif":  # ImageMagick's EXIF in a PNG: hex after 3 lines
-            try:
-                data = _exif_bytes(bytes.fromhex("".join(value.split("\n")[3:])))
-            except ValueError:
-                data = None
-            if data:
-                meta.setdefault("exif", data)
-            else:
-                dropped.append("Raw profile type exif (unreadable)")
-        else:
-            meta[f"text:{key}"] = value.encode("utf-8", errors="surrogateescape")
-    if dropped:
-        notes.append(f"metadata dropped (not published, not kept): {', '.join(dropped)}")
-    return {k: v for k, v in meta.items() if v}
-
-
-def _orientation(img: Image.Image) -> int:
-    try:
-        value = int(img.getexif().get(ExifTags.Base.Orientation, 1))
-    except Exception:  # a broken EXIF block must not stop anonymization
-        return 1
-    return value if 1 <= value <= 8 else 1
-
-
-def _encode_alpha(alpha: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(alpha, "L").save(buf, "PNG", optimize=False, compress_level=9)
-    return buf.getvalue()
-
-
 def load_image(source: str | os.PathLike | bytes | Image.Image) -> LoadedImage:
     """Decode an image to 8-bit RGB, upright, with its metadata split off.
 
@@ -501,20 +282,20 @@ def load_image(source: str | os.PathLike | bytes | Image.Image) -> LoadedImage:
         text = {str(k): str(v) for k, v in getattr(img, "text", {}).items()
                 if isinstance(v, str)}
         _drop_odd_xmp(img, notes)
-        metadata = _collect_metadata(img, text, notes)
-        orientation = _orientation(img)
+        metadata = imagemeta.collect(img, text, notes)
+        orientation = imagemeta.orientation(img)
         oriented = img
         if orientation > 1:
             try:
                 oriented = ImageOps.exif_transpose(img) or img
-                _without_orientation(metadata, notes)
+                imagemeta.without_orientation(metadata, notes)
             except Exception:
                 notes.append(f"the orientation tag ({orientation}) could not be applied")
         pixels = to_rgb(oriented, notes)
         alpha = _alpha(oriented)
         if alpha is not None:
             if (alpha < 255).any():
-                metadata["alpha"] = _encode_alpha(alpha)
+                metadata["alpha"] = imagemeta.encode_alpha(alpha)
                 notes.append("transparent pixels flattened onto white (what they hid is not "
                              "published); the alpha channel is kept encrypted and restored "
                              "by recover")
@@ -550,32 +331,6 @@ def load_mask(source: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-# ---------------------------------------------------------------------------
-# Writing
-# ---------------------------------------------------------------------------
-
-
-def _restorable(key: str, fmt: str) -> bool:
-    allowed = _RESTORABLE.get(fmt, set())
-    return key in allowed or (key.startswith("text:") and "text:" in allowed)
-
-
-def _icc_space(icc: bytes) -> bytes:
-    return icc[16:20] if len(icc) >= 20 else b""
-
-
-def _jpeg_with_photoshop(data: bytes, resources: bytes) -> bytes | None:
-    """JPEG bytes with an APP13 Photoshop segment after its leading APPn segments."""
-    payload = b"Photoshop 3.0\0" + resources
-    if len(payload) > 65533:
-        return None
-    pos = 2
-    while pos + 4 <= len(data) and data[pos] == 0xFF and 0xE0 <= data[pos + 1] <= 0xEF:
-        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-    segment = b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload
-    return data[:pos] + segment + data[pos:]
-
-
 def _unflatten(pixels: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Colours that, composited on white with ``alpha``, look like ``pixels``."""
     a = alpha[:, :, None].astype(np.float64) / 255.0
@@ -601,11 +356,11 @@ def encode_image(
     metadata = dict(metadata or {})
     all_keys = list(metadata)
     # Gray pixels are written as gray, unless an RGB colour profile is to be restored.
-    gray = is_gray(pixels) and not (_restorable("icc_profile", fmt) and _icc_space(
-        metadata.get("icc_profile", b"")) == b"RGB ")
-    missing = sorted({_WHAT.get(k, "PNG text chunks") for k in metadata
-                      if not _restorable(k, fmt)})
-    metadata = {k: v for k, v in metadata.items() if _restorable(k, fmt)}
+    rgb_profile = imagemeta.icc_space(metadata.get("icc_profile", b"")) == b"RGB "
+    gray = is_gray(pixels) and not (imagemeta.restorable("icc_profile", fmt) and rgb_profile)
+    missing = sorted({imagemeta.WHAT.get(k, "PNG text chunks") for k in metadata
+                      if not imagemeta.restorable(k, fmt)})
+    metadata = {k: v for k, v in metadata.items() if imagemeta.restorable(k, fmt)}
     img = Image.fromarray(np.ascontiguousarray(pixels[:, :, 0]), "L") if gray \
         else Image.fromarray(np.ascontiguousarray(pixels), "RGB")
     if "alpha" in metadata:
@@ -624,11 +379,12 @@ def encode_image(
         kwargs["exif"] = metadata.pop("exif")
     if "icc_profile" in metadata:
         icc = metadata.pop("icc_profile")
-        if _icc_space(icc) == (b"GRAY" if gray else b"RGB "):
+        if imagemeta.icc_space(icc) == (b"GRAY" if gray else b"RGB "):
             kwargs["icc_profile"] = icc
         else:
-            missing.append(f"ICC profile (made for {_icc_space(icc).decode('latin-1').strip()} "
-                           f"images, the output is {'gray' if gray else 'RGB'})")
+            space = imagemeta.icc_space(icc).decode("latin-1").strip()
+            missing.append(f"ICC profile (made for {space} images, the output is "
+                           f"{'gray' if gray else 'RGB'})")
     xmp = metadata.pop("xmp", None)
     comment = metadata.pop("comment", None)
     photoshop = metadata.pop("photoshop", None)
@@ -668,86 +424,16 @@ def encode_image(
         raise InputError(f"cannot write {fmt} output: {e}") from None
     data = buf.getvalue()
     if photoshop:
-        with_block = _jpeg_with_photoshop(data, photoshop)
+        with_block = imagemeta.jpeg_with_photoshop(data, photoshop)
         if with_block is None:
             missing.append("Photoshop/IPTC block (too large for one JPEG segment)")
         else:
             data = with_block
     if missing and notes is not None:
-        left = [k for k in all_keys if not _restorable(k, fmt)]
-        fits = next((f for f in ("PNG", "JPEG") if left and all(_restorable(k, f) for k in left)),
-                    None)
+        left = [k for k in all_keys if not imagemeta.restorable(k, fmt)]
+        fits = next((f for f in ("PNG", "JPEG")
+                     if left and all(imagemeta.restorable(k, f) for k in left)), None)
         hint = f" (write a .{'jpg' if fits == 'JPEG' else 'png'} to keep it)" if fits else ""
         notes.append(f"kept metadata that {fmt} cannot hold was left out: "
                      f"{', '.join(missing)}{hint}")
     return data
-
-
-def check_writable(folder: str | os.PathLike) -> None:
-    """Refuse a folder where a file cannot be created (permissions, read-only mounts,
-    /sys): a real temporary file is made and removed, so nothing is guessed."""
-    folder = Path(folder)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".faceveil-probe.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise InputError(f"cannot write to folder {str(folder)!r}: "
-                         f"{e.strerror or e}") from None
-    os.close(fd)
-    Path(tmp).unlink(missing_ok=True)
-
-
-def check_output(output: str | os.PathLike, inputs: list[str | os.PathLike], force: bool) -> Path:
-    """Refuse outputs that would overwrite an input, exist already, have no folder, or
-    cannot be written."""
-    out = Path(output)
-    for src in inputs:
-        if src is None:
-            continue
-        src_p = Path(src)
-        if out.resolve() == src_p.resolve() or (
-            out.exists() and src_p.exists() and os.path.samefile(out, src_p)
-        ):
-            raise InputError(f"output {str(out)!r} is an input file; choose another name")
-    if not out.parent.exists():
-        raise InputError(f"output folder {str(out.parent)!r} does not exist")
-    if out.is_dir():
-        raise InputError(f"output {str(out)!r} is a folder; give a file name")
-    if out.exists() and not force:
-        raise InputError(f"{str(out)!r} exists; use --force to overwrite it")
-    check_writable(out.parent)
-    return out
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename: never half a file."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise InputError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise InputError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
-        raise
-
-
-OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
-                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
-
-
-def output_format(path: str | os.PathLike) -> str:
-    """Pillow format name for an output path's extension."""
-    ext = Path(path).suffix.lower()
-    if ext not in OUTPUT_FORMATS:
-        raise InputError(f"cannot tell the output format from {str(path)!r}; use .png")
-    return OUTPUT_FORMATS[ext]

@@ -367,10 +367,10 @@ class FaceKey:
 
     def mixing(self, n: int):
         """The keyed orthogonal mixing of ``n`` coordinates (a
-        :class:`faceveil.mixing.MixingParams`)."""
+        :class:`faceveil.diffusion.mixing.MixingParams`)."""
         import numpy as np
 
-        from .mixing import ROUNDS, MixingParams  # torch: only where mixing is used
+        from .diffusion.mixing import ROUNDS, MixingParams  # torch: only where mixing is used
 
         perms, round_signs = [], []
         for r in range(ROUNDS):

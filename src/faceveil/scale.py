@@ -40,11 +40,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import images
+from . import batch, images, media
 from .errors import FaceveilError, InputError, NoFaceError
 from .keys import KeySource
+from .options import DEFAULTS, Options
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 _TRANSPORT_INFO = b"faceveil/v1/ray-key-transport"
 _WRITE_FAILED = "cannot write the output"
 
@@ -185,6 +185,7 @@ class Worker:
                 self.model = api.get_model(job["model"], job["device"])
             except FaceveilError as e:
                 self.error = str(e)
+        self.options = job["options"].replace(device=job["device"])
 
     def __repr__(self) -> str:
         return "faceveil.scale.Worker(<key hidden>)"
@@ -216,33 +217,27 @@ class Worker:
         return {k: np.array(v, dtype=object) for k, v in out.items()}
 
     def _anonymize(self, path: str) -> tuple[bytes, bytes, int, list[str]]:
-        from . import api, container
+        from . import api
 
-        job = self.job
+        options = self.options
         loaded = images.load_image(path)
         try:
-            result = api.anonymize(loaded, self._key, model=self.model, **job["options"])
-        except NoFaceError:
-            if job["no_face"] == "error":
-                raise
-            if job["no_face"] == "copy":
-                return (images.encode_image(loaded.pixels, "PNG"), b"", 0,
-                        ["no face found: copied without metadata"])
-            return b"", b"", 0, ["no face found: nothing written"]
-        sidecar = container.dumps(result.record).encode() if job["sidecar"] else b""
-        notes = list(result.notes)
-        if result.skipped:
-            where = "; ".join(f"{s.get('reason', 'skipped')} at {s.get('box')}"
-                              for s in result.skipped)
-            notes.append(f"{len(result.skipped)} face(s) not anonymized: {where}")
+            result = api.anonymize(loaded, self._key, options=options, model=self.model)
+        except NoFaceError as e:
+            copy: list[bytes] = []
+            notes = batch.no_face(options.output.no_face, e,
+                                  lambda: copy.append(images.encode_image(loaded.pixels, "PNG")))
+            return (copy[0] if copy else b""), b"", 0, notes
+        sidecar = result.sidecar_bytes() if options.output.sidecar else b""
+        notes = list(result.notes) + batch.left_out_notes(result.skipped)
         return result.png_bytes(), sidecar, len(result.regions), notes
 
     def _recover(self, path: str, name: str) -> tuple[bytes, bytes, int, list[str]]:
         from . import api
 
-        result = api.recover(path, self._key, model=self.model, device=self.job["device"],
-                             **self.job["options"])
-        return (result.encode(images.output_format(name)), b"", len(result.record["faces"]),
+        result = api.recover(path, self._key, options=self.options, model=self.model,
+                             method=self.job["method"], deniable=self.job["deniable"])
+        return (result.encode(media.output_format(name)), b"", len(result.faces),
                 result.notes)
 
 
@@ -257,6 +252,7 @@ class Report:
 
     done: list[tuple[str, int, list[str]]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the planner said (renamed outputs)
     seconds: float = 0.0
     workers: int = 0
     device: str = "cpu"
@@ -270,39 +266,31 @@ class Report:
         return sum(n for _, n, _ in self.done)
 
 
-def image_files(folder: Path) -> list[Path]:
-    """The images directly inside ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _plan(src: Path, dst: Path, out_suffix: str | None, protected: Sequence, force: bool,
-          report: Report, sidecar: bool) -> list[tuple[str, Path, Path]]:
+def _plan(src: Path, dst: Path, name, protected: Sequence, options: Options,
+          report: Report) -> list[tuple[str, Path, Path]]:
+    """The folder's images and their outputs, by the planner of every folder run
+    (:func:`faceveil.batch.plan`); an output that would overwrite a protected file fails
+    that file alone."""
     if not src.is_dir():
         raise InputError(f"{str(src)!r} is not a folder: --ray processes a folder of images")
-    if dst.exists() and not dst.is_dir():
-        raise InputError(f"{str(dst)!r} is a file; the output of a folder must be a folder")
-    files = image_files(src)
-    if not files:
-        raise InputError(f"no images in {str(src)!r}")
+    if any(media.is_video(p) for p in batch.media_files(src)):
+        raise InputError(f"{str(src)!r} holds videos, which --ray does not process; run "
+                         "without --ray")
+    out = options.output
+    planned = batch.plan(src, dst, name, sidecar=out.sidecar, force=out.force, videos=False)
+    report.notes += planned.notes()
     dst.mkdir(parents=True, exist_ok=True)
     plan = []
-    for path in files:
-        target = dst / (path.stem + out_suffix if out_suffix else path.name)
+    for item in planned.items:
         try:
-            images.check_output(target, [path, *protected], force)
-            if sidecar:
-                images.check_output(_sidecar_path(target), [path, *protected], force)
-            if out_suffix is None:
-                images.output_format(target)
+            for target in item.outputs:
+                media.check_output(target, [item.src, *protected], out.force)
+            media.output_format(item.dst)
         except FaceveilError as e:
-            report.failed.append((path.name, str(e)))
+            report.failed.append((item.src.name, str(e)))
             continue
-        plan.append((path.name, path, target))
+        plan.append((item.src.name, item.src, item.dst))
     return plan
-
-
-def _sidecar_path(output: Path) -> Path:
-    return output.with_name(output.stem + ".faceveil.json")
 
 
 def _connect(address: str | None, num_cpus: int | None):
@@ -348,36 +336,32 @@ def _resources(ray, device: str, workers: int | None) -> tuple[str, int, dict]:
     return device, count, {"num_cpus": max(1, cpus // count)}
 
 
-_RUN_SETTINGS = ("address", "device", "workers", "num_cpus", "model", "force", "protected",
-                 "progress")
-
-
-def _run(op: str, src, dst, key: KeySource, *, options: dict, out_suffix: str | None,
-         sidecar: bool, no_face: str, protected: Sequence = (), force: bool = False,
-         address: str | None = None, device: str = "auto", workers: int | None = None,
-         num_cpus: int | None = None, model=None, progress: Progress | None = None) -> Report:
+def _run(op: str, src, dst, key: KeySource, *, options: Options, name,
+         protected: Sequence = (), address: str | None = None, workers: int | None = None,
+         num_cpus: int | None = None, model=None, progress: Progress | None = None,
+         method: str | None = None, deniable: bool = False) -> Report:
     import time
 
     t0 = time.perf_counter()
     _require_ray()
     if model is not None:
-        from .models import parse_reference
+        from .diffusion.models import parse_reference
 
         parse_reference(model)  # fail early on a --model that names nothing
     report = Report()
-    plan = _plan(Path(src), Path(dst), out_suffix, protected, force, report, sidecar)
+    plan = _plan(Path(src), Path(dst), name, protected, options, report)
     if not plan:
         return report
     ray, started = _connect(address, num_cpus)
     broker = None
     try:
-        device, count, per_actor = _resources(ray, device or "auto", workers)
+        device, count, per_actor = _resources(ray, options.runtime.device, workers)
         report.device, report.workers = device, count
         broker = ray.remote(num_cpus=0)(KeyBroker).remote()
         ray.get(broker.deposit.remote(seal_to(ray.get(broker.public_key.remote()),
                                               _key_payload(key))))
         job = {"op": op, "device": device, "model": model, "options": options,
-               "sidecar": sidecar, "no_face": no_face,
+               "method": method, "deniable": deniable,
                "threads": per_actor["num_cpus"] if device == "cpu" else None}
         context = ray.data.DataContext.get_current()
         context.max_errored_blocks = -1  # a lost task fails its files, not the run
@@ -444,9 +428,9 @@ def _write(row: dict, target: Path, report: Report) -> bool:
     notes = json.loads(row["notes"])
     try:
         if row["data"]:
-            images.write_atomic(target, bytes(row["data"]))
+            media.write_atomic(target, bytes(row["data"]))
         if row["sidecar"]:
-            images.write_atomic(_sidecar_path(target), bytes(row["sidecar"]))
+            media.write_atomic(media.sidecar_path(target), bytes(row["sidecar"]))
     except OSError as e:
         report.failed.append((name, f"{_WRITE_FAILED}: {e}"))
         return False
@@ -459,53 +443,55 @@ def anonymize_folder(
     dst: str | os.PathLike,
     key: KeySource,
     *,
+    options: Options | None = None,
+    model: str | None = None,
     address: str | None = None,
-    device: str = "auto",
     workers: int | None = None,
     num_cpus: int | None = None,
-    model: str | None = None,
-    force: bool = False,
-    sidecar: bool = False,
-    no_face: str = "skip",
-    protected: Sequence[str | os.PathLike] = (),
+    protected: Sequence[str | os.PathLike | None] = (),
     progress: Progress | None = None,
-    **options,
 ) -> Report:
     """Anonymize every image in the folder ``src`` into ``dst`` (``NAME.png``) on Ray.
 
     Args:
+        options: the run's :class:`~faceveil.options.Options` (sampling, detection,
+            protection; ``runtime.device``: "cpu", "cuda" (one GPU per worker) or
+            "auto"; ``output``: sidecar, no-face policy, force).
+        model: a preset, folder or hub id (each worker loads it; default: built-in).
         address: a Ray cluster (``"auto"``, ``"ray://head:10001"``); default: the Ray
             already initialized in this process, else a new local one.
-        device: ``"cpu"``, ``"cuda"`` (one GPU per worker) or ``"auto"``.
         workers: model actors (default: one per GPU, or one per CPU).
         num_cpus: CPUs of a local Ray started here (default: all).
-        model: a preset, folder or hub id (each worker loads it; default: built-in).
-        force: overwrite existing outputs (inputs are never overwritten).
-        sidecar, no_face: as the command line's ``--sidecar`` and ``--no-face``.
-        protected: more paths no output may overwrite (a key file, a mask).
+        protected: more paths no output may overwrite (a key file).
         progress: called after each file with (name, ok).
-        options: :func:`faceveil.api.anonymize` options (steps, method, aligned, ...).
 
     Returns:
         a :class:`Report`; files that failed are listed in ``report.failed``.
     """
-    if no_face not in ("skip", "copy", "error"):
-        raise InputError(f"no_face must be skip, copy or error, not {no_face!r}")
-    nonces = options.pop("nonces", None)
-    if nonces is not None:
-        raise InputError("nonces cannot be given for a dataset: every face gets a random one")
-    return _run("anonymize", src, dst, key, options=options, out_suffix=".png",
-                protected=protected, force=force, address=address, device=device,
-                workers=workers, num_cpus=num_cpus, sidecar=sidecar, no_face=no_face,
-                model=model, progress=progress)
+    return _run("anonymize", src, dst, key, options=options or DEFAULTS,
+                name=batch.anonymized_name, protected=protected, address=address,
+                workers=workers, num_cpus=num_cpus, model=model, progress=progress)
 
 
-def recover_folder(src: str | os.PathLike, dst: str | os.PathLike, key: KeySource,
-                   **kwargs) -> Report:
+def recover_folder(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    key: KeySource,
+    *,
+    options: Options | None = None,
+    method: str | None = None,
+    deniable: bool = False,
+    model: str | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    num_cpus: int | None = None,
+    protected: Sequence[str | os.PathLike | None] = (),
+    progress: Progress | None = None,
+) -> Report:
     """Recover every anonymized image in ``src`` into ``dst`` under the same names, on
-    Ray. Takes the run settings of :func:`anonymize_folder` (``address``, ``device``,
-    ``workers``, ``num_cpus``, ``model``, ``force``, ``protected``, ``progress``); the
-    other keywords go to :func:`faceveil.api.recover` (``method``, ``batch_size``)."""
-    settings = {k: kwargs.pop(k) for k in _RUN_SETTINGS if k in kwargs}
-    return _run("recover", src, dst, key, options=kwargs, out_suffix=None, sidecar=False,
-                no_face="skip", **settings)
+    Ray; the settings are those of :func:`anonymize_folder`, with the recovery
+    ``method`` and ``deniable`` of :func:`faceveil.api.recover`."""
+    return _run("recover", src, dst, key, options=options or DEFAULTS,
+                name=batch.recovered_name, protected=protected, address=address,
+                workers=workers, num_cpus=num_cpus, model=model, progress=progress,
+                method=method, deniable=deniable)

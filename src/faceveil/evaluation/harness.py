@@ -24,24 +24,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .. import api, container, faces, identity, images
+from .. import api, faces, identity, images, media
+from ..diffusion.models import Backbone, resolve_device
 from ..errors import FaceveilError, InputError, NoFaceError, WrongKeyError
+from ..format.records import FaceData
 from ..keys import KEY_BYTES, KeySource
-from ..models import Backbone
-from . import measures
+from ..options import Options
+from . import measures, protocol
+from .protocol import EXAMPLES, RECOGNIZER_NAMES, RESULTS, RUN
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-RESULTS = "results.jsonl"
-RUN = "run.json"
-EXAMPLES = "examples"
-WRONG_KINDS = ("random", "one_bit")
-RECOGNIZER_NAMES = ("dlib", "facenet", "arcface")
-EXAMPLE_KINDS = ("original", "anonymized", "recovered", "wrong_random", "other_key")
-
-# As in faceveil.identity: crops under 160 px are upsampled to 192 px for dlib, whose
-# detector and landmark predictor need faces of about 80 px.
-_SMALL = 160
-_UPSAMPLED = 192
 _CROP_MARGIN = 0.4  # example crops: the face box grown by this share of its side
 
 
@@ -58,7 +49,7 @@ def list_images(data_dir: Path, exclude: Path | None = None) -> list[Path]:
     ex = exclude.resolve() if exclude is not None else None
     out = []
     for p in sorted(data_dir.rglob("*"), key=lambda q: q.relative_to(data_dir).as_posix()):
-        if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
+        if not p.is_file() or p.suffix.lower() not in media.IMAGE_SUFFIXES:
             continue
         if ex is not None and (p.resolve() == ex or ex in p.resolve().parents):
             continue
@@ -206,20 +197,6 @@ def jpeg_roundtrip(pixels: np.ndarray, quality: int) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def _work(pixels: np.ndarray) -> tuple[np.ndarray, float]:
-    """The image dlib works on (small crops upsampled to 192 px) and the scale used."""
-    h, w = pixels.shape[:2]
-    if max(h, w) >= _SMALL:
-        return pixels, 1.0
-    s = _UPSAMPLED / max(h, w)
-    img = Image.fromarray(pixels).resize((round(w * s), round(h * s)), Image.Resampling.BICUBIC)
-    return np.asarray(img), s
-
-
-def _scale_box(box: Sequence[float], s: float) -> tuple[int, int, int, int]:
-    return tuple(int(round(v * s)) for v in box)  # type: ignore[return-value]
-
-
 def aligned_face_box(backbone: Backbone, shape: Sequence[int]) -> tuple[int, int, int, int]:
     """Where dlib's detector box sits in an aligned crop of the model's framing, scaled to
     an image of ``shape``: the same box for every version of the face, so identity and
@@ -229,33 +206,16 @@ def aligned_face_box(backbone: Backbone, shape: Sequence[int]) -> tuple[int, int
     return faces.framing_box(framing, int(shape[1]), int(shape[0]))
 
 
-def _detections(pixels: np.ndarray, detector: str = "hog") -> list[tuple[int, int, int, int]]:
-    """Face boxes found by dlib's HOG (or ``detector``; one upsampling, no turned passes),
-    in the coordinates of ``pixels``."""
-    img, s = _work(pixels)
-    dets = faces.detect(img, detector=detector, upsample=1, rotations=())
-    return [_scale_box(d[0], 1 / s) for d in dets]
-
-
-def _found(dets: Sequence[Sequence[int]], box: Sequence[int]) -> bool:
-    """Whether a detection is the face in ``box``: one's centre lies inside the other."""
-    def inside(p: tuple[float, float], b: Sequence[int]) -> bool:
-        return b[0] <= p[0] <= b[0] + b[2] and b[1] <= p[1] <= b[1] + b[3]
-
-    c = (box[0] + box[2] / 2, box[1] + box[3] / 2)
-    return any(inside(c, d) or inside((d[0] + d[2] / 2, d[1] + d[3] / 2), box) for d in dets)
-
-
 def _landmark_shift(original: np.ndarray, other: np.ndarray, box: Sequence[int]) -> float | None:
     """Mean 68-landmark displacement between two versions of a face, predicted by dlib in
     the same box, in units of the original's inter-ocular distance."""
-    a, s = _work(original)
-    b, _ = _work(other)
-    wbox = _scale_box(box, s)
+    a, s = protocol.work_image(original)
+    b, _ = protocol.work_image(other)
+    wbox = protocol.scale_box(box, s)
     return measures.landmark_shift(faces.landmarks68(a, wbox), faces.landmarks68(b, wbox))
 
 
-def face_region_mask(face_data: Sequence[container.FaceData], shape: Sequence[int]
+def face_region_mask(face_data: Sequence[FaceData], shape: Sequence[int]
                      ) -> np.ndarray:
     """The union of the stored hard face masks (of a record opened with the key, e.g.
     ``api.recover(...).faces``), warped into the photo (H, W) bool: every pixel
@@ -312,7 +272,7 @@ class Context:
     diversity_keys: int
     report_dir: Path
     keep_embeddings: bool = False
-    options: dict | None = None  # extra api.anonymize settings (method, context, lossless)
+    options: Options = Options()  # anonymization settings (steps, method, context, ...)
 
 
 def evaluate_image(ctx: Context, path: Path, name: str, example: int | None = None) -> dict:
@@ -329,8 +289,7 @@ def evaluate_image(ctx: Context, path: Path, name: str, example: int | None = No
     bb = ctx.backbone
     t0 = time.perf_counter()
     try:
-        anon = api.anonymize(loaded, ctx.key, model=bb, aligned=ctx.aligned, steps=ctx.steps,
-                             **(ctx.options or {}))
+        anon = api.anonymize(loaded, ctx.key, options=ctx.options, model=bb)
     except NoFaceError as e:
         return {"image": name, "status": "no_face", "reason": str(e)}
     t_anon = time.perf_counter() - t0
@@ -354,9 +313,9 @@ def evaluate_image(ctx: Context, path: Path, name: str, example: int | None = No
     # What a wrong key yields is only observable on a deniable file (a normal one refuses
     # it, and seals the geometry a wrong key would need): anonymize the same faces
     # deniably and recover that with each wrong key.
-    options = {k: v for k, v in (ctx.options or {}).items() if k != "lossless"}
-    twin = api.anonymize(loaded, ctx.key, model=bb, regions=anon.regions, steps=ctx.steps,
-                         deniable=True, **options)
+    twin = api.anonymize(loaded, ctx.key, options=ctx.options.replace(lossless=False,
+                                                                       deniable=True),
+                         model=bb, regions=anon.regions)
     for kind, wk in ctx.wrong.items():
         versions[f"wrong_{kind}"] = api.recover(twin.pixels, wk, meta=twin.record, model=bb,
                                                 deniable=True).pixels
@@ -368,8 +327,8 @@ def evaluate_image(ctx: Context, path: Path, name: str, example: int | None = No
         except FaceveilError as e:
             jpeg_failed[str(q)] = str(e)
     others = [
-        api.anonymize(loaded, resolve_key(None), model=bb, regions=anon.regions,
-                      steps=ctx.steps, **(ctx.options or {})).pixels
+        api.anonymize(loaded, resolve_key(None), options=ctx.options, model=bb,
+                      regions=anon.regions).pixels
         for _ in range(max(0, ctx.diversity_keys - 1))
     ]
 
@@ -379,7 +338,7 @@ def evaluate_image(ctx: Context, path: Path, name: str, example: int | None = No
 
     boxes = ([aligned_face_box(bb, original.shape)] if ctx.aligned
              else [tuple(int(v) for v in r.box) for r in anon.regions])
-    dets = {v: _detections(px) for v, px in (("original", original),
+    dets = {v: protocol.detections(px) for v, px in (("original", original),
                                              ("anonymized", anon.pixels),
                                              ("recovered", recovered))}
     primary = max(range(n), key=lambda i: boxes[i][2] * boxes[i][3])
@@ -416,7 +375,7 @@ def evaluate_image(ctx: Context, path: Path, name: str, example: int | None = No
         per_face.append({
             "box": list(box),
             "identity": ident,
-            "detected": {v: _found(d, box) for v, d in dets.items()},
+            "detected": {v: protocol.found(d, box) for v, d in dets.items()},
             "landmark_shift": shift,
         })
 
@@ -426,7 +385,7 @@ def evaluate_image(ctx: Context, path: Path, name: str, example: int | None = No
         "size": [int(original.shape[1]), int(original.shape[0])],
         "faces": n,
         # Which inversion/recovery the API used (its defaults may change between releases).
-        "sampler": {k: v for k, v in record["sampler"].items() if k != "timesteps"},
+        "sampler": {k: v for k, v in record.sampler.to_json().items() if k != "timesteps"},
         "time": {"anonymize": t_anon / n, "recover": t_rec / n},
         "refused": refused,
         "fidelity": fidelity,
@@ -494,7 +453,7 @@ def _check_run(report_dir: Path, config: dict) -> None:
                     f"({'; '.join(diff)}); use another report folder, or delete this one "
                     "to start over")
             return
-    images.write_atomic(path, (json.dumps(config, indent=2) + "\n").encode())
+    media.write_atomic(path, (json.dumps(config, indent=2) + "\n").encode())
 
 
 def _append(fh, row: dict) -> None:
@@ -587,7 +546,7 @@ def evaluate(
     if not files:
         raise InputError(f"no images in {str(data)!r}")
 
-    device = api.resolve_device(device)
+    device = resolve_device(device)
     backbone = api.get_model(model, device)
     recs, rec_info = build_recognizers(recognizers, facenet_weights, arcface_weights, device)
     the_key = resolve_key(key)
@@ -605,7 +564,9 @@ def evaluate(
     ctx = Context(backbone=backbone, key=the_key, wrong=wrong_keys(the_key),
                   recognizers=recs, aligned=aligned, steps=steps, jpeg=jpeg,
                   diversity_keys=int(diversity_keys), report_dir=out,
-                  keep_embeddings=pair_list is not None, options=options)
+                  keep_embeddings=pair_list is not None,
+                  options=Options.of(aligned=bool(aligned), steps=steps, device=device,
+                                     **options))
     results_path = out / RESULTS
     previous = read_results(results_path)
     done = {r["image"] for r in previous}

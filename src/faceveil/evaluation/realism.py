@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from .. import faces
-from ..engine import Engine
-from ..models import Backbone
-from .harness import _detections, _found, _work
+from ..diffusion.engine import Engine
+from ..diffusion.models import Backbone
+from .protocol import detections, found, work_image
 
 DETECTORS = ("hog", "cnn")
 
@@ -54,7 +54,7 @@ def face_detected(crop: np.ndarray, detector: str = "hog") -> bool:
     crop (small crops upsampled to 192 px first)."""
     if detector not in DETECTORS:
         raise ValueError(f"detector must be one of {DETECTORS}")
-    img, _ = _work(np.ascontiguousarray(crop, dtype=np.uint8))
+    img, _ = work_image(np.ascontiguousarray(crop, dtype=np.uint8))
     upsample = 1 if detector == "hog" else 0
     return bool(faces.detect(img, detector=detector, upsample=upsample, rotations=()))
 
@@ -70,9 +70,9 @@ def photo_detections(pixels: np.ndarray, detector: str = "hog") -> list[tuple[in
     """Face boxes in a photo: HOG or CNN with one upsampling, no turned passes."""
     if detector not in DETECTORS:
         raise ValueError(f"detector must be one of {DETECTORS}")
-    return _detections(pixels, detector)
+    return detections(pixels, detector)
 
 
 def found_at(detections: Sequence[Sequence[int]], box: Sequence[int]) -> bool:
     """Whether one of ``detections`` is the face in ``box`` (one's centre in the other)."""
-    return _found(detections, box)
+    return found(detections, box)

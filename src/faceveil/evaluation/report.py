@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .. import __version__, images
-from ..models import Backbone
+from .. import __version__, media
+from ..diffusion.models import Backbone
 from . import measures
-from .harness import EXAMPLES, RECOGNIZER_NAMES, WRONG_KINDS
+from .protocol import EXAMPLES, RECOGNIZER_NAMES, WRONG_KINDS
 
 SCHEMA = 1
 FAR = 1e-3
@@ -571,6 +571,6 @@ def write(report_dir: Path, metrics: dict, rows: Sequence[dict]) -> None:
     if missing:
         metrics["notes"] = [missing] + list(metrics.get("notes", []))
     grid = _grid(report_dir, rows)
-    images.write_atomic(report_dir / METRICS,
+    media.write_atomic(report_dir / METRICS,
                         (json.dumps(metrics, indent=2, allow_nan=False) + "\n").encode())
-    images.write_atomic(report_dir / REPORT, render(metrics, hist, grid).encode())
+    media.write_atomic(report_dir / REPORT, render(metrics, hist, grid).encode())

@@ -21,26 +21,35 @@ from .detectors import (
     DEFAULT_DETECTOR,
     DEFAULT_MIN_FACE,
     DETECTORS,
-    Detection,
+    DetectedFace,
     box_from_points5,
     detect,
     detector_members,
     detector_settings,
     find_detections,
 )
-from .geometry import Box, apply_transform, invert_transform, similarity_transform
+from .geometry import Box, apply_transform, invert_transform, overlap, similarity_transform
 from .landmarks import dlib_mean_shape68, dlib_model, landmarks68, model_path, points5_of
 from .masks import crop_mask, dilate, erode, facial_mask, soften, template_mask
 from .preview import draw_preview
-from .regions import FaceRegion, aligned_region, box_region, find_faces
+from .regions import (
+    FaceRegion,
+    aligned_region,
+    box_region,
+    face_number,
+    find_faces,
+    find_regions,
+    resolution_notes,
+)
 from .warp import extract, footprint, paste, paste_reach
 
 __all__ = [
-    "DEFAULT_DETECTOR", "DEFAULT_MIN_FACE", "DETECTORS", "Box", "Detection", "FaceRegion",
-    "Framing", "align_transform", "aligned_region", "apply_transform", "box_from_points5",
-    "box_region", "crop_mask", "detect", "detector_members", "detector_settings", "dilate",
-    "dlib_mean_shape68", "dlib_model", "draw_preview", "erode", "extract", "facial_mask",
-    "find_detections", "find_faces", "footprint", "framing_box", "invert_transform",
-    "landmarks68", "model_path", "paste", "paste_reach", "points5_of", "similarity_transform",
-    "soften", "template_mask",
+    "align_transform", "aligned_region", "apply_transform", "Box", "box_from_points5",
+    "box_region", "crop_mask", "DEFAULT_DETECTOR", "DEFAULT_MIN_FACE", "detect",
+    "DetectedFace", "detector_members", "detector_settings", "DETECTORS", "dilate",
+    "dlib_mean_shape68", "dlib_model", "draw_preview", "erode", "extract", "face_number",
+    "FaceRegion", "facial_mask", "find_detections", "find_faces", "find_regions", "footprint",
+    "Framing", "framing_box", "invert_transform", "landmarks68", "model_path", "overlap", "paste",
+    "paste_reach", "points5_of", "resolution_notes", "similarity_transform", "soften",
+    "template_mask",
 ]

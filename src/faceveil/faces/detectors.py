@@ -25,7 +25,7 @@ lists as a candidate. Unions with dlib's detectors add time and false alarms, no
 HOG (upsampled once, plus two passes on the photo turned by -35 and +35 degrees for
 heads tilted beyond the +-35 degrees upright HOG tolerates) and dlib's CNN stay as
 choices. Every detector's box is calibrated to dlib's (HOG's) box convention, in which
-the 68-point shape predictor was trained (see :class:`Detection`).
+the 68-point shape predictor was trained (see :class:`DetectedFace`).
 
 ``DEFAULT_MIN_FACE`` is 16: CenterFace's box is at least 0.81x the width of every face
 it found there, so every face of 24 px and more is anonymized.
@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..options import Detection as OptionsDetection
 from .geometry import Box, apply_transform, as_rgb, clip_box, same_face, similarity_transform
 from .landmarks import dlib_mean_shape68, dlib_model, points5_of
 
@@ -52,11 +53,11 @@ DEFAULT_UPSAMPLE = 1
 DEFAULT_ROTATIONS = (-35.0, 35.0)
 
 
-DEFAULT_MIN_FACE = 16
+DEFAULT_MIN_FACE = OptionsDetection().min_face  # declared in faceveil.options
 
 
 @dataclass(frozen=True)
-class Detection:
+class DetectedFace:
     """A face a detector found, in dlib's box convention whatever the detector.
 
     ``fit_box`` is the square, possibly reaching past the photo's border, in which the
@@ -74,15 +75,15 @@ class Detection:
 
 
 def _detection(fit: tuple[float, float, float, float], score: float, source: str,
-               angle: float, w: int, h: int) -> Detection | None:
+               angle: float, w: int, h: int) -> DetectedFace | None:
     x, y, bw, bh = (int(round(v)) for v in fit)
     box = clip_box(x, y, x + bw - 1, y + bh - 1, w, h) if bw > 0 and bh > 0 else None
     if box is None:
         return None
-    return Detection(box, (x, y, bw, bh), float(score), source, float(angle))
+    return DetectedFace(box, (x, y, bw, bh), float(score), source, float(angle))
 
 
-def _hog_pass(img: np.ndarray, upsample: int, angle: float, floor: float) -> list[Detection]:
+def _hog_pass(img: np.ndarray, upsample: int, angle: float, floor: float) -> list[DetectedFace]:
     """HOG on the photo turned by ``angle`` degrees (counter-clockwise on screen), scores
     from ``floor`` up; boxes mapped back: same size, centred where the face is."""
     from PIL import Image
@@ -120,7 +121,7 @@ _CNN_TO_HOG_SCALE = 1.01
 _CNN_TO_HOG_SHIFT = (0.062, 0.046)
 
 
-def _cnn_pass(img: np.ndarray, upsample: int, floor: float) -> list[Detection]:
+def _cnn_pass(img: np.ndarray, upsample: int, floor: float) -> list[DetectedFace]:
     h, w = img.shape[:2]
     out = []
     for d in dlib_model("cnn")(img, upsample):
@@ -157,7 +158,7 @@ def box_from_points5(points5: np.ndarray) -> tuple[tuple[float, float, float, fl
     return (cx - (side - 1) / 2, cy - (side - 1) / 2, side, side), angle
 
 
-def _centerface_pass(img: np.ndarray, floor: float) -> list[Detection]:
+def _centerface_pass(img: np.ndarray, floor: float) -> list[DetectedFace]:
     from . import centerface
 
     h, w = img.shape[:2]
@@ -228,7 +229,7 @@ def _member_threshold(name: str, members: Sequence[str], threshold: float | None
 def find_detections(
     img: np.ndarray, detector: str, upsample: int, rotations: Sequence[float],
     threshold: float | None = None,
-) -> tuple[list[Detection], list[tuple[Detection, float]]]:
+) -> tuple[list[DetectedFace], list[tuple[DetectedFace, float]]]:
     """``(faces, candidates)``: the detections at or above the threshold, and those
     between the candidate floor and the threshold that overlap no face, each with the
     threshold it missed. Members of a union run in order; a box that overlaps one found
@@ -236,8 +237,8 @@ def find_detections(
     members = detector_members(detector)
     if threshold is not None and not math.isfinite(threshold):
         raise InputError(f"the detection threshold must be a finite number, not {threshold}")
-    found: list[Detection] = []
-    low: list[tuple[Detection, float]] = []
+    found: list[DetectedFace] = []
+    low: list[tuple[DetectedFace, float]] = []
     for name in members:
         own = _member_threshold(name, members, threshold)
         floor = min(own, DETECTORS[name].candidate_floor(own))
@@ -253,7 +254,7 @@ def find_detections(
                 low.append((d, own))
             elif not same_face(d.box, [f.box for f in found]):
                 found.append(d)
-    candidates: list[tuple[Detection, float]] = []
+    candidates: list[tuple[DetectedFace, float]] = []
     for d, own in sorted(low, key=lambda c: -c[0].score):
         if not same_face(d.box, [f.box for f in found] + [c.box for c, _ in candidates]):
             candidates.append((d, own))

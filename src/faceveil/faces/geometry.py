@@ -65,12 +65,14 @@ def clip_box(left: int, top: int, right: int, bottom: int, w: int, h: int) -> Bo
     return (x0, y0, x1 - x0, y1 - y0)
 
 
-def overlap(a: Box, b: Box) -> tuple[float, float]:
+def overlap(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """``(IoU, intersection / smaller area)`` of two (x, y, w, h) boxes (0 for empty ones)."""
     ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     inter = ix * iy
     area_a, area_b = a[2] * a[3], b[2] * b[3]
-    return inter / (area_a + area_b - inter), inter / min(area_a, area_b)
+    union, smaller = area_a + area_b - inter, min(area_a, area_b)
+    return (inter / union if union > 0 else 0.0), (inter / smaller if smaller > 0 else 0.0)
 
 
 def same_face(box: Box, others: Sequence[Box]) -> bool:

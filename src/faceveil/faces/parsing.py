@@ -13,6 +13,7 @@ mouth, lips and neck; hair, hat, clothes, jewellery and background stay out.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -227,3 +228,15 @@ def parse_mask(parser: nn.Module, crop: np.ndarray, keep: Sequence[str] = FACE_C
         raise ValueError(f"unknown face-parsing classes: {sorted(unknown)}")
     keep_idx = np.array([CLASSES.index(c) for c in keep])
     return np.isin(parse_labels(parser, crop, size), keep_idx).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def parser_for(weights_file: str) -> BiSeNet:
+    """:func:`load_parser` once per process per weights file, with a user-facing error
+    (:class:`~faceveil.errors.InputError`) for weights that cannot be used."""
+    from ..errors import InputError
+
+    try:
+        return load_parser(weights_file)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot use face-parser weights {weights_file!r}: {e}") from None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..options import Detection
 from .align import Framing, align_transform, framing_box
 from .detectors import (
     DEFAULT_DETECTOR,
@@ -29,7 +30,8 @@ from .geometry import (
     similarity_transform,
 )
 from .landmarks import dlib_model, landmarks68, points5_of
-from .masks import crop_mask, facial_mask, template_mask
+from .masks import crop_mask, facial_mask, soften, template_mask
+from .warp import extract
 
 
 @dataclass
@@ -224,3 +226,59 @@ def _fits_framing(lm_crop: np.ndarray, framing: Framing, crop_size: int) -> bool
     resid = np.sqrt(((apply_transform(t, p5) - ref) ** 2).sum(1).mean())
     return (0.7 < scale < 1.4 and abs(angle) < 30 and shift < 0.5 * eye_dist
             and resid < 0.25 * eye_dist)
+
+
+PARSER_FEATHER = 0.04  # soft edge of parser masks, as a fraction of the crop side
+
+
+def find_regions(pixels: np.ndarray, *, framing: Framing, crop_size: int,
+                 detection: Detection, mask: np.ndarray | None = None
+                 ) -> tuple[list[FaceRegion], list[dict]]:
+    """The face regions to anonymize in ``pixels`` for a model's crop framing and size,
+    and what was left out (see :func:`find_faces`).
+
+    ``detection`` holds the options (:class:`faceveil.options.Detection`). With its
+    face-parser weights the masks come from the parser's segmentation instead of the
+    landmarks; a user ``mask`` (white = replace) overrides both and implies an aligned
+    input.
+    """
+    if detection.aligned or mask is not None:
+        regions = [aligned_region(pixels, framing=framing, crop_size=crop_size, mask=mask)]
+        skipped: list[dict] = []
+    else:
+        regions, skipped = find_faces(
+            pixels, framing=framing, crop_size=crop_size,
+            detector=detection.detector or DEFAULT_DETECTOR, threshold=detection.threshold,
+            min_face=detection.min_face, boxes=detection.boxes, exclude=detection.exclude)
+    if detection.parser_weights and mask is None:
+        from .parsing import INPUT_SIZE, parse_mask, parser_for
+
+        parser = parser_for(detection.parser_weights)
+        for r in regions:
+            # Parse a sharp crop at the parser's own resolution, straight from the photo,
+            # and bring the labels down to the model's crop.
+            sharp = np.vstack([np.asarray(r.transform) * (INPUT_SIZE / crop_size)])
+            sharp[:, 2] += 0.5 * (INPUT_SIZE / crop_size) - 0.5  # keep pixel centres aligned
+            hard = parse_mask(parser, extract(pixels, sharp, INPUT_SIZE), size=crop_size)
+            if hard.any():
+                r.mask = soften(hard, PARSER_FEATHER * crop_size)
+    return regions, skipped
+
+
+def face_number(region: FaceRegion, position: int) -> int:
+    """A face's number in messages: its detection number (as ``--exclude`` and the
+    preview count), else its position."""
+    return position if region.index is None else region.index
+
+
+def resolution_notes(regions: Sequence[FaceRegion], crop_size: int) -> list[str]:
+    """Warnings for faces much larger than the model's crops (they come out soft)."""
+    notes = []
+    for i, r in enumerate(regions):
+        scale = float(np.sqrt(abs(np.linalg.det(np.asarray(r.transform)[:, :2]))))
+        if scale < 0.5:
+            notes.append(
+                f"face {face_number(r, i)} is shrunk {1 / scale:.1f}x to fit the "
+                f"{crop_size}px model: its anonymized and recovered versions will look soft; "
+                "a higher-resolution model (--model ldm-celebahq-256, or sd15) would do better")
+    return notes

@@ -74,7 +74,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import api, container, images
+from .. import api, batch, images
 from ..errors import (
     FaceveilError,
     InputError,
@@ -84,7 +84,10 @@ from ..errors import (
     NoFaceError,
     WrongKeyError,
 )
+from ..format import png
+from ..format.records import Record
 from ..keys import KeySource
+from ..options import Options
 
 log = logging.getLogger("faceveil.web")
 
@@ -114,12 +117,7 @@ class Settings:
     """What ``faceveil serve`` was started with."""
 
     model: str | None = None
-    device: str | None = None
-    steps: int = 50
-    batch_size: int = 8
-    detector: str | None = None
-    threshold: float | None = None
-    min_face: int | None = None
+    options: Options = field(default_factory=Options)  # sampling, detection, runtime
     max_upload: int = DEFAULT_MAX_UPLOAD  # bytes of one upload (and of one JSON body)
     max_memory: int = DEFAULT_MAX_MEMORY  # bytes the store may hold
     keep_seconds: float = DEFAULT_KEEP_SECONDS  # unused entries are forgotten after this
@@ -310,7 +308,7 @@ class AnonymizedFile:
 
     name: str
     loaded: images.LoadedImage
-    record: dict | None
+    record: Record | None
 
 
 class JobCancelled(Exception):
@@ -458,19 +456,12 @@ def _png(data: bytes | None) -> Response:
     return Response(data, media_type="image/png")
 
 
-def record_summary(record: dict) -> dict:
+def record_summary(record: Record) -> dict:
     """What a file's public record tells the person recovering it (nothing secret)."""
-    sampler = record.get("sampler", {})
-    return {"faces": len(record.get("faces", [])), "key_type": record["key"]["type"],
-            "created_by": record.get("created_by"),
-            "model": record.get("model", {}).get("id"),
-            "recovery": sampler.get("default_recovery"),
-            "deniable": record["key"].get("check") is None}
-
-
-def _face_json(region) -> dict:
-    return {"index": region.index, "box": [int(v) for v in region.box],
-            "source": region.source, "score": region.score}
+    return {"faces": len(record.faces), "key_type": record.key.type,
+            "created_by": record.created_by, "model": record.model.get("id"),
+            "recovery": record.sampler.default_recovery,
+            "deniable": not record.authenticated}
 
 
 # ---------------------------------------------------------------------------
@@ -532,14 +523,14 @@ class WebApp:
     def __init__(self, settings: Settings, token: str | None = None) -> None:
         self.settings = settings
         self.token = token or secrets.token_urlsafe(32)
-        self.backbone = api.get_model(settings.model, settings.device)
+        self.backbone = api.get_model(settings.model, settings.options.runtime.device)
         self.store = Store(settings.max_memory, settings.keep_seconds)
         self.detect_pool = ThreadPoolExecutor(1, thread_name_prefix="faceveil-detect")
         self.model_pool = ThreadPoolExecutor(1, thread_name_prefix="faceveil-model")
         page = resources.files(__package__).joinpath("static", "index.html").read_text("utf-8")
         self.page = (page.replace("__TOKEN__", self.token)
                      .replace("__MAX_UPLOAD__", str(settings.max_upload))
-                     .replace("__STEPS__", str(settings.steps)))
+                     .replace("__STEPS__", str(settings.options.sampling.steps)))
 
     # -- plumbing --
 
@@ -590,13 +581,12 @@ class WebApp:
     async def add_photo(self, request: Request) -> Response:
         data = await read_body(request, self.settings.max_upload)
         name = _name(request)
-        s = self.settings
+        options = self.settings.options
 
         def work():
             loaded = images.load_image(data)
-            regions, skipped = api.find_regions(loaded.pixels, self.backbone,
-                                                detector=s.detector, threshold=s.threshold,
-                                                min_face=s.min_face)
+            regions, skipped = api.find_regions(loaded.pixels, options=options,
+                                                model=self.backbone)
             return loaded, regions, skipped
 
         loaded, regions, skipped = await self._in(self.detect_pool, work)
@@ -606,7 +596,7 @@ class WebApp:
         height, width = loaded.pixels.shape[:2]
         return JSONResponse({
             "id": photo_id, "name": name, "width": width, "height": height,
-            "faces": [_face_json(r) for r in regions],
+            "faces": [batch.face_json(r.index, r) for r in regions],
             "candidates": [{"box": x["box"], "score": x["score"], "reason": x["reason"]}
                            for x in skipped if x.get("kind") == "low-score"],
             "skipped": [x for x in skipped if x.get("kind") != "low-score"],
@@ -633,22 +623,22 @@ class WebApp:
             raise NoFaceError("no face to anonymize: every face is switched off; switch one "
                               "on, or draw a box around a face")
         sidecar = bool(data.get("sidecar"))
-        s, backbone = self.settings, self.backbone
+        options, backbone = self.settings.options, self.backbone
         job = Job("anonymize", photo.name, phases=3)  # context, exact inversion, denoising
 
         def work():
             # Boxes are numbered after the detections, as `anonymize --box` numbers them.
-            regions = kept + [api.box_region(photo.loaded.pixels, backbone, b,
+            regions = kept + [api.box_region(photo.loaded.pixels, b, model=backbone,
                                              index=photo.detections + k)
                               for k, b in enumerate(boxes)]
-            job.phases = 3 * -(-len(regions) // s.batch_size)
-            result = api.anonymize(photo.loaded, key, model=backbone, regions=regions,
-                                   steps=s.steps, batch_size=s.batch_size,
-                                   progress=job.progress)
-            summary = {"faces": len(result.regions), "notes": result.notes,
-                       "anonymized": [_face_json(r) for r in result.regions],
+            job.phases = 3 * -(-len(regions) // options.runtime.batch_size)
+            result = api.anonymize(photo.loaded, key, options=options, model=backbone,
+                                   regions=regions, progress=job.progress)
+            summary = {"faces": len(result.regions),
+                       "notes": result.notes + batch.left_out_notes(result.skipped),
+                       "anonymized": [batch.face_json(r.index, r) for r in result.regions],
                        "excluded": sorted(excluded)}
-            side = container.dumps(result.record).encode() if sidecar else None
+            side = result.sidecar_bytes() if sidecar else None
             return summary, result.png_bytes(), side
 
         return JSONResponse({"job": self._submit(job, work)}, status_code=202)
@@ -661,9 +651,9 @@ class WebApp:
         name = _name(request)
 
         def work():
-            container.allow_large_chunks()
+            png.allow_large_chunks()
             loaded = images.load_image(data)
-            return loaded, container.read_png_record(loaded.text)
+            return loaded, png.from_text_chunks(loaded.text)
 
         loaded, record = await self._in(self.detect_pool, work)
         size = loaded.pixels.nbytes + len(data)
@@ -679,24 +669,23 @@ class WebApp:
                               "file")
         meta = None
         if data.get("sidecar"):
-            meta = container.loads(_field(data, "sidecar", str, "the sidecar's JSON text"))
+            meta = png.loads(_field(data, "sidecar", str, "the sidecar's JSON text"))
         elif file.record is None:
             raise MetadataError("this image has no faceveil metadata (was it re-encoded?): "
                                 "add the sidecar JSON saved when it was anonymized")
         key = key_from(data)
         record = meta or file.record
-        sampler = record["sampler"]
-        per_batch = 3 if sampler.get("context") == "masked" else 2
-        batches = -(-len(record["faces"]) // self.settings.batch_size)
+        options = self.settings.options
+        per_batch = 3 if record.sampler.context == "masked" else 2
+        batches = -(-len(record.faces) // options.runtime.batch_size)
         job = Job("recover", file.name, phases=per_batch * batches)
-        s = self.settings
 
         def work():
-            result = api.recover(file.loaded, key, meta=meta, device=s.device,
-                                 batch_size=s.batch_size, progress=job.progress)
+            result = api.recover(file.loaded, key, meta=meta, options=options,
+                                 progress=job.progress)
             notes = list(result.notes)
-            png = result.encode("PNG", notes)
-            return {"faces": len(result.faces), "notes": notes}, png, None
+            data = result.encode("PNG", notes)
+            return {"faces": len(result.faces), "notes": notes}, data, None
 
         return JSONResponse({"job": self._submit(job, work)}, status_code=202)
 

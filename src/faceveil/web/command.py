@@ -14,8 +14,9 @@ import sys
 
 import click
 
-from ..cli import detection_options, handle_errors
+from ..cli.common import build_options, detection_options, handle_errors
 from ..errors import InputError
+from ..options import DEFAULTS
 
 DEFAULT_PORT = 8765
 EXTRA_HINT = "pip install 'faceveil[web]'"
@@ -85,11 +86,14 @@ def url_of(sock: socket.socket, host: str) -> str:
 @click.option("--model", "-m", default=None, metavar="ID_OR_DIR",
               help="Model to anonymize with: preset, local diffusers folder or Hugging Face "
                    "id (default: built-in). Recovery uses the model each file names.")
-@click.option("--steps", default=50, show_default=True, type=click.IntRange(1, 1000),
+@click.option("--steps", default=DEFAULTS.sampling.steps, show_default=True,
+              type=click.IntRange(1, 1000),
               help="DDIM steps for anonymization.")
 @detection_options
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1),
+@click.option("--device", default=DEFAULTS.runtime.device, show_default=True,
+              help="cpu, cuda, or auto.")
+@click.option("--batch-size", default=DEFAULTS.runtime.batch_size, show_default=True,
+              type=click.IntRange(1),
               help="Faces per model batch.")
 @click.option("--max-upload-mb", default=25.0, show_default=True,
               type=click.FloatRange(0.01, 4096),
@@ -131,8 +135,10 @@ def serve_command(host, port, model, steps, detector, threshold, min_face, devic
             "who can reach it can upload photos and use this machine's CPU, and photos and "
             "keys travel over plain, unencrypted HTTP. Use it only on a network you trust, "
             "or keep the default 127.0.0.1.", err=True, fg="red", bold=True)
-    settings = Settings(model=model, device=device, steps=steps, batch_size=batch_size,
-                        detector=detector, threshold=threshold, min_face=min_face,
+    options = build_options({"steps": steps, "detector": detector, "threshold": threshold,
+                             "min_face": min_face, "device": device,
+                             "batch_size": batch_size})
+    settings = Settings(model=model, options=options,
                         max_upload=int(max_upload_mb * MB), max_memory=int(max_memory_mb * MB),
                         keep_seconds=keep_minutes * 60, allowed_hosts=allowed_hosts(host))
     sock = bind(host, port)

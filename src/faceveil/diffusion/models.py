@@ -26,14 +26,15 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .errors import ModelError
+from ..errors import InputError, ModelError
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).parent.parent / "weights"
 
 
 @dataclass(frozen=True)
@@ -202,50 +203,27 @@ class Backbone:
     def predict_steps(self, z: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """The network's output for a batch whose samples may sit at different timesteps
         (one per sample): lets the engine share one call between two chains."""
-        call = self.fast_call or self._call
+        call = self.fast_call or self.network_call
         # Models with a learned variance output 2C channels; the first C are the mean.
         return call(z, timesteps.to(device=z.device, dtype=torch.long))[:, : z.shape[1]]
 
-    def _call(self, z: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """One plain network evaluation (what CUDA graphs capture and torch.compile wraps)."""
+    def network_call(self, z: torch.Tensor, timestep: torch.Tensor,
+                     unet: Callable | None = None) -> torch.Tensor:
+        """One plain network evaluation (what CUDA graphs capture; ``unet``: a compiled
+        copy of :attr:`unet` to call instead)."""
+        unet = unet or self.unet
         if self.prompt_embedding is not None:
             cond = self.prompt_embedding.expand(z.shape[0], -1, -1)
-            return self.unet(z, timestep, encoder_hidden_states=cond).sample
-        return self.unet(z, timestep).sample
+            return unet(z, timestep, encoder_hidden_states=cond).sample
+        return unet(z, timestep).sample
 
     def accelerate(self, *, cuda_graphs: bool = True, compile: bool = False,
                    tf32: bool = False) -> Backbone:
-        """Opt-in fast paths for the network call on a CUDA device; a no-op elsewhere.
+        """Opt-in fast paths for the network call on a CUDA device; a no-op elsewhere
+        (see :func:`faceveil.diffusion.accelerate.accelerate`)."""
+        from .accelerate import accelerate
 
-        * ``cuda_graphs``: capture the call once per input shape and replay it. The same
-          kernels run on the same inputs, so results equal the eager call's; it removes
-          the launch overhead that dominates small batches (exact-steps at batch 1 makes
-          about 400 calls of a few milliseconds each).
-        * ``compile``: ``torch.compile`` the network with static shapes (fused kernels:
-          results differ from eager by rounding; compile time is paid once per shape).
-        * ``tf32``: let convolutions and matrix products use TF32 inside this call.
-          Off by default: with it, exact-steps' 1e-3 step tolerance is unmeasured.
-
-        None of this has been measured on a GPU yet (no device was available); every
-        path falls back to the eager call if capture or compilation fails.
-        """
-        if self.device.type != "cuda":
-            return self
-        call = self._call
-        if compile:
-            compiled = torch.compile(self.unet, dynamic=False)
-
-            def call(z, timestep, _unet=compiled):
-                if self.prompt_embedding is not None:
-                    cond = self.prompt_embedding.expand(z.shape[0], -1, -1)
-                    return _unet(z, timestep, encoder_hidden_states=cond).sample
-                return _unet(z, timestep).sample
-        call = _Precision(call, tf32)
-        if cuda_graphs:
-            call = _GraphedCall(call)
-        self.fast_call = call
-        self.acceleration = {"cuda_graphs": cuda_graphs, "compile": compile, "tf32": tf32}
-        return self
+        return accelerate(self, cuda_graphs=cuda_graphs, compile=compile, tf32=tf32)
 
     def latent_mask(self, pixel_mask: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, S) boolean pixel mask -> (B, 1, s, s): a latent cell is inside
@@ -264,74 +242,6 @@ class Backbone:
             "latent_shape": list(self.latent_shape),
             "prediction_type": self.prediction_type,
         }
-
-
-class _Precision:
-    """Run a call with TF32 allowed or forbidden for convolutions and matrix products,
-    restoring torch's global flags afterwards."""
-
-    def __init__(self, call, tf32: bool) -> None:
-        self.call, self.tf32 = call, tf32
-
-    def __call__(self, z: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        matmul = torch.backends.cuda.matmul
-        saved = matmul.allow_tf32
-        matmul.allow_tf32 = self.tf32
-        try:
-            with torch.backends.cudnn.flags(enabled=True, allow_tf32=self.tf32):
-                return self.call(z, timestep)
-        finally:
-            matmul.allow_tf32 = saved
-
-
-class _GraphedCall:
-    """Replays a CUDA graph of a network call, one graph per input shape and dtype.
-
-    The graph reads its inputs from, and writes its output to, fixed buffers: each call
-    copies the inputs in, replays, and returns a copy of the output. Shapes beyond
-    ``max_graphs`` (the per-face early exit of exact-steps shrinks batches) and any
-    capture failure fall back to the eager call.
-    """
-
-    def __init__(self, call, max_graphs: int = 16) -> None:
-        self.call = call
-        self.max_graphs = max_graphs
-        self.graphs: dict = {}
-        self.pool = None
-        self.failed = False
-
-    def __call__(self, z: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        key = (tuple(z.shape), z.dtype, z.device)
-        entry = self.graphs.get(key)
-        if entry is None:
-            if self.failed or len(self.graphs) >= self.max_graphs or not z.is_cuda:
-                return self.call(z, timestep)
-            try:
-                entry = self._capture(z, timestep)
-            except RuntimeError:
-                self.failed = True  # e.g. an op that cannot be captured: stay eager
-                return self.call(z, timestep)
-            self.graphs[key] = entry
-        graph, static_z, static_t, static_out = entry
-        static_z.copy_(z)
-        static_t.copy_(timestep)
-        graph.replay()
-        return static_out.clone()
-
-    def _capture(self, z: torch.Tensor, timestep: torch.Tensor):
-        static_z, static_t = z.clone(), timestep.clone()
-        side = torch.cuda.Stream(device=z.device)
-        side.wait_stream(torch.cuda.current_stream(z.device))
-        with torch.cuda.stream(side):  # warm up outside the graph (allocator, cuDNN)
-            for _ in range(2):
-                self.call(static_z, static_t)
-        torch.cuda.current_stream(z.device).wait_stream(side)
-        if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            static_out = self.call(static_z, static_t)
-        return graph, static_z, static_t, static_out
 
 
 # ---------------------------------------------------------------------------
@@ -610,27 +520,10 @@ def load_model(
             "use --model to point to the original weights"
         )
     backbone.to(device)
+    from .accelerate import acceleration_from_env
+
     options = acceleration_from_env()
     return backbone.accelerate(**options) if options is not None else backbone
-
-
-ACCELERATE_ENV = "FACEVEIL_ACCELERATE"
-
-
-def acceleration_from_env() -> dict | None:
-    """The opt-in GPU fast paths named in ``FACEVEIL_ACCELERATE`` (comma-separated among
-    ``cuda-graphs``, ``compile``, ``tf32``), as :meth:`Backbone.accelerate` arguments;
-    None when the variable is unset or empty."""
-    text = os.environ.get(ACCELERATE_ENV, "").strip().lower()
-    if not text:
-        return None
-    names = {n.strip() for n in text.split(",") if n.strip()}
-    known = {"cuda-graphs", "compile", "tf32"}
-    if names - known:
-        raise ModelError(f"{ACCELERATE_ENV} takes {', '.join(sorted(known))}, "
-                         f"not {', '.join(sorted(names - known))}")
-    return {"cuda_graphs": "cuda-graphs" in names, "compile": "compile" in names,
-            "tf32": "tf32" in names}
 
 
 def available_locally(preset: Preset) -> bool:
@@ -644,3 +537,36 @@ def available_locally(preset: Preset) -> bool:
         return True
     except Exception:
         return False
+
+
+# ---------------------------------------------------------------------------
+# One loaded model per reference and device, per process
+# ---------------------------------------------------------------------------
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device} was asked for, but this machine has no CUDA "
+                         f"device torch can use (torch {torch.__version__}); use --device cpu")
+    return device
+
+
+@lru_cache(maxsize=4)
+def _cached_model(reference_json: str, device: str, expect: str | None) -> Backbone:
+    return load_model(json.loads(reference_json), device=device, expect_sha256=expect)
+
+
+def get_model(model: Backbone | str | dict | None, device: str | None = None,
+              expect_sha256: str | None = None) -> Backbone:
+    """A loaded backbone for a preset, folder, hub id or reference (cached per process)."""
+    if isinstance(model, Backbone):
+        if expect_sha256 and model.sha256 != expect_sha256:
+            raise ModelError(
+                "the given model is not the one this file was made with (weights hash differs)"
+            )
+        return model
+    reference = model if isinstance(model, dict) else parse_reference(model)
+    return _cached_model(json.dumps(reference, sort_keys=True), resolve_device(device),
+                         expect_sha256)

@@ -56,6 +56,29 @@ class Denoiser(Protocol):
 
 
 @dataclass(frozen=True)
+class ExactInversion:
+    """What :meth:`Engine.invert_exact` found.
+
+    ``trajectory`` is ``[z_0, ..., z_T]``; ``residuals`` holds, per face, the largest
+    step residual left unconverged (float64, CPU; 0 where every step converged);
+    ``context`` is the plain inversion computed alongside (``context_from``), else None.
+    """
+
+    trajectory: list[torch.Tensor]
+    residuals: torch.Tensor
+    context: list[torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class Transformed:
+    """What :meth:`Engine.transform` made: the new clean latents, and per face the worst
+    exact-inversion residual (zeros for the plain method)."""
+
+    z0: torch.Tensor
+    residuals: torch.Tensor
+
+
+@dataclass(frozen=True)
 class Schedule:
     """The discrete DDIM chain: ``levels[0]`` is clean data, ``levels[T]`` pure noise.
 
@@ -156,9 +179,6 @@ class Engine:
         self.tolerance = tolerance
         self.max_iterations = max_iterations
         self.calls = 0  # model evaluations so far, for cost reports
-        self.worst_residual = 0.0  # largest unconverged exact-inversion residual seen
-        self.residuals = torch.zeros(0, dtype=torch.float64)  # per face, last invert_exact
-        self.context: list[torch.Tensor] = []  # the context built by the last invert_exact
 
     def _predict(self, z: torch.Tensor, i: int) -> torch.Tensor:
         self.calls += 1
@@ -237,7 +257,7 @@ class Engine:
         mask: torch.Tensor | None = None,
         context: Sequence[torch.Tensor] | None = None,
         context_from: torch.Tensor | None = None,
-    ) -> list[torch.Tensor]:
+    ) -> ExactInversion:
         """Invert the sampler itself: find each z_i that :meth:`denoise` maps onto z_{i-1}.
 
         One denoising step is y = sqrt(a_{i-1}) x0(z) + sqrt(1 - a_{i-1}) eps(z) with the
@@ -258,24 +278,23 @@ class Engine:
         and its stop (converged, diverging or out of iterations) do not depend on the
         other faces, and a converged face is not evaluated again at that step. So a
         face's result is the same whichever faces share its batch. The largest
-        unconverged residual of each face is left in :attr:`residuals`.
+        unconverged residual of each face is returned with the trajectory.
 
         ``context_from`` instead of ``context``: the context is the plain inversion of
         these latents, computed along the way; each of its steps rides in the first model
         call of the exact step before it (one call at two timesteps, when the denoiser
         offers ``predict_steps``), which saves a model call per step. The context
-        trajectory is then left in :attr:`context`.
+        trajectory is then returned too.
         """
         s, ptype = self.schedule, self.denoiser.prediction_type
         batch = z0.shape[0]
         inside = None if mask is None else mask.expand_as(z0)
         trajectory = [z0]
         y, eps_prev = z0, None
-        self.residuals = torch.zeros(batch, dtype=torch.float64)
+        residuals = torch.zeros(batch, dtype=torch.float64)
         if context_from is not None:
             context = [context_from, self._invert_step(context_from,
                                                        self._predict(context_from, 1), 1)]
-            self.context = context
         for i in range(1, s.steps + 1):
             sa_prev, sb_prev = math.sqrt(s.alphas[i - 1]), math.sqrt(1.0 - s.alphas[i - 1])
             outside = None if context is None else context[i]
@@ -324,12 +343,12 @@ class Engine:
                 z = z.clone()
                 z[active] = implied(eps[going.to(eps.device)], active)
             eps_prev = best_eps
-            self.residuals = torch.maximum(self.residuals, best_err)
-            self.worst_residual = max(self.worst_residual, float(best_err.max()))
+            residuals = torch.maximum(residuals, best_err)
             trajectory.append(best)
             y = best
             self._tick("invert", i)
-        return trajectory
+        return ExactInversion(trajectory, residuals,
+                              context if context_from is not None else None)
 
     def transform(
         self,
@@ -339,7 +358,7 @@ class Engine:
         method: str = "plain",
         context: str = "own",
         fill: float = 0.0,
-    ) -> torch.Tensor:
+    ) -> Transformed:
         """Anonymize (or, with the same key, recover) a batch of clean latents.
 
         Args:
@@ -347,7 +366,7 @@ class Engine:
             key: the key operation applied to the inverted noise z_T: +-1 ``signs`` of
                 the latent shape (the paper's sign flip, :func:`flip`), or a function
                 taking and returning (B, C, H, W) that changes only the inside of the
-                mask (e.g. :func:`faceveil.mixing.apply`).
+                mask (e.g. :func:`faceveil.diffusion.mixing.apply`).
             mask: boolean latent mask, shape (B, 1, H, W) or (B, C, H, W).
             method: "plain" (one DDIM inversion pass, the paper's) or "exact-steps"
                 (each step solved by :meth:`invert_exact`).
@@ -372,16 +391,20 @@ class Engine:
                 return flip(z, signs, mask)
 
         blanked = torch.where(mask, torch.full_like(z0, fill), z0)
+        residuals = torch.zeros(z0.shape[0], dtype=torch.float64)
         if context == "masked" and method == "exact-steps":
-            trajectory = self.invert_exact(z0, mask, context_from=blanked)
-            outside = self.context
+            exact = self.invert_exact(z0, mask, context_from=blanked)
+            trajectory, outside, residuals = exact.trajectory, exact.context, exact.residuals
         else:
             outside = self.invert(blanked, "context") if context == "masked" else None
-            trajectory = (self.invert_exact(z0, mask, outside) if method == "exact-steps"
-                          else self.invert(z0))
+            if method == "exact-steps":
+                exact = self.invert_exact(z0, mask, outside)
+                trajectory, residuals = exact.trajectory, exact.residuals
+            else:
+                trajectory = self.invert(z0)
         outside = outside if outside is not None else trajectory
         z_T = key_op(torch.where(mask, trajectory[-1], outside[-1]))
-        return self.denoise(z_T, mask, outside)
+        return Transformed(self.denoise(z_T, mask, outside), residuals)
 
     anonymize = transform
     recover = transform

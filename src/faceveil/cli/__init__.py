@@ -1,0 +1,71 @@
+"""The ``faceveil`` command line: a thin layer over :mod:`faceveil.api`.
+
+Each command lives in a module of its own (:mod:`.anonymize`, :mod:`.recover`,
+:mod:`.tools`; ``eval`` and ``serve`` are registered lazily from their packages); what
+they share is in :mod:`.common`. Exit status: 0 success, 1 bad input or usage, 2
+command-line syntax, 3 wrong key, 4 missing/corrupt/modified metadata, 5 model problem,
+6 no face found.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import click
+
+from .. import __version__
+
+# OpenMP threads that spin while they wait take the CPU from each other and from every
+# other process: on a busy 2-core machine one model call took 5x longer with 2 spinning
+# threads than with 1 (benchmarks/cpu_breakdown.py); with passive waiting, 2 threads were
+# as fast as 1 there. libgomp reads this once, when torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported only when used (or listed in --help).
+
+    ``lazy`` maps a command name to ``"module:attribute"``; the command modules import
+    nothing heavy at module level, so ``--version``, ``--help``, ``keygen`` and
+    ``inspect`` start without torch.
+    """
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            module, _, attribute = self.lazy[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+
+COMMANDS = {
+    "anonymize": "faceveil.cli.anonymize:anonymize",
+    "recover": "faceveil.cli.recover:recover",
+    "keygen": "faceveil.cli.tools:keygen",
+    "detect": "faceveil.cli.tools:detect",
+    "models": "faceveil.cli.tools:models",
+    "inspect": "faceveil.cli.tools:inspect",
+    "eval": "faceveil.evaluation.command:eval_command",
+    "serve": "faceveil.web.command:serve_command",
+}
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="faceveil")
+def main() -> None:
+    """Secure, reversible face anonymization with diffusion models.
+
+    \b
+    faceveil keygen -o my.key
+    faceveil anonymize photo.jpg -o anon.png --key-file my.key
+    faceveil recover anon.png -o back.png --key-file my.key
+    faceveil inspect anon.png
+    faceveil serve                  # the same in a web page on this machine
+    """

@@ -1,0 +1,271 @@
+"""``faceveil anonymize``: photos, clips and folders of them, locally or on Ray."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from .. import batch, media
+from ..errors import InputError, NoFaceError
+from ..options import (
+    CONTEXTS,
+    DEFAULTS,
+    FLIPS,
+    METHODS,
+    NO_FACE,
+    SPACINGS,
+    Options,
+)
+from .common import (
+    FrameBar,
+    Outcome,
+    Progress,
+    build_options,
+    detection_options,
+    each,
+    get_key,
+    handle_errors,
+    key_options,
+    model_option,
+    ray_options,
+    run_folder,
+    run_on_ray,
+    run_one,
+    track_gap_option,
+    video_options,
+)
+
+_S = DEFAULTS.sampling
+
+
+class _Anonymizer:
+    """One anonymize run: the key, the options, and the rows of ``--report``."""
+
+    def __init__(self, key, options: Options, model: str | None, mask: str | None,
+                 key_file: str | None, quiet: bool) -> None:
+        self.key, self.options, self.model = key, options, model
+        self.mask, self.key_file, self.quiet = mask, key_file, quiet
+        self.rows: list[dict] = []
+
+    @property
+    def sidecar(self) -> bool:
+        return self.options.output.sidecar
+
+    def video(self, src: Path, dst: Path, prefix: str = "") -> Outcome:
+        from ..video import anonymize_video
+
+        d = self.options.detection
+        if self.mask or d.aligned or d.boxes or d.exclude:
+            raise InputError("--mask, --aligned, --box and --exclude apply to images, not "
+                             f"to videos ({str(src)!r})")
+        bar = FrameBar(not self.quiet, prefix)
+        try:
+            result = anonymize_video(src, dst, self.key, options=self.options, model=self.model,
+                                     progress=bar, protected=[self.mask, self.key_file])
+        except NoFaceError:
+            self.rows.append(batch.video_report_row(src, None))
+            raise
+        finally:
+            bar.close()
+        self.rows.append(batch.video_report_row(src, result))
+        notes = [result.summary(), *result.notes]
+        if result.left_out:
+            notes.append(f"{result.left_out} detection(s) left out (low scores, too small): "
+                         "check them with `faceveil detect` (or --report)")
+        return result.faces, notes
+
+    def start(self, src: Path, dst: Path):
+        """Checks and decoding before any model work."""
+        from .. import images
+
+        if dst.suffix.lower() != ".png":
+            raise InputError(f"anonymized output must be a .png file (got {str(dst)!r})")
+        for path in batch.outputs_of(dst, self.sidecar):
+            media.check_output(path, [src, self.mask, self.key_file], self.options.output.force)
+        return images.load_image(src)
+
+    def finish(self, src: Path, dst: Path, loaded, result) -> Outcome:
+        """Write what anonymization gave (an Anonymized, or the error that stopped it)."""
+        from .. import images
+
+        if isinstance(result, NoFaceError):
+            policy = self.options.output.no_face
+            self.rows.append(batch.report_row(src, dst if policy == "copy" else None, [],
+                                              getattr(result, "skipped", [])))
+            notes = batch.no_face(policy, result, lambda: media.write_atomic(
+                dst, images.encode_image(loaded.pixels, "PNG")))
+            return 0, [*loaded.notes, *notes]
+        if isinstance(result, Exception):
+            raise result
+        media.write_atomic(dst, result.png_bytes())
+        if self.sidecar:
+            media.write_atomic(media.sidecar_path(dst), result.sidecar_bytes())
+        self.rows.append(batch.report_row(src, dst, result.regions, result.skipped))
+        return len(result.regions), list(result.notes) + batch.left_out_notes(result.skipped)
+
+    def one(self, src: Path, dst: Path, prefix: str = "") -> Outcome:
+        from .. import api, images
+
+        if media.is_video(src):
+            return self.video(src, dst, prefix)
+        loaded = self.start(src, dst)
+        user_mask = (images.load_mask(self.mask, loaded.pixels.shape[1::-1]) if self.mask
+                     else None)
+        progress = Progress(not self.quiet, prefix)
+        try:
+            result = api.anonymize(loaded, self.key, options=self.options, model=self.model,
+                                   mask=user_mask, progress=progress)
+        except NoFaceError as e:
+            result = e
+        finally:
+            progress.close()
+        return self.finish(src, dst, loaded, result)
+
+    def many(self, items: Sequence[batch.Item]) -> list:
+        """Several files at once: the faces of their images fill the model's batches
+        together (a clip batches its own frames)."""
+        from .. import api
+
+        outcomes: list = [None] * len(items)
+        ready = []
+        for k, item in enumerate(items):
+            try:
+                if media.is_video(item.src):
+                    outcomes[k] = self.video(item.src, item.dst, f"{item.src.name}: ")
+                else:
+                    ready.append((k, self.start(item.src, item.dst)))
+            except Exception as e:  # noqa: BLE001 - reported for this file only
+                outcomes[k] = e
+        if ready:
+            progress = Progress(not self.quiet, f"{len(ready)} image(s): ")
+            try:
+                results = api.anonymize_many([loaded for _, loaded in ready], self.key,
+                                             options=self.options, model=self.model,
+                                             progress=progress)
+            except Exception as e:  # noqa: BLE001 - the whole chunk failed the same way
+                results = [e] * len(ready)
+            finally:
+                progress.close()
+            for (k, loaded), result in zip(ready, results, strict=True):
+                try:
+                    outcomes[k] = self.finish(items[k].src, items[k].dst, loaded, result)
+                except Exception as e:  # noqa: BLE001
+                    outcomes[k] = e
+        return outcomes
+
+
+@click.command()
+@click.argument("input", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Output PNG, clip (.mkv or .mp4) for a video INPUT, or output folder "
+                   "when INPUT is a folder.")
+@key_options
+@model_option("Preset name, local diffusers folder or Hugging Face id (default: built-in).")
+@click.option("--steps", default=_S.steps, show_default=True, type=click.IntRange(1, 1000),
+              help="DDIM steps.")
+@click.option("--spacing", default=_S.spacing, show_default=True,
+              type=click.Choice(list(SPACINGS)), help="Timestep spacing.")
+@click.option("--method", type=click.Choice(list(reversed(METHODS))), default=_S.method,
+              show_default=True,
+              help="Inversion: each DDIM step solved exactly (near-exact recovery), or the "
+                   "paper's single pass (faster, lossier).")
+@click.option("--context", type=click.Choice(list(reversed(CONTEXTS))), default=_S.context,
+              show_default=True,
+              help="Outside-mask trajectory re-injected while denoising: one recovery can "
+                   "recompute exactly (masked) or the original's own (the paper's).")
+@click.option("--lossless", is_flag=True,
+              help="Also store each face's original pixels, compressed and sealed under the "
+                   "key: recovery with the key is then bit-exact at full resolution.")
+@click.option("--flip", "flip_kind", type=click.Choice(list(FLIPS)), default=_S.flip,
+              show_default=True,
+              help="Key operation on the noise: signs flipped in a keyed orthogonal basis "
+                   "with the noise norm hidden (resists linking a file to its original), or "
+                   "the paper's plain sign flip (for comparison).")
+@click.option("--deniable", is_flag=True,
+              help="Store no key check and no MAC: a wrong key then yields another face, not "
+                   "an error. Nothing in such a file is authenticated (see SECURITY.md); "
+                   "incompatible with --lossless, and the input's metadata is not kept.")
+@click.option("--sidecar", is_flag=True,
+              help="Also write the metadata to OUT.faceveil.json (survives re-encoding).")
+@click.option("--aligned", is_flag=True, help="INPUT is an aligned face crop: no detection.")
+@click.option("--mask", type=click.Path(dir_okay=False),
+              help="Mask image, same size as INPUT: white = replace, black = keep.")
+@click.option("--box", "boxes", multiple=True, metavar="X,Y,W,H",
+              help="Add a face the detector missed (repeatable).")
+@click.option("--exclude", multiple=True, type=int, metavar="N",
+              help="Leave detected face N alone (see `faceveil detect`; repeatable).")
+@detection_options
+@click.option("--report", type=click.Path(dir_okay=False),
+              help="Write a JSON report: per image, the faces anonymized and the "
+                   "candidates left out (low scores, too small, excluded), with boxes.")
+@click.option("--parser-weights", type=click.Path(dir_okay=False),
+              help="BiSeNet face-parsing weights (79999_iter.pth): masks from the parser "
+                   "instead of landmarks.")
+@click.option("--no-face", type=click.Choice(list(NO_FACE)), default=DEFAULTS.output.no_face,
+              show_default=True,
+              help="When no face is found: write nothing (skip), write the image "
+                   "unchanged but stripped of metadata (copy), or fail (error).")
+@click.option("--device", default=DEFAULTS.runtime.device, show_default=True,
+              help="cpu, cuda, or auto.")
+@click.option("--batch-size", default=DEFAULTS.runtime.batch_size, show_default=True,
+              type=click.IntRange(1), help="Faces per model batch.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
+@video_options
+@track_gap_option
+@click.option("--per-frame", is_flag=True,
+              help="Video only: run the model on every frame's faces, instead of once per "
+                   "track segment (a face made once and pasted into each frame, so a person "
+                   "keeps one face). Each frame's faces can then be recovered from the "
+                   "pixels by diffusion (.mkv), without their sealed originals, but the "
+                   "synthetic face changes from frame to frame, and it is about 10x slower.")
+@ray_options
+@handle_errors
+def anonymize(input, output, key_file, passphrase_stdin, model, mask, report, quiet, use_ray,
+              ray_address, ray_workers, **params) -> None:
+    """Replace every face in INPUT with another identity, reversibly.
+
+    INPUT is an image, a video clip or a folder of them; OUTPUT is a PNG, a clip (.mkv:
+    lossless FFV1; .mp4: H.264) or a folder, and carries everything recovery needs
+    except the key. In a clip, each person (a track) keeps one synthetic face, made once
+    and moved with their head, and each frame's original faces are sealed in the clip.
+    """
+    options = build_options(params)
+    key = get_key(key_file, passphrase_stdin, confirm=True)
+    src, dst = Path(input), Path(output)
+    if use_ray or ray_address:
+        if mask or options.detection.parser_weights or report:
+            raise InputError("--mask, --parser-weights and --report cannot be used with --ray")
+        run_on_ray("anonymized", "anonymize_folder", quiet, src=src, dst=dst, key=key,
+                   address=ray_address, workers=ray_workers, model=model, options=options,
+                   protected=[key_file])
+        return
+    force = options.output.force
+    if report:
+        media.check_output(report, [input, output, mask, key_file], force)
+    run = _Anonymizer(key, options, model, mask, key_file, quiet)
+    try:
+        if not src.is_dir():
+            run_one(src, dst, run.one, quiet, "anonymized")
+            return
+        plan = batch.plan(src, dst, lambda p: batch.anonymized_name(p, options.video.codec),
+                          sidecar=options.output.sidecar, force=force)
+        from .. import api
+
+        api.get_model(model, options.runtime.device)  # fail early on a bad --model
+        # Images of a folder go through the model together (a user mask is one image's).
+        if mask:
+            run_folder(plan, dst, quiet, "anonymized", each(run.one))
+        else:
+            run_folder(plan, dst, quiet, "anonymized", run.many, options.runtime.batch_size)
+    finally:  # also when some file failed: the report says what was done
+        if report:
+            from .. import faces
+
+            d = options.detection
+            settings = faces.detector_settings(d.detector, d.threshold, d.min_face)
+            media.write_atomic(report, (json.dumps(batch.report(settings, run.rows), indent=2)
+                                        + "\n").encode())

@@ -1,0 +1,147 @@
+"""The small commands: ``keygen``, ``detect``, ``models`` and ``inspect``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .. import media
+from ..errors import InputError
+from .common import (
+    FrameBar,
+    build_options,
+    detection_options,
+    handle_errors,
+    model_option,
+    note,
+    track_gap_option,
+)
+
+
+@click.command()
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the new key file (mode 0600).")
+@click.option("--force", is_flag=True, help="Overwrite an existing key file.")
+@handle_errors
+def keygen(output: str, force: bool) -> None:
+    """Write a new random 256-bit key file, readable by its owner only.
+
+    Keep it safe: without it the original faces cannot be recovered, and anyone who
+    has it can recover them.
+    """
+    from ..keys import generate_key_file
+
+    generate_key_file(output, overwrite=force)
+    note(f"wrote key {output}")
+
+
+@click.command()
+@click.argument("input", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Preview image (format from the extension: .png, .jpg, ...): boxes, "
+                   "masks and numbers of the faces found; for a clip, a preview clip "
+                   "(.mkv or .mp4) with each face's track number.")
+@model_option("Model whose crop framing and resolution to use (default: built-in).")
+@click.option("--box", "boxes", multiple=True, metavar="X,Y,W,H", help="Add a face (repeatable).")
+@click.option("--exclude", multiple=True, type=int, metavar="N", help="Leave face N out.")
+@detection_options
+@click.option("--aligned", is_flag=True, help="INPUT is an aligned face crop.")
+@click.option("--parser-weights", type=click.Path(dir_okay=False))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing preview.")
+@track_gap_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@handle_errors
+def detect(input, output, model, quiet, **params) -> None:
+    """Show what `anonymize` would replace: writes a preview image and prints the faces,
+    the faces skipped (with reasons, red on the preview) and the low-score candidates
+    that may be missed faces (dashed yellow) as one JSON document. For a clip: a preview
+    clip (track numbers; + marks a face filled in where the detector missed it) and the
+    tracks with their boxes per frame."""
+    from .. import api, batch, faces, images
+
+    options = build_options(params)
+    d = options.detection
+    settings = faces.detector_settings(d.detector, d.threshold, d.min_face)
+    if media.is_video(Path(input)):
+        from ..video import detect_video
+
+        if d.boxes or d.exclude or d.aligned:
+            raise InputError("--box, --exclude and --aligned apply to images, not to videos")
+        bar = FrameBar(not quiet)
+        try:
+            report = detect_video(input, output, options=options, model=model, progress=bar)
+        finally:
+            bar.close()
+        report["detection"] = settings
+        for line in report["notes"]:
+            note(f"{input}: {line}")
+        click.echo(json.dumps(report, indent=2, default=float))
+        return
+    fmt = media.output_format(output)
+    media.check_output(output, [input], options.output.force)
+    loaded = images.load_image(input)
+    backbone = api.get_model(model, options.runtime.device)
+    regions, skipped = api.find_regions(loaded.pixels, options=options, model=backbone)
+    preview = faces.draw_preview(loaded.pixels, regions, skipped)
+    media.write_atomic(output, images.encode_image(preview, fmt))
+    for line in loaded.notes:
+        note(f"{input}: {line}")
+    report = {
+        "image": {"width": int(loaded.pixels.shape[1]), "height": int(loaded.pixels.shape[0])},
+        "model": backbone.model_id,
+        "detection": settings,
+        "faces": [batch.face_json(i, r) for i, r in enumerate(regions)],
+        "skipped": [s for s in skipped if s.get("kind") != "low-score"],
+        "candidates": [s for s in skipped if s.get("kind") == "low-score"],
+        "notes": faces.resolution_notes(regions, backbone.image_size),
+    }
+    click.echo(json.dumps(report, indent=2, default=float))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@handle_errors
+def models(as_json) -> None:
+    """List the named models: resolution, size, and whether they are on this machine."""
+    from ..diffusion.models import DEFAULT_MODEL, PRESETS, available_locally
+
+    rows = [{"name": p.name, "source": p.repo or "built-in", "resolution": p.resolution,
+             "size": p.size, "available": available_locally(p), "default": p.name == DEFAULT_MODEL,
+             "description": p.description} for p in PRESETS.values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        where = "available" if r["available"] else f"missing: hf download {r['source']}"
+        click.echo(f"{mark} {r['name']:<18} {r['resolution']:>4}px  {r['size']:>8}  {where}")
+        click.echo(f"    {r['description']}")
+    click.echo("(* default; --model also takes a local diffusers folder or a Hugging Face id)")
+
+
+@click.command()
+@click.argument("input", type=click.Path())
+@click.option("--export", type=click.Path(dir_okay=False),
+              help="Also write the metadata to this JSON file (for `recover --meta`); for a "
+                   "clip, all its records as JSON Lines (.jsonl).")
+@click.option("--force", is_flag=True, help="Overwrite an existing export file.")
+@handle_errors
+def inspect(input, export, force) -> None:
+    """Print an anonymized file's metadata as one JSON document (nothing secret)."""
+    from ..format import png  # not the api: inspect must not load torch
+
+    if media.is_video(Path(input)):
+        from ..video.inspect import inspect_video
+
+        click.echo(json.dumps(inspect_video(input, export=export, force=force), indent=2,
+                              sort_keys=True))
+        return
+    if export:
+        media.check_output(export, [input], force)
+    record = png.read(input)
+    if export:
+        media.write_atomic(export, png.sidecar_bytes(record))
+    click.echo(json.dumps(record.public(), indent=2, sort_keys=True))

@@ -1,0 +1,225 @@
+"""Every option of faceveil, declared once: frozen, validated dataclasses and their defaults.
+
+The Python API, the command line, video, Ray and the web page all take these objects
+(:class:`Options` bundles them), so a default lives here and nowhere else::
+
+    from faceveil.options import Options
+    options = Options.of(steps=25, lossless=True)   # keywords go to the part that owns them
+    options.sampling.steps                           # 25
+
+This module imports nothing heavy (no numpy, no torch): the command line builds options
+before it knows whether a model will run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import InputError
+
+# The choices, declared once (the engine, the file format and the CLI read them here).
+METHODS = ("plain", "exact-steps")  # how faces are inverted to noise
+CONTEXTS = ("own", "masked")  # what is re-injected outside the mask while denoising
+SPACINGS = ("leading", "trailing", "linspace")
+FLIPS = ("mixed", "signs")  # the key operation on the noise inside the mask
+RECOVERY_METHODS = ("lossless", "exact-steps", "plain")
+NO_FACE = ("skip", "copy", "error")
+DEVICES = ("auto", "cpu", "cuda")
+VIDEO_CODECS = ("ffv1", "h264")
+DETECTOR_CHOICES = ("centerface", "hog", "cnn", "centerface+hog", "centerface+cnn", "hog+cnn",
+                    "both")
+Box = tuple[int, int, int, int]
+
+
+def _choice(value: object, choices: tuple, what: str) -> None:
+    if value not in choices:
+        raise InputError(f"{what} must be one of {', '.join(map(str, choices))}, "
+                         f"not {value!r}")
+
+
+def _whole(value: object, lo: int, what: str, hi: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (
+            hi is not None and value > hi):
+        bound = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
+        raise InputError(f"{what} must be a whole number {bound}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a face is turned into another: the DDIM chain and the key operation.
+
+    ``method``: "exact-steps" solves every inversion step exactly, so diffusion
+    recovery is near-exact; "plain" is the paper's single pass. ``context``: "masked"
+    re-injects outside the mask a trajectory recovery can recompute exactly; "own" the
+    original's own (the paper's). ``flip``: "mixed" flips signs in a keyed orthogonal
+    basis with the noise norm hidden (resists linking a file to its original); "signs"
+    is the paper's plain sign flip.
+    """
+
+    steps: int = 50
+    spacing: str = "leading"
+    method: str = "exact-steps"
+    context: str = "masked"
+    flip: str = "mixed"
+
+    def __post_init__(self) -> None:
+        _whole(self.steps, 1, "steps", 1000)
+        _choice(self.spacing, SPACINGS, "spacing")
+        _choice(self.method, METHODS, "method")
+        _choice(self.context, CONTEXTS, "context")
+        _choice(self.flip, FLIPS, "flip")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Which faces are anonymized.
+
+    ``detector`` (None: CenterFace), ``threshold`` (None: the detector's own, on its
+    scale: CenterFace's centre heat 0..1, 0.2; dlib's classifier margin, 0) and
+    ``min_face`` (pixels; narrower detections are skipped and reported) choose what the
+    detector finds; ``boxes`` (x, y, w, h) add faces it missed, ``exclude`` leaves
+    detections out by number. ``aligned``: the input is already an aligned face crop (no
+    detection). ``parser_weights``: a BiSeNet face parser's weights file, whose masks
+    replace the landmark masks.
+    """
+
+    detector: str | None = None
+    threshold: float | None = None
+    min_face: int = 16
+    boxes: tuple[Box, ...] = ()
+    exclude: tuple[int, ...] = ()
+    aligned: bool = False
+    parser_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.detector is not None:
+            _choice(self.detector, DETECTOR_CHOICES, "the detector")
+        if self.threshold is not None:
+            t = self.threshold
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+                raise InputError(f"the detection threshold must be a finite number, not {t!r}")
+        _whole(self.min_face, 1, "min_face")
+        boxes = tuple(tuple(int(v) for v in b) for b in self.boxes)
+        if any(len(b) != 4 or b[2] <= 0 or b[3] <= 0 for b in boxes):
+            raise InputError("a box is x, y, w, h with a positive width and height")
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "exclude", tuple(int(i) for i in self.exclude))
+
+
+@dataclass(frozen=True)
+class Protection:
+    """What the file keeps for recovery.
+
+    ``lossless``: also seal each face's original pixels under its key (recovery is then
+    bit-exact and needs no model). ``deniable``: store no key check and no MAC, so a
+    wrong key yields another face instead of an error (nothing in such a file is
+    authenticated). ``kdf``: Argon2id parameters for passphrases (None: 64 MiB, 3
+    passes).
+    """
+
+    lossless: bool = False
+    deniable: bool = False
+    kdf: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.deniable and self.lossless:
+            raise InputError("--lossless cannot be deniable: the sealed original pixels would "
+                             "tell a wrong key from the right one; choose one of them")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where the model runs (``device``: auto, cpu, cuda or cuda:N) and how many faces
+    go through it at once (results do not depend on it)."""
+
+    device: str = "auto"
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if not (self.device in DEVICES or str(self.device).startswith("cuda:")):
+            raise InputError(f"the device must be auto, cpu, cuda or cuda:N, "
+                             f"not {self.device!r}")
+        _whole(self.batch_size, 1, "batch_size")
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """Clips only. ``codec`` (None: from the output's extension, .mkv FFV1, .mp4
+    H.264) and ``crf`` (H.264 quality); ``track_gap``: frames a tracked face may be
+    missed and still be anonymized; ``per_frame``: run the model on every frame instead
+    of once per track segment."""
+
+    codec: str | None = None
+    crf: int = 18
+    track_gap: int = 5
+    per_frame: bool = False
+
+    def __post_init__(self) -> None:
+        if self.codec is not None:
+            _choice(self.codec, VIDEO_CODECS, "the video codec")
+        _whole(self.crf, 0, "crf", 51)
+        _whole(self.track_gap, 0, "the track gap")
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a file or folder run writes: ``sidecar`` (the record also as JSON beside
+    the output), ``no_face`` (an image without faces: write nothing, "skip"; write it
+    stripped of metadata, "copy"; or fail, "error") and ``force`` (overwrite existing
+    outputs; an input is never overwritten)."""
+
+    sidecar: bool = False
+    no_face: str = "skip"
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        _choice(self.no_face, NO_FACE, "no_face")
+
+
+@dataclass(frozen=True)
+class FixedKeys:
+    """A fixed file salt and per-face nonces, to make one run repeatable (tests,
+    benchmarks). Never reuse them for another image: every face's key material depends
+    on both."""
+
+    salt: bytes | None = None
+    nonces: tuple[bytes, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    """All options of one run, part by part (see each part for its fields)."""
+
+    sampling: Sampling = field(default_factory=Sampling)
+    detection: Detection = field(default_factory=Detection)
+    protection: Protection = field(default_factory=Protection)
+    runtime: Runtime = field(default_factory=Runtime)
+    video: VideoOptions = field(default_factory=VideoOptions)
+    output: Output = field(default_factory=Output)
+
+    @classmethod
+    def of(cls, **flat: Any) -> Options:
+        """Options from flat keywords, each given to the part that declares it
+        (``Options.of(steps=25, lossless=True)``)."""
+        return cls().replace(**flat)
+
+    def replace(self, **flat: Any) -> Options:
+        """A copy with these fields changed, each in the part that declares it."""
+        parts: dict[str, dict] = {}
+        for name, value in flat.items():
+            part = _OWNER.get(name)
+            if part is None:
+                raise InputError(f"unknown option {name!r}")
+            parts.setdefault(part, {})[name] = value
+        return dataclasses.replace(self, **{p: dataclasses.replace(getattr(self, p), **v)
+                                            for p, v in parts.items()})
+
+
+_PARTS = {"sampling": Sampling, "detection": Detection, "protection": Protection,
+          "runtime": Runtime, "video": VideoOptions, "output": Output}
+_OWNER = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
+assert len(_OWNER) == sum(len(fields(c)) for c in _PARTS.values()), "option names must differ"
+DEFAULTS = Options()
