@@ -18,6 +18,8 @@ from faceveil.evaluation import realism
 from .conftest import psnr
 from .records import rewrite
 
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).parent / "data"
 
 

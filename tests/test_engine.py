@@ -187,6 +187,7 @@ def test_masked_context_ignores_the_inside():
     assert not torch.equal(own_a[-1][~m.expand_as(z)], own_b[-1][~m.expand_as(z)])
 
 
+@pytest.mark.slow
 def test_exact_steps_on_a_diffusers_unet_beats_plain(pixel_model):
     from faceveil.diffusion.models import load_model
 
@@ -207,6 +208,7 @@ def test_exact_steps_on_a_diffusers_unet_beats_plain(pixel_model):
     assert results["exact-steps"] > results["plain"] + 10
 
 
+@pytest.mark.slow
 def test_context_rides_in_the_exact_steps_calls(pixel_model):
     """With a denoiser that takes a timestep per sample, the masked context's inversion
     shares the exact inversion's model calls: the same context, 49 calls fewer."""

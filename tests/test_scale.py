@@ -20,6 +20,8 @@ from faceveil.options import Options
 
 from .conftest import psnr, smooth_image
 
+pytestmark = pytest.mark.ray
+
 ray = pytest.importorskip("ray")
 
 STEPS = 4

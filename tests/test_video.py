@@ -26,6 +26,8 @@ from .records import rewrite
 from .tinymodels import make_pixel_model
 from .videoclips import audio_samples, make_clip, make_resized_clip
 
+pytestmark = pytest.mark.video
+
 av = pytest.importorskip("av")
 STEPS = "3"
 FRAMES = 8

@@ -32,7 +32,10 @@ from faceveil.diffusion import models  # noqa: E402
 from faceveil.format import png as png_records  # noqa: E402
 from faceveil.options import Options  # noqa: E402
 from faceveil.web import app as web  # noqa: E402
-from faceveil.web import command  # noqa: E402
+from faceveil.web import (
+    command,  # noqa: E402
+    protocol,  # noqa: E402
+)
 
 from .conftest import psnr  # noqa: E402
 from .records import rewrite  # noqa: E402
@@ -515,7 +518,7 @@ def test_access_log_hides_ids():
                                '%s - "%s %s HTTP/%s" %d',
                                ("127.0.0.1:5", "GET", "/api/jobs/AbC_123-x/output", "1.1", 200),
                                None)
-    assert web.RedactIds().filter(record)
+    assert protocol.RedactIds().filter(record)
     assert record.getMessage() == '127.0.0.1:5 - "GET /api/jobs/<id>/output HTTP/1.1" 200'
 
 

@@ -29,6 +29,8 @@ from faceveil.format import png as png_records
 
 from .conftest import psnr
 
+pytestmark = pytest.mark.browser
+
 DATA = Path(__file__).parent / "data"
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 CHROMIUM = os.environ.get("FACEVEIL_CHROMIUM", "/usr/bin/chromium")

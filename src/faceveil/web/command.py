@@ -35,7 +35,7 @@ def is_loopback(host: str) -> bool:
 def allowed_hosts(host: str) -> tuple[str, ...]:
     """The ``Host`` header values the server answers to: its loopback names and the
     address it was bound to; any, when bound to every interface (0.0.0.0, ::)."""
-    from .app import LOOPBACK_HOSTS
+    from .protocol import LOOPBACK_HOSTS
 
     bare = host.strip("[]")
     try:
@@ -127,7 +127,8 @@ def serve_command(host, port, model, steps, detector, threshold, min_face, devic
                          f"{EXTRA_HINT}") from None
     import logging
 
-    from .app import MB, RedactIds, Settings, create_app
+    from .app import Settings, create_app
+    from .protocol import MB, RedactIds
 
     if not is_loopback(host):
         click.secho(

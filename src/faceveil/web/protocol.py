@@ -1,0 +1,282 @@
+"""HTTP for the page: errors as JSON, request bodies read with limits, the fields and
+keys of a request, and the :class:`Guard` every request passes (host, origin, token,
+security headers)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hmac
+import json
+import logging
+import os
+import re
+from urllib.parse import unquote
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..errors import (
+    FaceveilError,
+    InputError,
+    KeyMaterialError,
+    MetadataError,
+    ModelError,
+    NoFaceError,
+    WrongKeyError,
+)
+from ..format.records import Record
+from ..keys import KeySource
+
+log = logging.getLogger("faceveil.web")
+
+
+MB = 1024 * 1024
+
+
+DEFAULT_MAX_UPLOAD = 25 * MB
+
+
+MAX_BOXES = 256  # hand-drawn boxes per photo
+
+
+TOKEN_HEADER = "x-faceveil-token"
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+        "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+}
+
+
+class HttpProblem(Exception):
+    """A request the server refuses for a reason of its own (size, age, load, token)."""
+
+    def __init__(self, status: int, kind: str, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.code = status, kind, code
+
+
+# Most specific first: the kind the page explains, and the HTTP status.
+_KINDS: tuple[tuple[type[FaceveilError], str, int], ...] = (
+    (WrongKeyError, "wrong-key", 403),
+    (MetadataError, "metadata", 422),
+    (ModelError, "model", 500),
+    (NoFaceError, "no-face", 422),
+    (KeyMaterialError, "bad-key", 400),
+    (InputError, "bad-input", 400),
+    (FaceveilError, "bad-input", 400),
+)
+
+
+def error_info(exc: BaseException) -> tuple[int, dict]:
+    """The HTTP status and the ``error`` object for an exception. Unexpected exceptions
+    are logged by type only (their text could hold anything) and reported as a bug."""
+    if isinstance(exc, HttpProblem):
+        return exc.status, {"kind": exc.kind, "code": exc.code, "message": str(exc)}
+    if isinstance(exc, FaceveilError):
+        kind, status = next((k, s) for cls, k, s in _KINDS if isinstance(exc, cls))
+        return status, {"kind": kind, "code": exc.exit_code, "message": str(exc)}
+    if isinstance(exc, MemoryError):
+        return 507, {"kind": "memory", "code": 1,
+                     "message": "out of memory: try a smaller photo, or fewer at once"}
+    if os.environ.get("FACEVEIL_DEBUG"):
+        log.error("unexpected error (a bug)", exc_info=exc)
+    else:
+        log.error("unexpected %s (a bug; set FACEVEIL_DEBUG=1 for details)", type(exc).__name__)
+    return 500, {"kind": "bug", "code": 70,
+                 "message": f"unexpected {type(exc).__name__} (a bug in faceveil; the "
+                            "server's log says more with FACEVEIL_DEBUG=1)"}
+
+
+def problem_response(exc: BaseException) -> JSONResponse:
+    status, error = error_info(exc)
+    return JSONResponse({"error": error}, status_code=status)
+
+
+def endpoint(func):
+    """A request handler whose errors become JSON ``{"error": ...}`` responses."""
+
+    @functools.wraps(func)
+    async def wrapper(*args) -> Response:  # (request) or (self, request)
+        try:
+            return await func(*args)
+        except Exception as e:  # every error, expected or not, is an answer, not a trace
+            return problem_response(e)
+
+    return wrapper
+
+
+class RedactIds(logging.Filter):
+    """Hides the ids in uvicorn's access log lines (``/api/jobs/<id>/output``): an id is
+    the capability to fetch a photo while it is in memory. Keys never reach the log
+    (they travel in request bodies, which are not logged)."""
+
+    PATTERN = re.compile(r"(/api/[a-z]+/)[^/?\s]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"\1<id>", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+def _too_large(limit: int) -> HttpProblem:
+    return HttpProblem(413, "too-large",
+                       f"the upload is larger than the limit of {limit / MB:g} MB "
+                       "(serve --max-upload-mb sets it)")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, read into memory, refused (413) past ``limit`` bytes."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
+async def read_json(request: Request, limit: int) -> dict:
+    body = await read_body(request, limit)
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InputError("the request is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InputError("the request must be a JSON object")
+    return data
+
+
+def field_of(data: dict, name: str, kind: type, what: str):
+    value = data.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise InputError(f"missing or malformed field {name!r} ({what})")
+    return value
+
+
+def key_from(data: dict) -> KeySource:
+    """The key of a request: ``{"key_file": BASE64}`` or ``{"passphrase": TEXT}``."""
+    spec = data.get("key")
+    if not isinstance(spec, dict) or not spec:
+        raise KeyMaterialError("no key: choose a key file (or generate one), or type a "
+                               "passphrase")
+    if "key_file" in spec:
+        text = spec["key_file"]
+        try:
+            raw = base64.b64decode(text if isinstance(text, str) else "", validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        return KeySource.from_key_file_bytes(raw, "the chosen key file")
+    phrase = spec.get("passphrase")
+    if not isinstance(phrase, str):
+        raise KeyMaterialError("the key must be a key file or a passphrase")
+    return KeySource.from_passphrase(phrase)
+
+
+def upload_name(request: Request) -> str:
+    """The uploaded file's name (for the page; never a path on this machine)."""
+    name = unquote(request.headers.get("x-faceveil-name", ""))
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(c for c in name if c.isprintable())[:200] or "photo"
+
+
+def boxes_of(value: object, width: int, height: int) -> list[tuple[int, int, int, int]]:
+    if not isinstance(value, list) or len(value) > MAX_BOXES:
+        raise InputError(f"'boxes' must be a list of at most {MAX_BOXES} [x, y, w, h] boxes")
+    boxes = []
+    for box in value:
+        if (not isinstance(box, list) or len(box) != 4
+                or not all(type(v) is int for v in box)):
+            raise InputError(f"a box must be [x, y, w, h] in whole pixels, not {box!r:.60}")
+        x, y, w, h = box
+        if w <= 0 or h <= 0 or x >= width or y >= height or x + w <= 0 or y + h <= 0:
+            raise InputError(f"box {box} is empty or outside the {width}x{height} photo")
+        boxes.append((x, y, w, h))
+    return boxes
+
+
+def indices_of(value: object, known: set[int]) -> set[int]:
+    if not isinstance(value, list) or not all(type(v) is int for v in value):
+        raise InputError("'exclude' must be a list of face numbers")
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise InputError(f"face {unknown[0]} is not a detected face of this photo")
+    return set(value)
+
+
+def png_response(data: bytes | None) -> Response:
+    if data is None:
+        raise HttpProblem(404, "expired", "there is no such output (yet)")
+    return Response(data, media_type="image/png")
+
+
+def record_summary(record: Record) -> dict:
+    """What a file's public record tells the person recovering it (nothing secret)."""
+    return {"faces": len(record.faces), "key_type": record.key.type,
+            "created_by": record.created_by, "model": record.model.get("id"),
+            "recovery": record.sampler.default_recovery,
+            "deniable": not record.authenticated}
+
+
+class Guard:
+    """ASGI middleware: the Host check, the token on ``/api/``, no cross-site requests
+    (``Sec-Fetch-Site``, ``Origin``),
+    and the security headers on every response."""
+
+    def __init__(self, app, token: str, allowed_hosts: tuple[str, ...]) -> None:
+        self.app = app
+        self.token = token.encode()
+        self.any_host = "*" in allowed_hosts
+        self.hosts = {h.lower() for h in allowed_hosts}
+
+    def _refusal(self, scope) -> HttpProblem | None:
+        headers = Headers(scope=scope)
+        host = headers.get("host", "").lower()
+        name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host \
+            else host.rsplit(":", 1)[0]
+        if not self.any_host and name not in self.hosts:
+            return HttpProblem(421, "forbidden", "this server does not answer to that host "
+                               "name (use the address that `faceveil serve` printed)")
+        origin = headers.get("origin")
+        if headers.get("sec-fetch-site") == "cross-site" or (
+                origin is not None and origin.lower() != f"http://{host}"):
+            # A browser names the page that sent a request in Origin: only this one may.
+            return HttpProblem(403, "forbidden", "cross-site requests are refused")
+        if scope["path"].startswith("/api/") and not hmac.compare_digest(
+                headers.get(TOKEN_HEADER, "").encode(), self.token):
+            return HttpProblem(403, "forbidden", "missing or wrong page token: reload the page")
+        return None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secure(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            await problem_response(refusal)(scope, receive, send_secure)
+            return
+        await self.app(scope, receive, send_secure)
