@@ -12,7 +12,7 @@ from PIL import Image
 
 from faceveil import api, keys
 from faceveil.cli import main
-from faceveil.diffusion import models
+from faceveil.diffusion import hub
 from faceveil.evaluation import realism
 
 from .conftest import psnr
@@ -29,15 +29,15 @@ def run(*args):
 
 def test_builtin_model_is_the_default_and_declares_its_framing():
     bb = api.get_model(None)
-    assert bb.reference == {"preset": models.DEFAULT_MODEL}
+    assert bb.reference == {"preset": hub.DEFAULT_MODEL}
     assert bb.image_size == 64 and bb.patch_size == 4 and bb.latent_shape == (48, 16, 16)
     assert bb.prediction_type == "v_prediction"
     assert not bb.scheduler_config.get("clip_sample")
     lm = np.asarray(bb.framing["landmarks68"])
     assert lm.shape == (68, 2) and ((lm > -0.1) & (lm < 1.1)).all()
-    assert bb.model_id == f"faceveil-{models.DEFAULT_MODEL}"
+    assert bb.model_id == f"faceveil-{hub.DEFAULT_MODEL}"
     for name in ("face64-v1", "face64-v2"):
-        card = (models.WEIGHTS_DIR / name / "MODEL_CARD.md").read_text()
+        card = (hub.WEIGHTS_DIR / name / "MODEL_CARD.md").read_text()
         assert "DigiFace1M" in card and "non-commercial" in card
 
 
@@ -87,7 +87,7 @@ def test_aligned_face_round_trip_recovers_without_model_flag(tmp_path, aligned_f
     r = run("anonymize", face, "-o", anon, "-k", key, "--aligned", "-q", *flags)
     assert r.exit_code == 0, r.output
     record = json.loads(run("inspect", anon).stdout)
-    name = model or models.DEFAULT_MODEL
+    name = model or hub.DEFAULT_MODEL
     assert record["model"]["reference"] == {"preset": name}
     assert record["model"]["id"] == f"faceveil-{name}"
     assert run("recover", anon, "-o", back, "-k", key, "-q").exit_code == 0  # no --model

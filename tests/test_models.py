@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from faceveil.diffusion import models
+from faceveil.diffusion import hub, models
 from faceveil.errors import ModelError
 
 from .tinymodels import make_latent_model, make_pixel_model, make_sd_model
@@ -54,12 +54,12 @@ def test_weights_hash_identifies_weights(tmp_path, pixel_model):
 
 
 def test_references():
-    assert models.parse_reference("sd15") == {"preset": "sd15"}
-    assert models.parse_reference(None) == {"preset": models.DEFAULT_MODEL}
-    assert models.parse_reference("CompVis/ldm-celebahq-256@abc") == {
+    assert hub.parse_reference("sd15") == {"preset": "sd15"}
+    assert hub.parse_reference(None) == {"preset": hub.DEFAULT_MODEL}
+    assert hub.parse_reference("CompVis/ldm-celebahq-256@abc") == {
         "hub": "CompVis/ldm-celebahq-256", "revision": "abc"}
     with pytest.raises(ModelError, match="unknown model"):
-        models.parse_reference("not a model")
+        hub.parse_reference("not a model")
 
 
 def test_missing_hub_weights_say_what_to_download(monkeypatch):
@@ -101,9 +101,9 @@ def _fake_hub_cache(monkeypatch, cache, repo, make):
      ("sd21-base", lambda f: make_sd_model(f, seed=1), "kl")],
 )
 def test_presets_load_through_the_hub_cache(tmp_path, monkeypatch, preset, make, kind):
-    repo = models.PRESETS[preset].repo
+    repo = hub.PRESETS[preset].repo
     commit = _fake_hub_cache(monkeypatch, tmp_path / "hub", repo, make)
-    assert models.available_locally(models.PRESETS[preset])
+    assert hub.available_locally(hub.PRESETS[preset])
     bb = models.load_model(preset)
     assert bb.vae_kind == kind
     assert bb.reference == {"preset": preset, "revision": commit}
@@ -130,8 +130,8 @@ def test_models_command_lists_presets():
     r = CliRunner().invoke(main, ["models", "--json"])
     assert r.exit_code == 0
     rows = {row["name"]: row for row in json.loads(r.output)}
-    assert set(rows) == set(models.PRESETS)
-    assert rows[models.DEFAULT_MODEL]["default"] and rows[models.DEFAULT_MODEL]["resolution"] == 64
+    assert set(rows) == set(hub.PRESETS)
+    assert rows[hub.DEFAULT_MODEL]["default"] and rows[hub.DEFAULT_MODEL]["resolution"] == 64
 
 
 # --- broken model folders and weights that are not the file's -------------------------
@@ -139,7 +139,7 @@ def test_models_command_lists_presets():
 
 def _builtin_copy(tmp_path):
     """A model folder sharing the default built-in model's files (linked, not copied)."""
-    src = models.WEIGHTS_DIR / models.DEFAULT_MODEL
+    src = hub.WEIGHTS_DIR / hub.DEFAULT_MODEL
     folder = tmp_path / "copy"
     folder.mkdir()
     for part in ("unet", "scheduler", "model_index.json"):
@@ -188,10 +188,10 @@ def test_fp16_and_fp32_weights_load_alike(tmp_path):
     from diffusers import UNet2DModel
     from safetensors import safe_open
 
-    fp16 = models.load_model(models.DEFAULT_MODEL)
+    fp16 = models.load_model(hub.DEFAULT_MODEL)
     folder = _builtin_copy(tmp_path)
     (folder / "unet").unlink()
-    src = models.WEIGHTS_DIR / models.DEFAULT_MODEL
+    src = hub.WEIGHTS_DIR / hub.DEFAULT_MODEL
     UNet2DModel.from_pretrained(src, subfolder="unet").save_pretrained(
         folder / "unet")  # the same values, stored as fp32
     with safe_open(folder / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:

@@ -99,7 +99,8 @@ def test_every_edit_of_a_normal_record_is_caught(files):
 def test_normal_record_publishes_no_geometry_or_residual(files):
     _, a = files["normal"]
     face = a.record.body["faces"][0]
-    assert set(face) == {"box", "crop_size", "nonce", "window_sha256", "sealed"}
+    # Only ciphertext beside the public fields: the sealed geometry, the sealed original.
+    assert set(face) == {"box", "crop_size", "nonce", "window_sha256", "sealed", "lossless"}
     assert a.record.sampler.norm == "hidden"
     opened = auth.open(a.record, KEY)
     assert opened.faces[0].residual is not None and opened.faces[0].radius > 0

@@ -23,7 +23,7 @@ import dcgan  # noqa: E402
 import export  # noqa: E402
 import train  # noqa: E402
 
-from faceveil.diffusion import models  # noqa: E402
+from faceveil.diffusion import hub, models  # noqa: E402
 
 TINY = ["--device", "cpu", "--batch-size", "4", "--channels", "16,32", "--layers-per-block", "1",
         "--log-every", "1", "--sample-count", "2", "--sample-steps", "2",
@@ -115,7 +115,7 @@ def test_resumed_run_is_bit_identical(tmp_path):
 
 def test_init_from_exported_weights_continues_them(tmp_path):
     run(tmp_path / "a", "--max-steps", "4")
-    landmarks = json.loads((models.WEIGHTS_DIR / "face64-v2" / "faceveil.json").read_text())
+    landmarks = json.loads((hub.WEIGHTS_DIR / "face64-v2" / "faceveil.json").read_text())
     doc = export.export(tmp_path / "a" / train.CHECKPOINT_NAME, tmp_path / "face64-vtest",
                         landmarks["framing"]["landmarks68"])
     assert doc["id"] == "faceveil-face64-vtest" and doc["training"]["steps"] == 4

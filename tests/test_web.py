@@ -352,12 +352,19 @@ def test_stripped_metadata_needs_the_sidecar(client, anonymized, key_bytes):
 def test_missing_model_is_exit_5(client, tmp_path, key_bytes):
     folder = make_pixel_model(tmp_path / "gone", seed=3)
     face = np.asarray(Image.open(DATA / "obama.jpg").convert("RGB").resize((32, 32)))
-    result = api.anonymize(face, keys.KeySource.from_key_file_bytes(key_bytes),
-                           model=str(folder), options=Options.of(aligned=True, steps=2))
+    key = keys.KeySource.from_key_file_bytes(key_bytes)
+    diffusion = api.anonymize(face, key, model=str(folder),
+                              options=Options.of(aligned=True, steps=2, lossless=False))
+    sealed = api.anonymize(face, key, model=str(folder), options=Options.of(aligned=True, steps=2))
     shutil.rmtree(folder)
     models._cached_model.cache_clear()  # the server would still hold it otherwise
-    status, _ = recover_job(client, result.png_bytes(), key_file_spec(key_bytes))
+    status, _ = recover_job(client, diffusion.png_bytes(), key_file_spec(key_bytes))
     assert status["error"]["kind"] == "model" and status["error"]["code"] == 5
+    # Sealed originals (the default) come back without the model.
+    status, job = recover_job(client, sealed.png_bytes(), key_file_spec(key_bytes))
+    assert status["state"] == "done", status
+    out = client.get(f"/api/jobs/{job}/output", headers=H).content
+    assert np.array_equal(images.load_image(out).pixels, face)
 
 
 def test_no_face_is_exit_6(client, key_bytes):

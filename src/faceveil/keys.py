@@ -178,16 +178,10 @@ def read_key_file(path: str | os.PathLike) -> bytes:
     A copy that an editor saved with a UTF-8 byte-order mark, CRLF line ends or extra
     blank lines is accepted (see :func:`parse_key_file`).
     """
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(_MAX_KEY_FILE + 1)
-    except FileNotFoundError:
-        raise KeyMaterialError(f"key file {str(path)!r} not found") from None
-    except IsADirectoryError:
-        raise KeyMaterialError(f"key file {str(path)!r} is a folder") from None
-    except OSError as e:
-        raise KeyMaterialError(f"cannot read key file {str(path)!r}: {e.strerror}") from None
+    from .media import reading
+
+    with reading(path, "key file", KeyMaterialError) as f:
+        raw = f.read(_MAX_KEY_FILE + 1)
     return parse_key_file(raw, repr(str(path)))
 
 

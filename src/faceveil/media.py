@@ -8,12 +8,13 @@ nothing behind. Inputs are never overwritten (:func:`check_output`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .errors import InputError
+from .errors import FaceveilError, InputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif",
                             ".mpo"})
@@ -23,6 +24,27 @@ MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 VIDEO_OUTPUTS = (".mkv", ".mp4")
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                   ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, what: str,
+            error: type[FaceveilError] = InputError) -> Iterator:
+    """A small input file (a key, a sidecar) opened for binary reading; a missing,
+    folder or unreadable file is ``error`` with a message naming ``what`` it is."""
+    name = repr(str(path))
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below, errors mapped
+    except FileNotFoundError:
+        raise error(f"{what} {name} not found") from None
+    except IsADirectoryError:
+        raise error(f"{what} {name} is a folder") from None
+    except OSError as e:
+        raise error(f"cannot read {what} {name}: {e.strerror}") from None
+    with f:
+        try:
+            yield f
+        except OSError as e:  # a read that fails half-way
+            raise error(f"cannot read {what} {name}: {e.strerror}") from None
 
 
 def is_video(path: str | os.PathLike) -> bool:

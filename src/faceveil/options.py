@@ -113,14 +113,15 @@ class Detection:
 class Protection:
     """What the file keeps for recovery.
 
-    ``lossless``: also seal each face's original pixels under its key (recovery is then
-    bit-exact and needs no model). ``deniable``: store no key check and no MAC, so a
-    wrong key yields another face instead of an error (nothing in such a file is
-    authenticated). ``kdf``: Argon2id parameters for passphrases (None: 64 MiB, 3
-    passes).
+    ``lossless``: seal each face's original pixels under its key, so recovery is
+    bit-exact and needs no model; None (the default) seals them unless ``deniable``,
+    False keeps only what the paper's diffusion recovery needs. ``deniable``: store no
+    key check and no MAC, so a wrong key yields another face instead of an error
+    (nothing in such a file is authenticated, so nothing is sealed). ``kdf``: Argon2id
+    parameters for passphrases (None: 64 MiB, 3 passes).
     """
 
-    lossless: bool = False
+    lossless: bool | None = None
     deniable: bool = False
     kdf: dict | None = None
 
@@ -128,6 +129,11 @@ class Protection:
         if self.deniable and self.lossless:
             raise InputError("--lossless cannot be deniable: the sealed original pixels would "
                              "tell a wrong key from the right one; choose one of them")
+
+    @property
+    def seal_originals(self) -> bool:
+        """Whether each face's original pixels are sealed in the file."""
+        return not self.deniable if self.lossless is None else self.lossless
 
 
 @dataclass(frozen=True)

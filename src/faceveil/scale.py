@@ -345,7 +345,7 @@ def _run(op: str, src, dst, key: KeySource, *, options: Options, name,
     t0 = time.perf_counter()
     _require_ray()
     if model is not None:
-        from .diffusion.models import parse_reference
+        from .diffusion.hub import parse_reference
 
         parse_reference(model)  # fail early on a --model that names nothing
     report = Report()

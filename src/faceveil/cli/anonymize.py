@@ -176,9 +176,12 @@ class _Anonymizer:
               show_default=True,
               help="Outside-mask trajectory re-injected while denoising: one recovery can "
                    "recompute exactly (masked) or the original's own (the paper's).")
-@click.option("--lossless", is_flag=True,
-              help="Also store each face's original pixels, compressed and sealed under the "
-                   "key: recovery with the key is then bit-exact at full resolution.")
+@click.option("--lossless/--no-lossless", default=None,
+              help="Seal each face's original pixels, compressed, under the key: recovery "
+                   "is then bit-exact at full resolution and needs no model [default: on, "
+                   "except with --deniable]. --no-lossless keeps only what the paper's "
+                   "diffusion recovery needs (about 15-25 KB less per face, recovery "
+                   "approximate).")
 @click.option("--flip", "flip_kind", type=click.Choice(list(FLIPS)), default=_S.flip,
               show_default=True,
               help="Key operation on the noise: signs flipped in a keyed orthogonal basis "
@@ -186,8 +189,9 @@ class _Anonymizer:
                    "the paper's plain sign flip (for comparison).")
 @click.option("--deniable", is_flag=True,
               help="Store no key check and no MAC: a wrong key then yields another face, not "
-                   "an error. Nothing in such a file is authenticated (see SECURITY.md); "
-                   "incompatible with --lossless, and the input's metadata is not kept.")
+                   "an error. Nothing in such a file is authenticated (see SECURITY.md), so "
+                   "no original is sealed (recovery is by diffusion, approximate) and the "
+                   "input's metadata is not kept.")
 @click.option("--sidecar", is_flag=True,
               help="Also write the metadata to OUT.faceveil.json (survives re-encoding).")
 @click.option("--aligned", is_flag=True, help="INPUT is an aligned face crop: no detection.")

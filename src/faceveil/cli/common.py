@@ -58,6 +58,10 @@ def handle_errors(func):
             fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except BrokenPipeError:  # the reader of our output went away (`| head`): not an error
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(0)
         except MemoryError:
             fail("out of memory (try a smaller --batch-size or a smaller image)", 1)
         except Exception as e:  # a bug: say so briefly, full trace on request

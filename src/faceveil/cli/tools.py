@@ -101,12 +101,18 @@ def detect(input, output, model, quiet, **params) -> None:
     click.echo(json.dumps(report, indent=2, default=float))
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.pass_context
 @handle_errors
-def models(as_json) -> None:
-    """List the named models: resolution, size, and whether they are on this machine."""
-    from ..diffusion.models import DEFAULT_MODEL, PRESETS, available_locally
+def models(ctx, as_json) -> None:
+    """List the named models: resolution, size, and whether they are on this machine.
+
+    `faceveil models pull NAME` fetches one into the Hugging Face cache.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..diffusion.hub import DEFAULT_MODEL, PRESETS, available_locally
 
     rows = [{"name": p.name, "source": p.repo or "built-in", "resolution": p.resolution,
              "size": p.size, "available": available_locally(p), "default": p.name == DEFAULT_MODEL,
@@ -116,10 +122,36 @@ def models(as_json) -> None:
         return
     for r in rows:
         mark = "*" if r["default"] else " "
-        where = "available" if r["available"] else f"missing: hf download {r['source']}"
+        where = "available" if r["available"] else f"missing: faceveil models pull {r['name']}"
         click.echo(f"{mark} {r['name']:<18} {r['resolution']:>4}px  {r['size']:>8}  {where}")
         click.echo(f"    {r['description']}")
     click.echo("(* default; --model also takes a local diffusers folder or a Hugging Face id)")
+
+
+def _pullable(ctx, param, value: str) -> str:
+    from ..diffusion.hub import PRESETS
+
+    names = [n for n, p in PRESETS.items() if p.repo]
+    if value in names or ("/" in value and value not in PRESETS):
+        return value
+    raise click.BadParameter(f"{value!r} is not a model to pull; choose one of "
+                             f"{', '.join(names)}, or a Hugging Face id (owner/name)")
+
+
+@models.command("pull")
+@click.argument("name", callback=_pullable)
+@click.option("--revision", metavar="COMMIT", help="A commit (or branch) of the repository to "
+              "fetch and pin [default: the preset's pinned commit, else main].")
+@handle_errors
+def pull(name: str, revision: str | None) -> None:
+    """Download model NAME (a preset, or a Hugging Face id owner/name) into the Hugging
+    Face cache, with a progress bar; an interrupted download resumes. The commit and the
+    weights' SHA-256 are recorded, so later loads check them."""
+    from ..diffusion.pull import pull as fetch
+
+    done = fetch(name, revision)
+    note(f"pulled {done.repo} at {done.revision or 'main'} into {done.folder} "
+         f"(weights sha256 {done.sha256[:16]}...)")
 
 
 @click.command()

@@ -33,71 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, ModelError
-
-WEIGHTS_DIR = Path(__file__).parent.parent / "weights"
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named model: shipped inside the package (``folder``) or on the hub (``repo``)."""
-
-    name: str
-    description: str
-    resolution: int
-    size: str
-    folder: str | None = None
-    repo: str | None = None
-
-
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in (
-        Preset(
-            "face64-v2",
-            "built-in 64x64 pixel face model (synthetic faces, 10 min on an H100)",
-            64,
-            "~28 MB",
-            folder="face64-v2",
-        ),
-        Preset(
-            "face64-v1",
-            "built-in 64x64 pixel face model (synthetic faces, 85 min on a CPU; "
-            "kept so its files recover)",
-            64,
-            "~28 MB",
-            folder="face64-v1",
-        ),
-        Preset(
-            "ldm-celebahq-256",
-            "CompVis unconditional latent diffusion, CelebA-HQ 256 (closest to the paper)",
-            256,
-            "~1.1 GB",
-            repo="CompVis/ldm-celebahq-256",
-        ),
-        Preset(
-            "sd15",
-            "Stable Diffusion 1.5, empty prompt",
-            512,
-            "~2.7 GB",
-            repo="stable-diffusion-v1-5/stable-diffusion-v1-5",
-        ),
-        Preset(
-            "sd21-base",
-            "Stable Diffusion 2.1 base, empty prompt",
-            512,
-            "~2.6 GB",
-            repo="stabilityai/stable-diffusion-2-1-base",
-        ),
-    )
-}
-DEFAULT_MODEL = "face64-v2"
-DEFAULT = PRESETS[DEFAULT_MODEL]
-
-# Only what a backbone needs; skips safety checkers, fp16 and EMA-only copies.
-_HUB_IGNORE = [
-    "*fp16*", "*non_ema*", "*.ckpt", "*.msgpack", "*.onnx", "*.pb", "*.h5",
-    "safety_checker/*", "feature_extractor/*",
-]
+from .hub import PRESETS, hub_revision, locate, parse_reference, verify_pulled
 
 
 def weights_hash(*modules: torch.nn.Module | None) -> str:
@@ -245,94 +181,6 @@ class Backbone:
 
 
 # ---------------------------------------------------------------------------
-# Resolving a model name to a folder
-# ---------------------------------------------------------------------------
-
-
-def parse_reference(spec: str | None) -> dict:
-    """Turn what a user typed into a model reference: preset, folder or hub id."""
-    spec = spec or DEFAULT_MODEL
-    if spec in PRESETS:
-        return {"preset": spec}
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return {"path": str(path.resolve())}
-    if path.exists():
-        raise ModelError(f"{spec!r} is a file; a model is a diffusers folder, a preset or a hub id")
-    repo, _, revision = spec.partition("@")
-    parts = repo.split("/")
-    if len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~")):
-        return {"hub": repo, "revision": revision or None}
-    names = ", ".join(PRESETS)
-    raise ModelError(
-        f"unknown model {spec!r}: give a preset ({names}), a local diffusers folder, "
-        "or a Hugging Face id such as CompVis/ldm-celebahq-256"
-    )
-
-
-def _download_hint(repo: str, revision: str | None) -> str:
-    rev = f" --revision {revision}" if revision else ""
-    folder = repo.split("/")[-1]
-    return (
-        f"Fetch it on a machine with network access:\n"
-        f"  hf download {repo}{rev} --local-dir {folder}\n"
-        f"(or `huggingface-cli download {repo}{rev} --local-dir {folder}` with older "
-        f"huggingface_hub), copy the folder here and pass --model ./{folder}"
-    )
-
-
-def locate(reference: dict) -> Path:
-    """The local folder holding a referenced model; downloads from the hub if allowed."""
-    if "preset" in reference:
-        preset = PRESETS.get(reference["preset"])
-        if preset is None:
-            known = ", ".join(PRESETS)
-            raise ModelError(f"unknown preset {reference['preset']!r} (known: {known})")
-        if preset.folder is not None:
-            folder = WEIGHTS_DIR / preset.folder
-            if not (folder / "model_index.json").exists():
-                raise ModelError(
-                    f"the built-in model {preset.name!r} is missing from this installation "
-                    f"({folder}); reinstall faceveil"
-                )
-            return folder
-        return locate({"hub": preset.repo, "revision": reference.get("revision")})
-    if "path" in reference:
-        folder = Path(reference["path"])
-        if not folder.is_dir():
-            raise ModelError(f"model folder {str(folder)!r} not found (use --model to point to it)")
-        return folder
-    if "hub" in reference:
-        return _snapshot(reference["hub"], reference.get("revision"))
-    raise ModelError(f"cannot understand model reference {reference!r}")
-
-
-def _snapshot(repo: str, revision: str | None) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(
-            snapshot_download(repo, revision=revision, local_files_only=True,
-                              ignore_patterns=_HUB_IGNORE)
-        )
-    except Exception:  # not in the local cache: try the network once
-        pass
-    try:
-        return Path(snapshot_download(repo, revision=revision, ignore_patterns=_HUB_IGNORE))
-    except Exception as e:
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise ModelError(
-            f"model {repo!r} is not on this machine and could not be downloaded ({reason}).\n"
-            + _download_hint(repo, revision)
-        ) from None
-
-
-def _hub_revision(folder: Path) -> str | None:
-    # huggingface_hub snapshots live in .../snapshots/<commit hash>/
-    return folder.name if folder.parent.name == "snapshots" else None
-
-
-# ---------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------
 
@@ -344,6 +192,36 @@ def _read_json(path: Path) -> dict:
         raise ModelError(f"{str(path)!r} is missing: not a diffusers model folder") from None
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot read {str(path)!r}: {e}") from None
+
+
+# The scheduler of the CompVis latent diffusion models (LDM CelebA-HQ and FFHQ 256): what
+# a folder in the authors' ffhq-diffusers layout (unet/ and vqvae/, no scheduler) uses.
+LDM_SCHEDULER = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000,
+                 "beta_start": 0.0015, "beta_end": 0.0195, "beta_schedule": "scaled_linear",
+                 "clip_sample": False, "prediction_type": "epsilon"}
+
+
+def _index(folder: Path) -> dict:
+    """A folder's components: its ``model_index.json``, or, for a folder without one
+    (the authors' ``ffhq-diffusers`` layout: ``unet/`` and ``vqvae/`` or ``vae/``, each
+    a ``save_pretrained`` folder), the class each subfolder's ``config.json`` names. A
+    folder without ``scheduler/`` gets :data:`LDM_SCHEDULER` when it has a ``vqvae/``."""
+    if (folder / "model_index.json").exists():
+        index = _read_json(folder / "model_index.json")
+    else:
+        index = {}
+        for name in ("unet", "vqvae", "vae"):
+            config = folder / name / "config.json"
+            if config.exists():
+                index[name] = ["diffusers", _read_json(config).get("_class_name")]
+        if "unet" not in index:
+            raise ModelError(f"{str(folder)!r} is not a diffusion model folder (no "
+                             "model_index.json, no unet/config.json)")
+    if "unet" not in index:
+        raise ModelError(f"{str(folder)!r} has no unet: not a diffusion model folder")
+    if not (folder / "scheduler" / "scheduler_config.json").exists() and "vqvae" not in index:
+        raise ModelError(f"{str(folder)!r} has no scheduler/scheduler_config.json")
+    return index
 
 
 def _component(folder: Path, index: dict, name: str, dtype: torch.dtype):
@@ -453,12 +331,11 @@ def load_folder(folder: str | os.PathLike, reference: dict | None = None,
     of the loaded tensors, so the same values hash the same whatever the file's dtype.
     """
     folder = Path(folder)
-    index = _read_json(folder / "model_index.json")
-    if "unet" not in index or "scheduler" not in index:
-        raise ModelError(f"{str(folder)!r} has no unet/scheduler: not a diffusion model folder")
+    index = _index(folder)
     extra = _faceveil_json(folder)
     unet = _component(folder, index, "unet", dtype)
-    scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
+    scheduler = folder / "scheduler" / "scheduler_config.json"
+    scheduler_config = _read_json(scheduler) if scheduler.exists() else dict(LDM_SCHEDULER)
 
     vae, vae_kind = None, None
     for name, kind in (("vqvae", "vq"), ("vae", "kl")):
@@ -508,11 +385,14 @@ def load_model(
     stored reference; refuse weights whose hash differs from ``expect_sha256``."""
     reference = spec if isinstance(spec, dict) else parse_reference(spec)
     folder = locate(reference)
-    on_hub = "hub" in reference or PRESETS.get(reference.get("preset", ""), DEFAULT).repo
+    preset = PRESETS.get(reference.get("preset", ""))
+    on_hub = "hub" in reference or (preset is not None and preset.repo)
     if on_hub and not reference.get("revision"):
         # Record the exact snapshot, so recovery finds the same weights.
-        reference = {**reference, "revision": _hub_revision(folder)}
+        reference = {**reference, "revision": hub_revision(folder)}
     backbone = load_folder(folder, reference, dtype)
+    if on_hub:
+        verify_pulled(folder, backbone.sha256)
     if expect_sha256 and backbone.sha256 != expect_sha256:
         raise ModelError(
             f"the model at {str(folder)!r} is not the one this file was made with "
@@ -524,19 +404,6 @@ def load_model(
 
     options = acceleration_from_env()
     return backbone.accelerate(**options) if options is not None else backbone
-
-
-def available_locally(preset: Preset) -> bool:
-    """Whether a preset's weights are on this machine (no network access)."""
-    if preset.folder is not None:
-        return (WEIGHTS_DIR / preset.folder / "model_index.json").exists()
-    try:
-        from huggingface_hub import snapshot_download
-
-        snapshot_download(preset.repo, local_files_only=True, ignore_patterns=_HUB_IGNORE)
-        return True
-    except Exception:
-        return False
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
@@ -52,16 +51,14 @@ def from_text_chunks(text: dict[str, str]) -> Record | None:
 
 
 def read_sidecar(path: str | os.PathLike) -> Record:
-    try:
-        if Path(path).stat().st_size > MAX_CHUNK:
-            raise MetadataError(f"metadata file {str(path)!r} is too large")
-        return loads(Path(path).read_bytes())
-    except FileNotFoundError:
-        raise MetadataError(f"metadata file {str(path)!r} not found") from None
-    except IsADirectoryError:
-        raise MetadataError(f"metadata file {str(path)!r} is a folder") from None
-    except OSError as e:
-        raise MetadataError(f"cannot read metadata file {str(path)!r}: {e.strerror}") from None
+    """The record in a sidecar file (``--sidecar``, ``inspect --export``)."""
+    from ..media import reading
+
+    with reading(path, "metadata file", MetadataError) as f:
+        data = f.read(MAX_CHUNK + 1)
+    if len(data) > MAX_CHUNK:
+        raise MetadataError(f"metadata file {str(path)!r} is too large")
+    return loads(data)
 
 
 def sidecar_bytes(record: Record) -> bytes:

@@ -136,7 +136,7 @@ def sequence_jobs(frames: Sequence[SequenceFrame], secret: SecretKey, params: di
         if len(given) != len(frame.regions) or any(
                 c is not None and np.shape(c) != (size, size, 3) for c in given):
             raise InputError(f"one new crop ({size}x{size} RGB) or None per face is needed")
-        if any(c is not None for c in given) and not options.protection.lossless:
+        if any(c is not None for c in given) and not options.protection.seal_originals:
             raise InputError("faces given a new crop can only be recovered from their sealed "
                              "originals: pass lossless=True")
         loaded = images.LoadedImage(np.ascontiguousarray(frame.pixels),
@@ -188,8 +188,9 @@ def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options:
         steps=sampling.steps, spacing=sampling.spacing,
         timesteps=tuple(engine.schedule.timesteps), inversion=sampling.method,
         context=sampling.context, flip=sampling.flip, norm="hidden" if hide else "kept",
-        recovery_methods=tuple((["lossless"] if protection.lossless else []) + diffusion),
-        default_recovery="lossless" if protection.lossless else sampling.method)
+        recovery_methods=tuple((["lossless"] if protection.seal_originals else [])
+                               + diffusion),
+        default_recovery="lossless" if protection.seal_originals else sampling.method)
     results: list[Anonymized | Exception] = []
     starts = iter(first)
     for job in jobs:
@@ -215,7 +216,7 @@ def _finish(job: Job, backbone: Backbone, sampler: Sampler, options: Options,
             residuals: list[float], given: list[bool]) -> Anonymized:
     """Paste one image's new faces and build its record (``given``: faces whose crop was
     given, which get no precision residual: diffusion cannot recover them)."""
-    deniable, lossless = options.protection.deniable, options.protection.lossless
+    deniable, lossless = options.protection.deniable, options.protection.seal_originals
     pixels = job.loaded.pixels
     out = pixels
     for region, crop in zip(job.regions, new_crops, strict=True):

@@ -16,7 +16,8 @@ import numpy as np
 
 from .. import faces, images
 from ..diffusion.engine import Engine, Progress
-from ..diffusion.models import PRESETS, Backbone, get_model
+from ..diffusion.hub import PRESETS
+from ..diffusion.models import Backbone, get_model
 from ..errors import FaceveilError, InputError, MetadataError, ModelError
 from ..format.records import Opened
 from ..options import Runtime

@@ -444,17 +444,10 @@ def _file_records(path: Path) -> Iterator[bytes]:
 
 
 def _sidecar_records(path: Path) -> Iterator[bytes]:
-    try:
-        with open(path, "rb") as f:
-            for line in f:
-                if line.strip():
-                    yield line
-    except FileNotFoundError:
-        raise MetadataError(f"metadata file {str(path)!r} not found") from None
-    except IsADirectoryError:
-        raise MetadataError(f"metadata file {str(path)!r} is a folder") from None
-    except OSError as e:
-        raise MetadataError(f"cannot read metadata file {str(path)!r}: {e.strerror}") from None
+    with media.reading(path, "metadata file", MetadataError) as f:
+        for line in f:
+            if line.strip():
+                yield line
 
 
 def raw_records(src: Path, meta: str | os.PathLike | None) -> Iterator[bytes]:

@@ -127,9 +127,13 @@ def anonymize_video(src: str | os.PathLike, dst: str | os.PathLike, key: KeySour
     src, dst = Path(src), Path(dst)
     out = options.output
     codec = io.output_codec(dst, options.video.codec)
-    # One face per track segment is pasted into frames it was not made from, so only
-    # the sealed originals bring those frames back (see faceveil.video.segments).
+    # One face per track segment is pasted into frames it was not made from, and H.264
+    # changes every pixel: only the sealed originals bring those frames back.
     if codec in LOSSY or not options.video.per_frame:
+        if options.protection.lossless is False:
+            raise InputError("--no-lossless needs --per-frame and a .mkv output: a face made "
+                             "once per track segment, or any face in an H.264 clip, comes "
+                             "back only from its sealed original")
         options = options.replace(lossless=True)
     outputs = [dst, media.sidecar_path(dst)] if out.sidecar else [dst]
     _check_outputs(outputs, [src, *protected], out.force)

@@ -1,0 +1,213 @@
+"""Where models come from: the presets, the built-in weights, local folders, and the
+Hugging Face cache that ``faceveil models pull`` fills.
+
+Loading never downloads: a model that is not on this machine is a clear
+:class:`~faceveil.errors.ModelError` naming the command that fetches it
+(``faceveil models pull NAME``, or ``hf download`` on another machine). Pulling records
+what it fetched (repository, commit and the SHA-256 of the weights as faceveil hashes
+them, :func:`faceveil.diffusion.models.weights_hash`) in faceveil's own cache folder, so a
+later load can check that the weights on disk are still the ones pulled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelError
+
+WEIGHTS_DIR = Path(__file__).parent.parent / "weights"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model: shipped inside the package (``folder``) or on the hub (``repo``)."""
+
+    name: str
+    description: str
+    resolution: int
+    size: str
+    folder: str | None = None
+    repo: str | None = None
+    revision: str | None = None  # a commit to pin (None: the repository's main)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "face64-v2",
+            "built-in 64x64 pixel face model (synthetic faces, 10 min on an H100)",
+            64,
+            "~28 MB",
+            folder="face64-v2",
+        ),
+        Preset(
+            "face64-v1",
+            "built-in 64x64 pixel face model (synthetic faces, 85 min on a CPU; "
+            "kept so its files recover)",
+            64,
+            "~28 MB",
+            folder="face64-v1",
+        ),
+        Preset(
+            "ldm-celebahq-256",
+            "CompVis unconditional latent diffusion, CelebA-HQ 256 (closest to the paper)",
+            256,
+            "~1.1 GB",
+            repo="CompVis/ldm-celebahq-256",
+        ),
+        Preset(
+            "sd15",
+            "Stable Diffusion 1.5, empty prompt",
+            512,
+            "~2.7 GB",
+            repo="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        ),
+        Preset(
+            "sd21-base",
+            "Stable Diffusion 2.1 base, empty prompt",
+            512,
+            "~2.6 GB",
+            repo="stabilityai/stable-diffusion-2-1-base",
+        ),
+    )
+}
+DEFAULT_MODEL = "face64-v2"
+DEFAULT = PRESETS[DEFAULT_MODEL]
+
+# Only what a backbone needs; skips safety checkers, fp16 and EMA-only copies.
+HUB_IGNORE = [
+    "*fp16*", "*non_ema*", "*.ckpt", "*.msgpack", "*.onnx", "*.pb", "*.h5",
+    "safety_checker/*", "feature_extractor/*",
+]
+
+
+
+# ---------------------------------------------------------------------------
+# Resolving a model name to a folder
+# ---------------------------------------------------------------------------
+
+
+def parse_reference(spec: str | None) -> dict:
+    """Turn what a user typed into a model reference: preset, folder or hub id."""
+    spec = spec or DEFAULT_MODEL
+    if spec in PRESETS:
+        return {"preset": spec}
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return {"path": str(path.resolve())}
+    if path.exists():
+        raise ModelError(f"{spec!r} is a file; a model is a diffusers folder, a preset or a hub id")
+    repo, _, revision = spec.partition("@")
+    parts = repo.split("/")
+    if len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~")):
+        return {"hub": repo, "revision": revision or None}
+    names = ", ".join(PRESETS)
+    raise ModelError(
+        f"unknown model {spec!r}: give a preset ({names}), a local diffusers folder, "
+        "or a Hugging Face id such as CompVis/ldm-celebahq-256"
+    )
+
+
+def pull_hint(name: str, revision: str | None = None) -> str:
+    """How to fetch a model that is not on this machine."""
+    preset = PRESETS.get(name)
+    repo = preset.repo if preset is not None and preset.repo else name
+    rev = f" --revision {revision}" if revision else ""
+    folder = repo.split("/")[-1]
+    return (f"fetch it with `faceveil models pull {name}{rev}` (it needs network access), or "
+            f"on a machine with network access: `hf download {repo}{rev} --local-dir "
+            f"{folder}`, copy the folder here and pass --model ./{folder}")
+
+
+def locate(reference: dict) -> Path:
+    """The local folder holding a referenced model (never downloads)."""
+    if "preset" in reference:
+        preset = PRESETS.get(reference["preset"])
+        if preset is None:
+            known = ", ".join(PRESETS)
+            raise ModelError(f"unknown preset {reference['preset']!r} (known: {known})")
+        if preset.folder is not None:
+            folder = WEIGHTS_DIR / preset.folder
+            if not (folder / "model_index.json").exists():
+                raise ModelError(
+                    f"the built-in model {preset.name!r} is missing from this installation "
+                    f"({folder}); reinstall faceveil")
+            return folder
+        return _snapshot(preset.repo, reference.get("revision") or preset.revision,
+                         preset.name)
+    if "path" in reference:
+        folder = Path(reference["path"])
+        if not folder.is_dir():
+            raise ModelError(f"model folder {str(folder)!r} not found (use --model to point to it)")
+        return folder
+    if "hub" in reference:
+        return _snapshot(reference["hub"], reference.get("revision"), reference["hub"])
+    raise ModelError(f"cannot understand model reference {reference!r}")
+
+
+def _snapshot(repo: str, revision: str | None, name: str) -> Path:
+    """The cached snapshot of ``repo`` (local files only)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo, revision=revision, local_files_only=True,
+                                      ignore_patterns=HUB_IGNORE))
+    except Exception:  # noqa: BLE001 - any failure means: not (all) in the cache
+        raise ModelError(f"model {repo!r} is not on this machine: "
+                         + pull_hint(name, revision)) from None
+
+
+def hub_revision(folder: Path) -> str | None:
+    # huggingface_hub snapshots live in .../snapshots/<commit hash>/
+    return folder.name if folder.parent.name == "snapshots" else None
+
+
+def available_locally(preset: Preset) -> bool:
+    """Whether a preset's weights are on this machine (no network access)."""
+    if preset.folder is not None:
+        return (WEIGHTS_DIR / preset.folder / "model_index.json").exists()
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(preset.repo, revision=preset.revision, local_files_only=True,
+                          ignore_patterns=HUB_IGNORE)
+        return True
+    except Exception:  # noqa: BLE001 - not in the cache
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Pulling
+# ---------------------------------------------------------------------------
+
+
+def pulled_path() -> Path:
+    """faceveil's record of pulled models: ``$FACEVEIL_CACHE`` (default:
+    ``$XDG_CACHE_HOME/faceveil`` or ``~/.cache/faceveil``) / ``pulled.json``."""
+    root = os.environ.get("FACEVEIL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "faceveil")
+    return Path(root) / "pulled.json"
+
+
+def pulled() -> dict[str, dict]:
+    """Every pull recorded on this machine, by snapshot folder."""
+    try:
+        data = json.loads(pulled_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def verify_pulled(folder: Path, sha256: str) -> None:
+    """Refuse weights that differ from what ``faceveil models pull`` recorded for this
+    snapshot (a damaged or replaced cache)."""
+    entry = pulled().get(str(folder.resolve()))
+    if entry and entry.get("sha256") and entry["sha256"] != sha256:
+        raise ModelError(
+            f"the weights in {str(folder)!r} are not the ones `faceveil models pull "
+            f"{entry.get('name', '')}` fetched (sha256 {sha256[:16]}..., pulled "
+            f"{entry['sha256'][:16]}...): the cache was damaged or changed; pull it again")
