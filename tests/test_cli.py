@@ -90,7 +90,9 @@ def test_inspect_prints_one_json_document_without_secrets(anon, face_files):
     record = json.loads(r.stdout)  # exactly one JSON document on stdout
     assert record["format"] == "faceveil" and record["version"] == 3
     assert record["sampler"]["steps"] == 20 and len(record["faces"]) == 1
-    assert record["sampler"]["flip"] == "mixed" and record["sampler"]["norm"] == "hidden"
+    # The default with sealed originals: fresh keyed noise, no noise norm to hide.
+    assert record["sampler"]["flip"] == "fresh" and record["sampler"]["norm"] == "none"
+    assert record["sampler"]["recovery_methods"] == ["lossless"]
     key_hex = face_files[2].read_text().split()[1]
     assert key_hex not in r.stdout
     # Only what is needed before the key is public; geometry and residual are sealed.

@@ -250,7 +250,7 @@ def generate_faces(pixels: Sequence[np.ndarray], regions: Sequence[FaceRegion],
     loop: see :func:`faceveil.pipeline.generate.generate_faces`."""
     options = options or DEFAULTS
     return gen.generate_faces(pixels, regions, nonces, secret, _model(model, options),
-                              options.sampling, options.runtime, progress)
+                              options.sampler, options.runtime, progress)
 
 
 def anonymize_sequence(frames: Sequence[SequenceFrame], secret: SecretKey, params: dict, *,

@@ -22,6 +22,8 @@ reused in another file gives unrelated material)::
     signs         = stream("signs") bits, little-endian within each byte, bit 1 -> -1
     mixing        = 3 x (permutation: argsort of stream("mix/perm/r") as uint64 LE,
                          round signs: stream("mix/signs/r")), flip: stream("mix/flip")
+    normal(label) = N(0, 1) draws: Box-Muller on pairs of uniforms (k + 0.5) / 2**53, k
+                    the top 53 bits of consecutive uint64 LE words of stream(label)
     face sealing  = ChaCha20-Poly1305 under HKDF(K, salt=salt || nonce,
                                                  info="faceveil/v2/seal/<label>")
 
@@ -358,6 +360,20 @@ class FaceKey:
     def signs(self, n: int) -> np.ndarray:
         """``n`` key signs (+-1, int8)."""
         return _bits_to_signs(self._stream("signs", (n + 7) // 8), n)
+
+    def normal(self, n: int, label: str) -> np.ndarray:
+        """``n`` independent N(0, 1) draws (float64) from this face's keystream ``label``
+        (Box-Muller, Box & Muller 1958: ``r = sqrt(-2 ln u1)``, ``theta = 2 pi u2``), the
+        same on every platform. Fresh noise for a new face that carries nothing of the
+        original."""
+        import numpy as np
+
+        pairs = (n + 1) // 2
+        words = np.frombuffer(self._stream(label, 16 * pairs), dtype="<u8")
+        u = ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0 ** -53
+        r = np.sqrt(-2.0 * np.log(u[0::2]))
+        theta = 2.0 * np.pi * u[1::2]
+        return np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1).reshape(-1)[:n]
 
     def mixing(self, n: int):
         """The keyed orthogonal mixing of ``n`` coordinates (a

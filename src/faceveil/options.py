@@ -24,7 +24,7 @@ from .errors import InputError
 METHODS = ("plain", "exact-steps")  # how faces are inverted to noise
 CONTEXTS = ("own", "masked")  # what is re-injected outside the mask while denoising
 SPACINGS = ("leading", "trailing", "linspace")
-FLIPS = ("mixed", "signs")  # the key operation on the noise inside the mask
+FLIPS = ("fresh", "mixed", "signs")  # what the key does to the noise inside the mask
 RECOVERY_METHODS = ("lossless", "exact-steps", "plain")
 NO_FACE = ("skip", "copy", "error")
 DEVICES = ("auto", "cpu", "cuda")
@@ -51,26 +51,79 @@ def _whole(value: object, lo: int, what: str, hi: int | None = None) -> None:
 class Sampling:
     """How a face is turned into another: the DDIM chain and the key operation.
 
-    ``method``: "exact-steps" solves every inversion step exactly, so diffusion
-    recovery is near-exact; "plain" is the paper's single pass. ``context``: "masked"
-    re-injects outside the mask a trajectory recovery can recompute exactly; "own" the
-    original's own (the paper's). ``flip``: "mixed" flips signs in a keyed orthogonal
-    basis with the noise norm hidden (resists linking a file to its original); "signs"
-    is the paper's plain sign flip.
+    Every field left None takes the default of how the file is recovered
+    (:data:`SEALED_SAMPLING` when the originals are sealed in the file, the default;
+    :data:`DIFFUSION_SAMPLING` when recovery runs the procedure back, the paper's way:
+    ``--no-lossless`` or ``--deniable``); :meth:`resolve` fills them in.
+
+    ``flip``: "fresh" draws new noise inside the mask from the face's key (nothing of the
+    original survives there, so only the sealed original brings it back); "mixed" flips
+    the inverted noise's signs in a keyed orthogonal basis with its norm hidden (resists
+    linking a file to its original); "signs" is the paper's plain sign flip. ``method``:
+    "exact-steps" solves every inversion step exactly, so diffusion recovery can be
+    near-exact; "plain" is the paper's single pass. ``context``: "masked" re-injects
+    outside the mask a trajectory recovery can recompute exactly; "own" the original's
+    own (the paper's). ``eta``: fresh noise at every denoising step (0: deterministic
+    DDIM, 1: DDPM-like; needs sealed originals). ``harmonize``: match the new face's
+    colour and contrast to the skin just outside its mask in the published photo (needs
+    sealed originals).
     """
 
-    steps: int = 50
-    spacing: str = "leading"
-    method: str = "exact-steps"
-    context: str = "masked"
-    flip: str = "mixed"
+    steps: int | None = None
+    spacing: str | None = None
+    method: str | None = None
+    context: str | None = None
+    flip: str | None = None
+    eta: float | None = None
+    harmonize: bool | None = None
 
     def __post_init__(self) -> None:
-        _whole(self.steps, 1, "steps", 1000)
-        _choice(self.spacing, SPACINGS, "spacing")
-        _choice(self.method, METHODS, "method")
-        _choice(self.context, CONTEXTS, "context")
-        _choice(self.flip, FLIPS, "flip")
+        if self.steps is not None:
+            _whole(self.steps, 1, "steps", 1000)
+        for value, choices, what in ((self.spacing, SPACINGS, "spacing"),
+                                     (self.method, METHODS, "method"),
+                                     (self.context, CONTEXTS, "context"),
+                                     (self.flip, FLIPS, "flip")):
+            if value is not None:
+                _choice(value, choices, what)
+        if self.eta is not None and not (isinstance(self.eta, (int, float))
+                                         and not isinstance(self.eta, bool)
+                                         and 0.0 <= self.eta <= 1.0):
+            raise InputError(f"eta must be a number from 0 to 1, not {self.eta!r}")
+
+    def resolve(self, sealed: bool) -> Sampling:
+        """Every field filled in for a file whose originals are (``sealed``) or are not
+        sealed; a choice that only sealed originals can recover is refused without
+        them. Asking for a diffusion-style choice (the keyed flip of the inverted noise,
+        exact inversion, the original's own context) takes the diffusion defaults for
+        the rest, sealed or not."""
+        diffusion_style = (self.flip in ("mixed", "signs") or self.method == "exact-steps"
+                           or self.context == "own")
+        base = SEALED_SAMPLING if sealed and not diffusion_style else DIFFUSION_SAMPLING
+        done = dataclasses.replace(base, **{f.name: getattr(self, f.name) for f in fields(self)
+                                            if getattr(self, f.name) is not None})
+        if not sealed:
+            needs = [what for what, on in (("--flip fresh", done.flip == "fresh"),
+                                           ("--eta above 0", done.eta > 0),
+                                           ("--harmonize", done.harmonize)) if on]
+            if needs:
+                raise InputError(f"{', '.join(needs)} makes faces that only their sealed "
+                                 "originals bring back: not with --no-lossless or "
+                                 "--deniable")
+        if done.flip == "fresh" and done.method != "plain":
+            raise InputError("--flip fresh inverts only the outside of the mask: use it with "
+                             "--method plain")
+        return done
+
+
+# With sealed originals the face is made for how it looks (measured on the Face Research
+# Lab London Set: benchmarks/builtin_quality.py, docs/measured.md): fresh keyed noise,
+# DDPM-like sampling, 25 trailing steps, colour matched to the surrounding skin.
+SEALED_SAMPLING = Sampling(steps=25, spacing="trailing", method="plain", context="masked",
+                           flip="fresh", eta=1.0, harmonize=True)
+# When recovery runs the procedure back, the chain must invert exactly.
+DIFFUSION_SAMPLING = Sampling(steps=50, spacing="leading", method="exact-steps",
+                              context="masked", flip="mixed", eta=0.0, harmonize=False)
 
 
 @dataclass(frozen=True)
@@ -205,6 +258,12 @@ class Options:
     runtime: Runtime = field(default_factory=Runtime)
     video: VideoOptions = field(default_factory=VideoOptions)
     output: Output = field(default_factory=Output)
+
+    @property
+    def sampler(self) -> Sampling:
+        """The sampling actually used: :attr:`sampling` with the defaults of how the file
+        is recovered filled in (:meth:`Sampling.resolve`)."""
+        return self.sampling.resolve(self.protection.seal_originals)
 
     @classmethod
     def of(cls, **flat: Any) -> Options:

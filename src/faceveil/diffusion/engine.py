@@ -15,6 +15,15 @@ With eta = 0 one step from level ``t`` to level ``s`` is (DDIM eq. 12)::
 unknown end point; like the reference we evaluate it at the current point, the
 classic DDIM-inversion approximation (see ``faceveil`` METHOD.md section 4).
 
+With ``eta > 0`` a denoising step also adds fresh noise (DDIM eq. 12 in full, eq. 16
+for ``sigma``; eta = 1 is DDPM's ancestral sampler)::
+
+    sigma  = eta * sqrt((1 - a_s) / (1 - a_t)) * sqrt(1 - a_t / a_s)
+    z_s    = sqrt(a_s) * x0_hat + sqrt(1 - a_s - sigma^2) * eps + sigma * n,  n ~ N(0, I)
+
+That is not invertible: it serves faces whose originals are sealed in the file
+(:meth:`Engine.sample`), never the paper's diffusion recovery.
+
 The anonymization of Labarbarie et al. (arXiv 2510.01031, section 3) is then::
 
     z_0 -> z_1 -> ... -> z_T                    invert, keeping the trajectory
@@ -35,10 +44,9 @@ from typing import Protocol
 
 import torch
 
+from ..options import CONTEXTS, METHODS, SPACINGS
+
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-METHODS = ("plain", "exact-steps")
-CONTEXTS = ("own", "masked")
-SPACINGS = ("leading", "trailing", "linspace")
 
 Progress = Callable[[str, int, int], None]
 """Called after every model evaluation with (phase, done, total)."""
@@ -147,6 +155,18 @@ def ddim_move(x0: torch.Tensor, eps: torch.Tensor, alpha_to: float) -> torch.Ten
     return math.sqrt(alpha_to) * x0 + math.sqrt(1.0 - alpha_to) * eps
 
 
+def ddim_sigma(alpha_from: float, alpha_to: float, eta: float) -> float:
+    """The noise a denoising step from ``alpha_from`` to ``alpha_to`` adds (DDIM eq. 16)."""
+    if eta == 0.0:
+        return 0.0
+    return eta * math.sqrt((1.0 - alpha_to) / (1.0 - alpha_from)
+                           * (1.0 - alpha_from / alpha_to))
+
+
+Noise = Callable[[int], torch.Tensor]
+"""Step ``n`` of a stochastic denoising (1 = first) -> its N(0, I) draws, latent shape."""
+
+
 def flip(z: torch.Tensor, signs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``M * (k * z) + (1 - M) * z``: flip signs inside the mask. Its own inverse."""
     return torch.where(mask, z * signs.to(z.dtype), z)
@@ -232,23 +252,59 @@ class Engine:
         z_T: torch.Tensor,
         mask: torch.Tensor | None = None,
         outside: Sequence[torch.Tensor] | None = None,
+        eta: float = 0.0,
+        noise: Noise | None = None,
     ) -> torch.Tensor:
         """DDIM-denoise from level T to clean data.
 
         When ``mask`` and ``outside`` (a trajectory ``[z_0, ..., z_T]``) are given,
         after every step the latents outside the mask are replaced by the
-        trajectory's latents of the same level.
+        trajectory's latents of the same level. ``eta > 0`` adds ``noise(n)`` at step
+        ``n`` (module docstring); the last step adds none (``a_0`` is clean data).
         """
+        if eta and noise is None:
+            raise ValueError("a stochastic denoising (eta > 0) needs its noise")
         s, ptype = self.schedule, self.denoiser.prediction_type
         z = z_T
         for n, i in enumerate(range(s.steps, 0, -1), start=1):
             out = self._predict(z, i)
             x0, eps = split_output(out, z, s.alphas[i], ptype)
-            z = ddim_move(x0, eps, s.alphas[i - 1])
+            sigma = ddim_sigma(s.alphas[i], s.alphas[i - 1], eta) if i > 1 else 0.0
+            if sigma:
+                z = (math.sqrt(s.alphas[i - 1]) * x0
+                     + math.sqrt(max(1.0 - s.alphas[i - 1] - sigma**2, 0.0)) * eps
+                     + sigma * noise(n).to(device=z.device, dtype=z.dtype))
+            else:
+                z = ddim_move(x0, eps, s.alphas[i - 1])
             if outside is not None:
                 z = torch.where(mask, z, outside[i - 1])
             self._tick("denoise", n)
         return z
+
+    @torch.no_grad()
+    def sample(
+        self,
+        z0: torch.Tensor,
+        mask: torch.Tensor,
+        fresh: torch.Tensor,
+        eta: float = 0.0,
+        noise: Noise | None = None,
+        fill: float = 0.0,
+    ) -> Transformed:
+        """A new inside for a batch of clean latents, from fresh noise (nothing of the
+        inside's original survives: no diffusion can bring it back).
+
+        The outside trajectory is the plain inversion of the latents with the inside
+        replaced by ``fill``, so it too carries nothing of the inside; ``fresh`` (the
+        latent shape) is z_T inside the mask, and the chain is denoised with re-injection
+        outside (``eta``, ``noise``: see :meth:`denoise`).
+        """
+        mask = mask.to(device=z0.device, dtype=torch.bool)
+        blanked = torch.where(mask, torch.full_like(z0, fill), z0)
+        outside = self.invert(blanked, "context")
+        z_T = torch.where(mask, fresh.to(device=z0.device, dtype=z0.dtype), outside[-1])
+        z = self.denoise(z_T, mask, outside, eta=eta, noise=noise)
+        return Transformed(z, torch.zeros(z0.shape[0], dtype=torch.float64))
 
     @torch.no_grad()
     def invert_exact(

@@ -47,8 +47,8 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
               help="insightface arcface_torch IResNet backbone.pth.")
 @click.option("--jpeg", default="100,90,75,50", show_default=True,
               help="JPEG qualities at which recovery is tried ('none': no JPEG test).")
-@click.option("--steps", default=50, show_default=True, type=click.IntRange(1, 1000),
-              help="DDIM steps.")
+@click.option("--steps", default=None, type=click.IntRange(1, 1000),
+              help="DDIM steps [default: anonymize's default for these settings].")
 @click.option("--diversity-keys", default=3, show_default=True, type=click.IntRange(0),
               help="Keys each face is anonymized under to measure diversity (<2: off).")
 @click.option("--examples", default=8, show_default=True, type=click.IntRange(0),
@@ -59,8 +59,9 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 @click.option("--context", type=click.Choice(["masked", "own"]), default=None,
               help="Outside-mask trajectory re-injected while denoising (default: "
                    "anonymize's default).")
-@click.option("--lossless", is_flag=True,
-              help="Anonymize with sealed original pixels (bit-exact recovery with the key).")
+@click.option("--lossless/--no-lossless", default=None,
+              help="Seal the original pixels (bit-exact recovery with the key) or not (the "
+                   "paper's diffusion recovery) [default: anonymize's default, sealed].")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def eval_command(data, report_dir, key_file, model, aligned, pairs, limit, recognizers,

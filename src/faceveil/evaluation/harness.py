@@ -475,14 +475,14 @@ def evaluate(
     facenet_weights: str | os.PathLike | None = None,
     arcface_weights: str | os.PathLike | None = None,
     jpeg: Sequence[int] = (100, 90, 75, 50),
-    steps: int = 50,
+    steps: int | None = None,
     progress: bool = True,
     diversity_keys: int = 3,
     examples: int = 8,
     device: str | None = None,
     method: str | None = None,
     context: str | None = None,
-    lossless: bool = False,
+    lossless: bool | None = None,
 ) -> dict:
     """Evaluate anonymization, recovery and key security on a folder of images.
 
@@ -503,15 +503,16 @@ def evaluate(
         recognizers: names among ``dlib`` (always used), ``facenet``, ``arcface``; the
             latter two need their weights files and are reported unavailable without.
         jpeg: JPEG qualities at which recovery is tried.
-        steps: DDIM steps.
+        steps: DDIM steps (None: anonymize's default for the chosen settings).
         progress: show a progress bar (stderr).
         diversity_keys: how many keys each face is anonymized under for the diversity
             measure (1 or less: not measured).
         examples: how many faces are saved for the example grid.
         device: ``cpu``, ``cuda`` or None/``auto``.
         method, context, lossless: anonymization settings passed to
-            :func:`faceveil.api.anonymize` when given (None/False: its defaults); the paper's
-            protocol is ``method="plain", context="own"``. Recovery uses what each file
+            :func:`faceveil.api.anonymize` when given (None: its defaults, which seal the
+            originals); the paper's protocol is ``method="plain", context="own",
+            lossless=False``. Recovery uses what each file
             says, as ``faceveil recover`` does.
 
     Returns:
@@ -525,7 +526,7 @@ def evaluate(
 
     data = Path(data_dir)
     out = Path(report_dir)
-    if steps < 1:
+    if steps is not None and steps < 1:
         raise InputError("steps must be at least 1")
     jpeg = tuple(int(q) for q in jpeg)
     if any(not 1 <= q <= 100 for q in jpeg):
@@ -554,7 +555,9 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     # Only the settings given are passed on, so the API's own defaults apply otherwise.
     options = {k: v for k, v in (("method", method), ("context", context),
-                                 ("lossless", lossless or None)) if v is not None}
+                                 ("lossless", lossless)) if v is not None}
+    anon_options = Options.of(aligned=bool(aligned), steps=steps, device=device, **options)
+    steps = anon_options.sampler.steps
     config = {"model_sha256": backbone.sha256, "model_id": backbone.model_id, "steps": steps,
               "aligned": bool(aligned), "jpeg": list(jpeg), "recognizers": sorted(recs),
               "diversity_keys": int(diversity_keys), "pairs": pair_list is not None,
@@ -565,8 +568,7 @@ def evaluate(
                   recognizers=recs, aligned=aligned, steps=steps, jpeg=jpeg,
                   diversity_keys=int(diversity_keys), report_dir=out,
                   keep_embeddings=pair_list is not None,
-                  options=Options.of(aligned=bool(aligned), steps=steps, device=device,
-                                     **options))
+                  options=anon_options)
     results_path = out / RESULTS
     previous = read_results(results_path)
     done = {r["image"] for r in previous}

@@ -133,7 +133,8 @@ def footprint(
 
 
 def paste(
-    image: np.ndarray, crop: np.ndarray, transform: np.ndarray, alpha: np.ndarray
+    image: np.ndarray, crop: np.ndarray, transform: np.ndarray, alpha: np.ndarray,
+    colour: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Warp ``crop`` back into ``image`` and blend it in where the warped ``alpha`` > 0.
 
@@ -142,6 +143,9 @@ def paste(
         crop: ``(S, S, 3)`` float in [0, 255], crop space.
         transform: the ``(2, 3)`` photo -> crop affine the crop was extracted with.
         alpha: ``(S, S)`` in [0, 1], crop space.
+        colour: ``(larger crop, its transform)`` to take the colour from instead of
+            ``crop`` (a magnified version of it); where pixels change is still decided
+            by ``alpha`` and ``transform`` alone.
 
     Returns:
         A new uint8 image, ``round(a * warped + (1 - a) * image)`` where the warped alpha
@@ -154,8 +158,9 @@ def paste(
     if a.size == 0 or not np.any(a > 0):
         return out
     y0, x0 = rows.start, cols.start
-    src = np.asarray(crop, dtype=np.float64)
-    warped = _sample(src, transform, a.shape, (x0, y0), "border")
+    src, src_transform = (crop, transform) if colour is None else colour
+    warped = _sample(np.asarray(src, dtype=np.float64), src_transform, a.shape, (x0, y0),
+                     "border")
     region = out[rows, cols]
     blend = a[:, :, None] * warped + (1 - a[:, :, None]) * region
     new = np.clip(np.rint(blend), 0, 255).astype(np.uint8)

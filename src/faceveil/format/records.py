@@ -51,6 +51,8 @@ import numpy as np
 
 from ..errors import MetadataError
 from ..keys import NONCE_BYTES, SALT_BYTES, FaceKey, check_kdf
+from ..options import CONTEXTS, FLIPS, RECOVERY_METHODS, SPACINGS
+from ..options import METHODS as INVERSIONS
 from .fields import (
     MAX_CROP,
     MAX_FACES,
@@ -71,11 +73,6 @@ from .fields import (
 FORMAT = "faceveil"
 VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
-INVERSIONS = ("plain", "exact-steps")
-CONTEXTS = ("own", "masked")
-FLIPS = ("mixed", "signs", "fresh")
-RECOVERY_METHODS = ("lossless", "exact-steps", "plain")
-SPACINGS = ("leading", "trailing", "linspace")
 _REQUIRED = ("format", "version", "model", "sampler", "key", "image", "faces")
 
 
@@ -98,13 +95,15 @@ class Sampler:
     norm: str = "kept"
     recovery_methods: tuple[str, ...] = ("plain",)
     default_recovery: str = "plain"
+    eta: float = 0.0
+    harmonize: bool = False  # the new face's colour matched to its surroundings (format 3)
 
     def to_json(self) -> dict:
-        return {"name": "ddim", "eta": 0, "steps": self.steps, "spacing": self.spacing,
+        return {"name": "ddim", "eta": self.eta, "steps": self.steps, "spacing": self.spacing,
                 "timesteps": list(self.timesteps), "inversion": self.inversion,
                 "context": self.context, "flip": self.flip, "norm": self.norm,
                 "recovery_methods": list(self.recovery_methods),
-                "default_recovery": self.default_recovery}
+                "default_recovery": self.default_recovery, "harmonize": self.harmonize}
 
     @classmethod
     def from_json(cls, value: object, version: int) -> Sampler:
@@ -118,18 +117,28 @@ class Sampler:
         inversion = as_str(d, "inversion", "sampler", INVERSIONS, optional=True) or "plain"
         context = as_str(d, "context", "sampler", CONTEXTS, optional=True) or "own"
         if version >= 2:
-            flip = as_str(d, "flip", "sampler", FLIPS if version >= 3 else FLIPS[:2])
-            norm = as_str(d, "norm", "sampler", ("hidden", "kept"))
+            flip = as_str(d, "flip", "sampler", FLIPS if version >= 3 else ("mixed", "signs"))
+            norm = as_str(d, "norm", "sampler",
+                          ("hidden", "kept", "none") if version >= 3 else ("hidden", "kept"))
         else:
             flip, norm = "signs", "kept"
+        eta = d.get("eta", 0)
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+            raise corrupt("sampler.eta")
         methods = d.get("recovery_methods", ["plain"])
         if not isinstance(methods, list) or not methods or not all(
                 m in RECOVERY_METHODS for m in methods):
             raise corrupt("sampler.recovery_methods")
         default = as_str(d, "default_recovery", "sampler", RECOVERY_METHODS,
                          optional=True) or "plain"
+        harmonize = d.get("harmonize", False)
+        if not isinstance(harmonize, bool):
+            raise corrupt("sampler.harmonize")
+        if (flip == "fresh" or eta or harmonize) and methods != ["lossless"]:
+            raise corrupt("sampler: fresh, stochastic or harmonized faces recover only from "
+                          "their sealed originals")
         return cls(steps, spacing, tuple(timesteps), inversion, context, flip, norm,
-                   tuple(methods), default)
+                   tuple(methods), default, float(eta), harmonize)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from ..format import auth, records
 from ..format.records import FaceData, KeyInfo, Sampler
 from ..keys import NONCE_BYTES, KeySource, SecretKey
 from ..options import RECOVERY_METHODS, FixedKeys, Options
+from . import harmonize
 from . import pixels as px
-from .generate import convergence_notes, face_data, framing, generate
+from .generate import convergence_notes, face_data, framing, new_faces
 from .results import Anonymized, ImageInput, load
 
 
@@ -152,7 +153,7 @@ def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options:
     """The faces of every prepared image through the engine in shared batches, then each
     image's new faces pasted and its record built (errors stay in their place). Faces
     given a new crop (``Job.crops``) skip the engine."""
-    sampling, protection = options.sampling, options.protection
+    sampling, protection = options.sampler, options.protection
     ready = [j for j in jobs if isinstance(j, Job)]
     all_faces: list[FaceData] = []
     given: list[np.ndarray | None] = []
@@ -163,7 +164,6 @@ def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options:
                       for region, nonce in zip(job.regions, job.nonces, strict=True)]
         given += job.crops if job.crops is not None else [None] * len(job.regions)
     run = [i for i, c in enumerate(given) if c is None]
-    size = backbone.image_size
     pixels_of = [job.loaded.pixels for job in ready for _ in job.regions]
     regions_all = [region for job in ready for region in job.regions]
 
@@ -173,24 +173,30 @@ def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options:
     radii: list[float | None] = [None] * len(all_faces)
     residuals = [0.0] * len(all_faces)
     if run:
-        made, made_radii, made_residuals = generate(
-            backbone, engine, [all_faces[i] for i in run],
-            [faces.extract(pixels_of[i], regions_all[i].transform, size) for i in run],
-            hide=hide, batch_size=options.runtime.batch_size, sampling=sampling)
+        made, made_radii, made_residuals = new_faces(
+            backbone, engine, [all_faces[i] for i in run], [pixels_of[i] for i in run],
+            [regions_all[i] for i in run], hide=hide, batch_size=options.runtime.batch_size,
+            sampling=sampling)
         for k, i in enumerate(run):
             new_crops[i], radii[i], residuals[i] = made[k], made_radii[k], made_residuals[k]
 
-    # A face given its crop is not its own diffusion result: only its sealed original
-    # brings it back.
-    diffusion = [] if len(run) < len(all_faces) else [m for m in RECOVERY_METHODS
-                                                      if m != "lossless"]
+    # A face given its crop, made from fresh noise, or harmonized is not its own
+    # diffusion result: only its sealed original brings it back.
+    invertible = (len(run) == len(all_faces) and sampling.flip != "fresh"
+                  and not sampling.eta and not sampling.harmonize)
+    diffusion = [m for m in RECOVERY_METHODS if m != "lossless"] if invertible else []
     sampler = Sampler(
         steps=sampling.steps, spacing=sampling.spacing,
         timesteps=tuple(engine.schedule.timesteps), inversion=sampling.method,
-        context=sampling.context, flip=sampling.flip, norm="hidden" if hide else "kept",
+        context=sampling.context, flip=sampling.flip,
+        norm="none" if sampling.flip == "fresh" else "hidden" if hide else "kept",
+        eta=float(sampling.eta), harmonize=bool(sampling.harmonize),
         recovery_methods=tuple((["lossless"] if protection.seal_originals else [])
                                + diffusion),
         default_recovery="lossless" if protection.seal_originals else sampling.method)
+    if not diffusion and not protection.seal_originals:
+        raise InputError("these faces come back only from their sealed originals: anonymize "
+                         "without --no-lossless")
     results: list[Anonymized | Exception] = []
     starts = iter(first)
     for job in jobs:
@@ -217,10 +223,14 @@ def _finish(job: Job, backbone: Backbone, sampler: Sampler, options: Options,
     """Paste one image's new faces and build its record (``given``: faces whose crop was
     given, which get no precision residual: diffusion cannot recover them)."""
     deniable, lossless = options.protection.deniable, options.protection.seal_originals
+    diffusion = any(m != "lossless" for m in sampler.recovery_methods)
     pixels = job.loaded.pixels
     out = pixels
-    for region, crop in zip(job.regions, new_crops, strict=True):
-        out = faces.paste(out, crop, region.transform, region.mask)
+    for f, region, crop in zip(face_data, job.regions, new_crops, strict=True):
+        if sampler.harmonize:
+            out = harmonize.paste(out, crop, region, lambda n, k=f.key: k.normal(n, "grain"))
+        else:
+            out = faces.paste(out, crop, region.transform, region.mask)
     if job.loaded.grayscale:  # a grayscale photo stays grayscale (faces too)
         out = images.to_gray(out)
     if job.mask is not None:  # black in the user's mask means "keep", exactly
@@ -230,12 +240,12 @@ def _finish(job: Job, backbone: Backbone, sampler: Sampler, options: Options,
     notes = list(job.loaded.notes)
     for f, region, crop, radius, reused in zip(face_data, job.regions, new_crops, radii,
                                                given, strict=True):
-        q = None if reused else px.residual(crop, out, region)
+        q = None if reused or not diffusion else px.residual(crop, out, region)
         f.residual = px.public_residual(q, region) if deniable and q is not None else q
         f.window_sha256 = px.window_hash(out, region.transform, region.crop_size)
         f.radius = radius
         if lossless:
-            f.lossless = px.original_patch(pixels, region)
+            f.lossless = px.original_patch(pixels, out, region.mask, region.transform)
     metadata = job.loaded.metadata
     if deniable and metadata:
         notes.append("deniable mode: the input's own metadata (" + ", ".join(sorted(metadata))

@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..format.records import FaceData
 from ..keys import SecretKey
 from ..options import Runtime, Sampling
+from . import harmonize
 
 # An exact-steps face whose worst step still misses by more than this (latent units)
 # did not converge: its recovery will be visibly less exact, so the user is told.
@@ -119,12 +120,7 @@ def run_engine(backbone: Backbone, engine: Engine, crops: Sequence[np.ndarray],
         done = engine.transform(z0, lambda zt, m=m, part=part: op(zt, m, part), m,
                                 method=method, context=context)
         residuals += done.residuals.tolist()
-        new = ((backbone.decode(done.z0).float().cpu() + 1.0) * 127.5).permute(0, 2, 3, 1)
-        new = new.numpy()
-        scale = backbone.scale_factor
-        for j, i in enumerate(part):
-            cells = np.kron(latent_masks[i], np.ones((scale, scale), bool)).astype(bool)
-            out.append(np.where(cells[:, :, None], new[j], batch[j]).astype(np.float32))
+        out += _decoded(backbone, done.z0, batch, [latent_masks[i] for i in part])
     return out, residuals
 
 
@@ -146,11 +142,64 @@ def face_data(backbone: Backbone, region: faces.FaceRegion, nonce: bytes,
                     source=region.source, key=secret.face(nonce))
 
 
+# Key stream labels of a fresh face's noise: z_T inside the mask, and the draws of each
+# stochastic denoising step (format 3).
+FRESH_START = "fresh/start"
+FRESH_STEP = "fresh/step/{}"
+
+
+def keyed_normals(data: Sequence[FaceData], masks: torch.Tensor, like: torch.Tensor,
+                  label: str) -> torch.Tensor:
+    """N(0, 1) draws from each face's key stream ``label`` at the masked coordinates of
+    ``like`` (C order, as :func:`faceveil.diffusion.mixing.apply` takes them), 0 elsewhere."""
+    inside = masks.to(torch.bool).expand_as(like)
+    out = torch.zeros_like(like)
+    for b, f in enumerate(data):
+        n = int(inside[b].sum())
+        out[b][inside[b]] = torch.from_numpy(f.key.normal(n, label)).to(like.dtype)
+    return out
+
+
+def run_fresh(backbone: Backbone, engine: Engine, crops: Sequence[np.ndarray],
+              data: Sequence[FaceData], batch_size: int, eta: float) -> list[np.ndarray]:
+    """New crops from fresh keyed noise inside each face's latent mask
+    (:meth:`faceveil.diffusion.engine.Engine.sample`): nothing of the original inside
+    survives, so only the sealed original brings the face back."""
+    out: list[np.ndarray] = []
+    for start in range(0, len(crops), batch_size):
+        part = range(start, min(start + batch_size, len(crops)))
+        batch = np.stack([crops[i] for i in part])
+        faces_ = [data[i] for i in part]
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        z0 = backbone.encode(x)
+        m = torch.from_numpy(np.stack([f.latent_mask for f in faces_]))[:, None].to(z0.device)
+        fresh = keyed_normals(faces_, m, z0, FRESH_START)
+        done = engine.sample(z0, m, fresh, eta=eta, noise=lambda n, m=m, z0=z0, f=faces_:
+                             keyed_normals(f, m, z0, FRESH_STEP.format(n)))
+        out += _decoded(backbone, done.z0, batch, [f.latent_mask for f in faces_])
+    return out
+
+
+def _decoded(backbone: Backbone, z0: torch.Tensor, batch: np.ndarray,
+             latent_masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Decoded crops, changed only inside the pixel footprint of each latent mask."""
+    new = ((backbone.decode(z0).float().cpu() + 1.0) * 127.5).permute(0, 2, 3, 1).numpy()
+    scale = backbone.scale_factor
+    out = []
+    for j, mask in enumerate(latent_masks):
+        cells = np.kron(mask, np.ones((scale, scale), bool)).astype(bool)
+        out.append(np.where(cells[:, :, None], new[j], batch[j]).astype(np.float32))
+    return out
+
+
 def generate(backbone: Backbone, engine: Engine, data: Sequence[FaceData],
              crops: Sequence[np.ndarray], *, hide: bool, batch_size: int, sampling: Sampling
              ) -> tuple[list[np.ndarray], list[float | None], list[float]]:
     """The engine's new crops for these faces, with their original noise norms (None
-    where the norm was kept) and exact-inversion residuals."""
+    where the norm was kept) and exact-inversion residuals; ``sampling`` resolved."""
+    if sampling.flip == "fresh":
+        made = run_fresh(backbone, engine, crops, data, batch_size, sampling.eta)
+        return made, [None] * len(data), [0.0] * len(data)
     rms = mixing_rms(backbone)
     targets = [mixing.target_radius(masked_count(backbone, f.latent_mask), rms) if hide
                else None for f in data]
@@ -161,25 +210,40 @@ def generate(backbone: Backbone, engine: Engine, data: Sequence[FaceData],
     return new_crops, radii, residuals
 
 
+def new_faces(backbone: Backbone, engine: Engine, data: Sequence[FaceData],
+              pixels: Sequence[np.ndarray], regions: Sequence[faces.FaceRegion], *,
+              hide: bool, batch_size: int, sampling: Sampling
+              ) -> tuple[list[np.ndarray], list[float | None], list[float]]:
+    """:func:`generate` on the faces ``regions[i]`` of ``pixels[i]``, then, when the
+    sampling asks for it, each new face harmonized with the skin around it
+    (:func:`faceveil.pipeline.harmonize.match`)."""
+    size = backbone.image_size
+    crops = [faces.extract(p, r.transform, size) for p, r in zip(pixels, regions, strict=True)]
+    made, radii, residuals = generate(backbone, engine, data, crops, hide=hide,
+                                      batch_size=batch_size, sampling=sampling)
+    if sampling.harmonize:
+        made = [harmonize.match(c, r, p) for c, r, p in zip(made, regions, pixels, strict=True)]
+    return made, radii, residuals
+
+
 def generate_faces(pixels: Sequence[np.ndarray], regions: Sequence[faces.FaceRegion],
                    nonces: Sequence[bytes], secret: SecretKey, backbone: Backbone,
                    sampling: Sampling, runtime: Runtime,
                    progress: Progress | None = None) -> list[np.ndarray]:
-    """The new aligned face of each region of ``pixels[i]`` (the engine step alone).
+    """The new aligned face of each region of ``pixels[i]`` (the engine step alone, and
+    the harmonization), under ``sampling`` resolved (``Options.sampler``).
 
     Returns float32 crops (``backbone.image_size`` square, ``[0, 255]``), changed only
     inside each region's latent mask, ready to paste (a video makes a track's face once
     and pastes it into every frame). ``regions[i]`` is a face of ``pixels[i]``,
     ``nonces[i]`` its key nonce (``secret.face(nonce)``).
     """
-
     if not len(pixels) == len(regions) == len(nonces):
         raise InputError("one image, region and nonce per face is needed")
-    size = backbone.image_size
     data = [face_data(backbone, r, bytes(n), secret) for r, n in zip(regions, nonces,
                                                                      strict=True)]
-    crops = [faces.extract(p, r.transform, size) for p, r in zip(pixels, regions, strict=True)]
     engine = Engine(backbone, steps=sampling.steps, spacing=sampling.spacing, progress=progress)
-    new, _, _ = generate(backbone, engine, data, crops, hide=sampling.flip == "mixed",
-                         batch_size=runtime.batch_size, sampling=sampling)
+    new, _, _ = new_faces(backbone, engine, data, pixels, regions,
+                          hide=sampling.flip == "mixed", batch_size=runtime.batch_size,
+                          sampling=sampling)
     return new

@@ -4,20 +4,27 @@ and the sealed original pixels (``lossless``) with their restoration."""
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 
 import numpy as np
+from PIL import Image
 
 from .. import faces, images
-from ..errors import InputError, MetadataError
+from ..errors import MetadataError
 from ..format.fields import RESIDUAL_SCALE
+
+
+def crop_window(transform: np.ndarray, crop_size: int, shape) -> tuple[slice, slice]:
+    """The photo window a face's whole crop reaches (pasting never changes a pixel
+    outside it)."""
+    ones = np.ones((crop_size, crop_size), np.float32)
+    return faces.footprint(ones, transform, shape)[1]
 
 
 def window_hash(pixels: np.ndarray, transform: np.ndarray, crop_size: int) -> str:
     """SHA-256 of the photo pixels a face's crop is sampled from (detects re-encoding)."""
-    ones = np.ones((crop_size, crop_size), np.float32)
-    _, (rows, cols) = faces.footprint(ones, transform, pixels.shape)
-    window = np.ascontiguousarray(pixels[rows, cols])
+    window = np.ascontiguousarray(pixels[crop_window(transform, crop_size, pixels.shape)])
     return hashlib.sha256(window.tobytes() + repr(window.shape).encode()).hexdigest()
 
 
@@ -52,22 +59,41 @@ def face_window(mask: np.ndarray, transform: np.ndarray, shape) -> tuple[np.ndar
     return warped > 0, window
 
 
-def original_patch(original: np.ndarray, region: faces.FaceRegion) -> bytes:
-    """The original pixels under a face's footprint, PNG-compressed (sealed later)."""
-    inside, window = face_window(region.mask, region.transform, original.shape)
-    patch = np.where(inside[:, :, None], original[window], 0).astype(np.uint8)
-    return images.encode_image(patch, "PNG")
+def original_patch(original: np.ndarray, anonymized: np.ndarray, mask: np.ndarray,
+                   transform: np.ndarray) -> bytes:
+    """A face's sealed original (format 3): an RGBA PNG over its crop window whose colour
+    is the original's and whose alpha is 255 on the face's footprint and wherever
+    anonymization changed a pixel (0, and colour 0, elsewhere). Recovery restores those
+    pixels, so it is bit-exact whatever the paste touched, and the whole face comes back
+    from a re-encoded copy too."""
+    inside, (rows, cols) = face_window(mask, transform, original.shape)
+    changed = inside | (anonymized[rows, cols] != original[rows, cols]).any(axis=2)
+    rgba = np.zeros(changed.shape + (4,), np.uint8)
+    rgba[changed, :3] = original[rows, cols][changed]
+    rgba[changed, 3] = 255
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG", optimize=True)
+    return buf.getvalue()
 
 
 def restore_original(out: np.ndarray, mask: np.ndarray, transform: np.ndarray,
-                     png: bytes) -> None:
-    """Put a face's original pixels back (in place) from its unsealed patch."""
-    inside, window = face_window(mask, transform, out.shape)
+                     crop_size: int, png: bytes) -> None:
+    """Put a face's original pixels back (in place) from its unsealed patch: an RGBA
+    patch of its crop window (format 3), or an RGB patch of its hard mask's footprint
+    (formats 1 and 2)."""
     try:
-        patch = images.load_image(png).pixels
-    except InputError:
+        with Image.open(io.BytesIO(png)) as img:
+            if img.format != "PNG" or img.width * img.height > images.MAX_PIXELS:
+                raise ValueError("not a patch")
+            patch = np.asarray(img.convert("RGBA") if img.mode == "RGBA" else img.convert("RGB"))
+    except (OSError, ValueError, SyntaxError):
         raise MetadataError("the lossless data of a face is corrupt") from None
-    if patch.shape[:2] != inside.shape:
-        raise MetadataError("the lossless data does not fit its face (corrupt metadata)")
+    if patch.shape[2] == 4:
+        window = crop_window(transform, crop_size, out.shape)
+        inside = patch[:, :, 3] == 255
+    else:
+        inside, window = face_window(mask, transform, out.shape)
     region_pixels = out[window]
-    region_pixels[inside] = patch[inside]
+    if patch.shape[:2] != region_pixels.shape[:2]:
+        raise MetadataError("the lossless data does not fit its face (corrupt metadata)")
+    region_pixels[inside] = patch[:, :, :3][inside]

@@ -84,8 +84,8 @@ def recover_planned(items: Sequence[Restore | FaceveilError], *, model: Backbone
                     "the image was re-encoded since anonymization (e.g. JPEG): its faces "
                     "were recovered by diffusion from the re-encoded pixels alone, which "
                     "usually fails to restore them (about 15 dB with the built-in model); "
-                    "keep the PNG, or anonymize with --lossless to recover faces after "
-                    "re-encoding")
+                    "keep the PNG, or anonymize without --no-lossless to recover faces "
+                    "after re-encoding")
             r = item.opened.record
             # Faces share a model run only when model, sampler and key scheme agree.
             same = [r.model, r.sampler.to_json(), item.method, r.version,
@@ -115,7 +115,7 @@ def _finish(item: Restore) -> Recovered:
     out, pixels, opened = item.out, item.loaded.pixels, item.opened
     for i in item.restored:  # sealed originals win where faces overlap
         f = opened.faces[i]
-        px.restore_original(out, f.mask, f.transform, f.lossless)
+        px.restore_original(out, f.mask, f.transform, f.crop_size, f.lossless)
     for f in opened.faces:
         if f.photo_mask is not None:  # a user mask: pixels outside it were never changed
             if f.photo_mask.shape != pixels.shape[:2]:

@@ -275,7 +275,7 @@ class _AnonymizeRun:
             made = gen.generate_faces([p for _, p, _, _ in keyframes],
                                       [r for _, _, r, _ in keyframes],
                                       [n for _, _, _, n in keyframes], self.secret,
-                                      self.backbone, self.options.sampling, self.options.runtime)
+                                      self.backbone, self.options.sampler, self.options.runtime)
             for (seg, _, _, _), crop in zip(keyframes, made, strict=True):
                 seg.crop = crop
         return [[seg.crop for seg in row] for row in rows]

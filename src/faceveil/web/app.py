@@ -125,7 +125,7 @@ class WebApp:
         page = resources.files(__package__).joinpath("static", "index.html").read_text("utf-8")
         self.page = (page.replace("__TOKEN__", self.token)
                      .replace("__MAX_UPLOAD__", str(settings.max_upload))
-                     .replace("__STEPS__", str(settings.options.sampling.steps)))
+                     .replace("__STEPS__", str(settings.options.sampler.steps)))
 
     # -- plumbing --
 

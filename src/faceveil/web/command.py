@@ -86,8 +86,7 @@ def url_of(sock: socket.socket, host: str) -> str:
 @click.option("--model", "-m", default=None, metavar="ID_OR_DIR",
               help="Model to anonymize with: preset, local diffusers folder or Hugging Face "
                    "id (default: built-in). Recovery uses the model each file names.")
-@click.option("--steps", default=DEFAULTS.sampling.steps, show_default=True,
-              type=click.IntRange(1, 1000),
+@click.option("--steps", default=None, type=click.IntRange(1, 1000),
               help="DDIM steps for anonymization.")
 @detection_options
 @click.option("--device", default=DEFAULTS.runtime.device, show_default=True,
