@@ -53,7 +53,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from recovery_methods import mosaic  # noqa: E402
 
 from faceveil import api, faces, keys  # noqa: E402
-from faceveil.engine import Engine  # noqa: E402
+from faceveil.diffusion.engine import Engine  # noqa: E402
+from faceveil.options import Options  # noqa: E402
+from faceveil.pipeline import generate  # noqa: E402
 
 
 def load_faces(n: int) -> list[np.ndarray]:
@@ -86,7 +88,7 @@ def invert(backbone, engine, tiles, latent_masks, batch=16) -> list[torch.Tensor
         m = torch.from_numpy(np.stack([latent_masks[i] for i in part]))[:, None]
         m = m.to(z0.device)
         context = engine.invert(torch.where(m, torch.zeros_like(z0), z0), "context")
-        out += list(engine.invert_exact(z0, m, context)[-1].cpu().double())
+        out += list(engine.invert_exact(z0, m, context).trajectory[-1].cpu().double())
     return out
 
 
@@ -152,14 +154,14 @@ def main() -> None:
     engine = Engine(backbone, steps=args.steps)
     tiles = load_faces(args.faces)
     n = len(tiles)
-    framing = api._framing(backbone)
+    framing = generate.framing(backbone)
     # Candidates' masks: landmark masks the attacker computes on each candidate.
     cand_regions = [faces.aligned_region(t, framing=framing, crop_size=backbone.image_size)
                     for t in tiles]
     cand_hard = [r.mask > 0 for r in cand_regions]
-    cand_latent = [api._latent_mask(backbone, h) for h in cand_hard]
+    cand_latent = [generate.latent_mask(backbone, h) for h in cand_hard]
     # The core: latent cells with no pixel of the soft mask below 1 (fully replaced).
-    cand_core = [~api._latent_mask(backbone, r.mask < 1) & lat
+    cand_core = [~generate.latent_mask(backbone, r.mask < 1) & lat
                  for r, lat in zip(cand_regions, cand_latent, strict=True)]
     print(f"mask feather {faces.masks.MASK_FEATHER}: {np.mean([c.sum() for c in cand_core]):.0f} "
           f"of {np.mean([c.sum() for c in cand_latent]):.0f} masked latent cells are core",
@@ -172,8 +174,8 @@ def main() -> None:
     for flip in ("signs", "mixed"):
         key = keys.KeySource.from_bytes(os.urandom(32))
         image, regions = mosaic(tiles, backbone)
-        anon = api.anonymize(image, key, model=backbone, regions=regions, steps=args.steps,
-                             flip=flip)
+        anon = api.anonymize(image, key, model=backbone, regions=regions,
+                             options=Options.of(steps=args.steps, flip=flip))
         opened = api.open_record(anon.pixels, key, meta=anon.record)
         anon_tiles = [np.ascontiguousarray(anon.pixels[r.box[1]:r.box[1] + r.box[3],
                                                        r.box[0]:r.box[0] + r.box[2]])

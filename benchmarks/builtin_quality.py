@@ -55,6 +55,8 @@ from recovery_methods import identity_box, mosaic, synthetic_faces  # noqa: E402
 from faceveil import api, faces, identity, images, keys  # noqa: E402
 from faceveil.evaluation import realism  # noqa: E402
 from faceveil.evaluation.measures import psnr  # noqa: E402
+from faceveil.options import Options  # noqa: E402
+from faceveil.pipeline import pixels  # noqa: E402
 
 VERSIONS = ("original", "anonymized", "recovered")
 TILE = 128  # grid cell side in pixels
@@ -77,13 +79,12 @@ def measure(image, regions, backbone, args) -> tuple[list[dict], dict, list[np.n
     """
     key = keys.KeySource.from_bytes(os.urandom(32))
     wrong = keys.KeySource.from_bytes(os.urandom(32))
-    kw = dict(model=backbone, steps=args.steps, spacing=args.spacing)
+    opts = dict(steps=args.steps, spacing=args.spacing)
     if args.method:
-        kw.update(method=args.method, context="own" if args.method == "plain" else "masked")
-    if regions is not None:
-        kw["regions"] = regions
+        opts.update(method=args.method, context="own" if args.method == "plain" else "masked")
+    kw = dict(model=backbone, regions=regions)
     t0, c0 = time.perf_counter(), time.process_time()
-    anon = api.anonymize(image, key, **kw)
+    anon = api.anonymize(image, key, options=Options.of(**opts), **kw)
     t1, c1 = time.perf_counter(), time.process_time()
     back = api.recover(anon.pixels, key, meta=anon.record, model=backbone)
     t2, c2 = time.perf_counter(), time.process_time()
@@ -91,7 +92,7 @@ def measure(image, regions, backbone, args) -> tuple[list[dict], dict, list[np.n
     # this pass only) it gives another face.
     other = image
     if args.wrong_key:
-        deniable = api.anonymize(image, key, deniable=True, **kw)
+        deniable = api.anonymize(image, key, options=Options.of(deniable=True, **opts), **kw)
         other = api.recover(deniable.pixels, wrong, meta=deniable.record, model=backbone,
                             deniable=True).pixels
     versions = (image, anon.pixels, back.pixels)
@@ -114,7 +115,7 @@ def measure(image, regions, backbone, args) -> tuple[list[dict], dict, list[np.n
                      for d in realism.DETECTORS}
             win = face_window(region, image.shape)
             shown = [v[win] for v in versions]
-        inside, fwin = api._face_window(region, image.shape)
+        inside, fwin = pixels.face_window(region.mask, region.transform, image.shape)
         rows.append({"found": found, "dist": dist,
                      "psnr": psnr(image[fwin], back.pixels[fwin], inside)})
         grid.append(np.concatenate([np.asarray(Image.fromarray(np.ascontiguousarray(c)).resize(

@@ -68,14 +68,19 @@ def main() -> None:
         Image.fromarray(face.round().byte().permute(1, 2, 0).numpy()).save(d / "face.png")
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
         subprocess.run([*exe, "keygen", "-o", str(d / "k.key")], check=True, env=env)
-        subprocess.run([*exe, "anonymize", str(d / "face.png"), "-o", str(d / "ref.png"), "-k",
-                        str(d / "k.key"), "--aligned", "-q", *model], check=True, env=env)
+        # The file to inspect, made by each source's own faceveil: an older checkout may
+        # not read this one's record format (this one writes version 3).
+        refs = {label: d / f"ref{n}.png" for n, label in enumerate(sources)}
+        for label, src in sources.items():
+            subprocess.run([*exe, "anonymize", str(d / "face.png"), "-o", str(refs[label]),
+                            "-k", str(d / "k.key"), "--aligned", "-q", *model], check=True,
+                           env=dict(os.environ, PYTHONPATH=str(src)))
         measure("faceveil --version", lambda i, s: [*exe, "--version"])
         measure("faceveil --help", lambda i, s: [*exe, "--help"])
         measure("faceveil anonymize --help", lambda i, s: [*exe, "anonymize", "--help"])
         measure("faceveil keygen", lambda i, s: [*exe, "keygen", "--force", "-o",
                                                  str(d / "new.key")])
-        measure("faceveil inspect (one face)", lambda i, s: [*exe, "inspect", str(d / "ref.png")])
+        measure("faceveil inspect (one face)", lambda i, s: [*exe, "inspect", str(refs[s])])
         for method in () if args.startup_only else ("plain", "exact-steps"):
             context = "own" if method == "plain" else "masked"
 
@@ -85,9 +90,10 @@ def main() -> None:
             measure(f"anonymize, {method}", lambda i, s, m=method, c=context, o=out: [
                 *exe, "anonymize", str(d / "face.png"), "-o", str(o(i, s)), "-k",
                 str(d / "k.key"), "--aligned", "--method", m, "--context", c, "-q", *model])
-            measure(f"recover, {method}", lambda i, s, o=out: [
+            # --method: the diffusion recovery, even where the file also seals its originals.
+            measure(f"recover, {method}", lambda i, s, m=method, o=out: [
                 *exe, "recover", str(o(i, s)), "-o", str(o(i, s).with_suffix(".back.png")),
-                "-k", str(d / "k.key"), "-q", *model])
+                "-k", str(d / "k.key"), "--method", m, "-q", *model])
     labels = list(sources)
     print("| command (one aligned 64 px face, 50 steps) | "
           + " | ".join(f"{lb}: median s (runs)" for lb in labels) + " |")

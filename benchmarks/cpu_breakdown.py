@@ -45,9 +45,10 @@ t["import diffusers"] = time.perf_counter()
 import numpy as np
 from PIL import Image
 from faceveil import api, keys
-from faceveil.models import load_folder, locate
+from faceveil.diffusion.models import load_folder, locate
+from faceveil.options import Options
 t["import faceveil"] = time.perf_counter()
-import faceveil.models as fm
+import faceveil.diffusion.models as fm
 real_hash = fm.weights_hash
 spent = {"hash": 0.0, "predict": 0.0, "calls": 0}
 def timed_hash(*a):
@@ -66,10 +67,10 @@ key = keys.KeySource.from_bytes(bytes(32))
 mode = sys.argv[2]
 if mode == "aligned":
     pixels = np.asarray(Image.open(sys.argv[3]).convert("RGB"))[:64, :64].copy()
-    regions, _ = api.find_regions(pixels, backbone, aligned=True)
+    regions, _ = api.find_regions(pixels, options=Options.of(aligned=True), model=backbone)
 else:
     pixels = np.asarray(Image.open(sys.argv[3]).convert("RGB"))
-    regions, _ = api.find_regions(pixels, backbone)
+    regions, _ = api.find_regions(pixels, model=backbone)
 t["find faces"] = time.perf_counter()
 result = api.anonymize(pixels, key, model=backbone, regions=regions)
 png = result.png_bytes()
@@ -92,7 +93,7 @@ import json, sys, time
 cfg = json.loads(sys.argv[1])
 import torch
 torch.set_num_threads(cfg["threads"])
-from faceveil.models import load_model
+from faceveil.diffusion.models import load_model
 b = load_model("face64-v1")
 if cfg.get("channels_last"):
     b.unet.to(memory_format=torch.channels_last)

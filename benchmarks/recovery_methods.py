@@ -34,13 +34,19 @@ sys.path.insert(0, str(ROOT / "training"))
 from faceveil import api, faces, identity, images, keys  # noqa: E402
 from faceveil.evaluation.harness import aligned_face_box  # noqa: E402
 from faceveil.evaluation.measures import psnr, ssim  # noqa: E402
+from faceveil.options import Options  # noqa: E402
+from faceveil.pipeline.generate import framing as model_framing  # noqa: E402
+from faceveil.pipeline.pixels import face_window  # noqa: E402
 
 # (label, anonymize options, recover options, measure after JPEG). After JPEG the residual
 # no longer applies and lossless falls back to exact-steps, so those rows would repeat.
+# The diffusion rows say lossless=False: recovery would otherwise use any sealed originals.
 METHODS = [
-    ("plain (paper)", dict(method="plain", context="own"), dict(residual=False), True),
-    ("plain + residual", dict(method="plain", context="own"), {}, False),
-    ("exact-steps (default)", dict(method="exact-steps", context="masked"), {}, True),
+    ("plain (paper)", dict(method="plain", context="own", lossless=False),
+     dict(residual=False), True),
+    ("plain + residual", dict(method="plain", context="own", lossless=False), {}, False),
+    ("exact-steps (default)", dict(method="exact-steps", context="masked", lossless=False), {},
+     True),
     ("lossless", dict(method="exact-steps", context="masked", lossless=True), {}, False),
 ]
 
@@ -61,7 +67,7 @@ def mosaic(tiles: list[np.ndarray], backbone) -> tuple[np.ndarray, list[faces.Fa
     rows = int(np.ceil(len(tiles) / cols))
     image = np.zeros((rows * size, cols * size, 3), np.uint8)
     regions = []
-    framing = api._framing(backbone)
+    framing = model_framing(backbone)
     for i, tile in enumerate(tiles):
         r, c = divmod(i, cols)
         image[r * size:(r + 1) * size, c * size:(c + 1) * size] = tile
@@ -101,7 +107,7 @@ def face_scores(original: np.ndarray, recovered: np.ndarray, regions, backbone) 
     """Per face: PSNR/SSIM over the face's hard-mask footprint, dlib same person."""
     out = []
     for region in regions:
-        inside, window = api._face_window(region, original.shape)
+        inside, window = face_window(region.mask, region.transform, original.shape)
         a, b = original[window], recovered[window]
         crop, box = identity_box(region, backbone)
         e0 = identity.embed(np.ascontiguousarray(original[crop]), box)
@@ -131,14 +137,13 @@ def run_set(name, image, regions, backbone, key, steps, log, skip=()) -> list[di
             continue
         calls = count_calls(backbone)
         t0 = time.perf_counter()
-        anon = api.anonymize(image, key, model=backbone, regions=regions, steps=steps,
-                             **anon_opts) if regions is not None else \
-            api.anonymize(image, key, model=backbone, steps=steps, **anon_opts)
+        anon = api.anonymize(image, key, model=backbone, regions=regions,
+                             options=Options.of(steps=steps, **anon_opts))
         t1 = time.perf_counter()
         back = api.recover(anon.pixels, key, meta=anon.record, model=backbone, **rec_opts)
         t2 = time.perf_counter()
         del backbone.predict  # back to the class method
-        n = len(anon.record["faces"])
+        n = len(anon.record.faces)
         regs = anon.regions
         plain_png = len(images.encode_image(anon.pixels, "PNG"))
         added = (len(anon.png_bytes()) - plain_png) / n

@@ -42,8 +42,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from recovery_methods import mosaic  # noqa: E402
 
 from faceveil import api, keys  # noqa: E402
-from faceveil.engine import Engine  # noqa: E402
-from faceveil.models import Backbone, load_model  # noqa: E402
+from faceveil.diffusion.engine import Engine  # noqa: E402
+from faceveil.diffusion.models import Backbone, load_model  # noqa: E402
+from faceveil.options import Options  # noqa: E402
 
 
 def held_out_faces(n: int) -> tuple[list[np.ndarray], str]:
@@ -92,7 +93,7 @@ class NaiveLoop:
 
 def face_inputs(backbone: Backbone, tile: np.ndarray, seed: int):
     """The tensors the naive loop needs for one aligned face: image, signs, latent mask."""
-    region = api.find_regions(tile, backbone, aligned=True)[0][0]
+    region = api.find_regions(tile, options=Options.of(aligned=True), model=backbone)[0][0]
     x = torch.from_numpy(tile).permute(2, 0, 1)[None].float() / 127.5 - 1.0
     mask = backbone.latent_mask(torch.from_numpy(region.mask > 0)[None, None])
     g = torch.Generator().manual_seed(seed)
@@ -128,17 +129,18 @@ def bench_device(device: str, model: str | None, tiles: list[np.ndarray], steps:
     # Same face, signs and mask through faceveil's engine: the baseline must agree.
     x, signs, mask = inputs[0]
     engine = Engine(backbone, steps=steps)
-    ours = engine.transform(backbone.encode(x), signs, mask, method="plain", context="own")
+    ours = engine.transform(backbone.encode(x), signs, mask, method="plain", context="own").z0
     gap = float((ours - naive(x, signs, mask)).abs().max())
 
     for label, options in (("paper's method (plain, own)", dict(method="plain", context="own")),
                            ("default (exact-steps, masked)", {})):
-        opts = dict(model=backbone, aligned=True, steps=steps, **options)
+        opts = dict(model=backbone, options=Options.of(aligned=True, steps=steps, **options))
         api.anonymize(tiles[0], key, **opts)  # warm-up
         rows.append((f"faceveil API, 1 face per call, {label}",
                      n / timed(lambda o=opts: [api.anonymize(t, key, **o) for t in tiles])))
         image, regions = mosaic(tiles, backbone)
-        opts = dict(model=backbone, regions=regions, steps=steps, batch_size=batch, **options)
+        opts = dict(model=backbone, regions=regions,
+                    options=Options.of(steps=steps, batch_size=batch, **options))
         rows.append((f"faceveil API, {n} faces per call (batch {min(batch, n)}), {label}",
                      n / timed(lambda o=opts, im=image: api.anonymize(im, key, **o))))
     rows.append((f"(check: naive vs engine latents, max abs difference {gap:.2e})", float("nan")))

@@ -45,7 +45,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI: no spinning on a busy CPU
 
-from faceveil import api, container, faces, identity, keys, video  # noqa: E402
+from faceveil import api, faces, identity, keys, video  # noqa: E402
+from faceveil.format import auth  # noqa: E402
+from faceveil.format import clip as clip_records  # noqa: E402
+from faceveil.format.records import Opened  # noqa: E402
+from faceveil.options import Options  # noqa: E402
+from faceveil.pipeline import anonymize as pipeline  # noqa: E402
+from faceveil.video import io as video_io  # noqa: E402
 from tests.videoclips import make_clip  # noqa: E402
 
 
@@ -200,34 +206,37 @@ def main() -> None:
     key = keys.KeySource.from_key_file(key_path)
     backbone = api.get_model(args.model)
     times, orig = frames(clip)
-    truth = [api.find_regions(p, backbone)[0] for p in orig]
+    truth = [api.find_regions(p, model=backbone)[0] for p in orig]
 
-    find, calls = api.find_regions, []
+    # The video run finds each frame's faces with faceveil.pipeline.anonymize.find_regions.
+    find, calls = pipeline.find_regions, []
 
-    def blind(pixels, model, **kw):
+    def blind(pixels, model, *rest, **kw):
         calls.append(1)
-        regions, skipped = find(pixels, model, **kw)
+        regions, skipped = find(pixels, model, *rest, **kw)
         return ([], skipped) if len(calls) - 1 in miss else (regions, skipped)
 
     rows, results = [], {}
-    api.find_regions = blind
+    pipeline.find_regions = blind
     try:
         for name, suffix, per_frame in (("mkv", ".mkv", False), ("mp4", ".mp4", False),
                                         ("per-frame", ".mkv", True)):
             calls.clear()
             out = work / f"anon_{name}{suffix}"
             t0 = time.perf_counter()
-            res = video.anonymize_video(clip, out, key, model=backbone, steps=args.steps,
-                                        per_frame=per_frame)
+            options = Options.of(steps=args.steps, per_frame=per_frame)
+            if per_frame:  # recovered by diffusion below: no sealed originals
+                options = options.replace(lossless=False)
+            res = video.anonymize_video(clip, out, key, model=backbone, options=options)
             results[name] = (out, res, time.perf_counter() - t0)
     finally:
-        api.find_regions = find
+        pipeline.find_regions = find
 
     # The baseline: every frame a photo of its own (fresh nonces), the missed frames
     # left unchanged as a frame-by-frame tool leaves them.
     t0 = time.perf_counter()
     seen = [p for i, p in enumerate(orig) if i not in miss]
-    base = api.anonymize_many(seen, key, model=backbone, steps=args.steps)
+    base = api.anonymize_many(seen, key, model=backbone, options=Options.of(steps=args.steps))
     base_s = time.perf_counter() - t0
     base_frames, base_open, k = [], {}, 0
     for i, p in enumerate(orig):
@@ -240,14 +249,13 @@ def main() -> None:
             base_frames.append(p)
             continue
         base_frames.append(r.pixels)
-        base_open[i] = container.open_record(r.record, key)
+        base_open[i] = auth.open(r.record, key)
 
     def opened_of(path: Path) -> dict:
-        out = {}
-        for record in video.Records(video._raw_records(path, None), key):
-            if record.get("format") == "faceveil":
-                out[record["video"]["frame"]] = container.open_record(record, key)
-        return out
+        raw = list(video_io.raw_records(path, None))
+        clip_key = clip_records.verify_clip(clip_records.scan(raw).clip, key)
+        return {o.record.video["frame"]: o for o in clip_records.open_frames(raw, clip_key)
+                if isinstance(o, Opened)}
 
     audio_in = audio_from_zero(clip)
     mkv, res_mkv, mkv_s = results["mkv"]
@@ -267,7 +275,7 @@ def main() -> None:
         t_out, _ = frames(path)
         dur = (f"{times[-1] - times[0]:.3f}/{t_out[-1] - t_out[0]:.3f}" if t_out
                else "-")
-        records_kb = sum(len(r) for r in video._raw_records(path, None)) / 1e3
+        records_kb = sum(len(r) for r in video_io.raw_records(path, None)) / 1e3
         print(f"| {name} | {len(times)}/{len(t_out)} | {t_out == times} | {dur} | "
               f"{np.array_equal(audio_from_zero(path), audio_in)} | "
               f"{path.stat().st_size / 1e3:.0f} ({records_kb:.0f}) |")
