@@ -272,13 +272,19 @@ def face_number(region: FaceRegion, position: int) -> int:
 
 
 def resolution_notes(regions: Sequence[FaceRegion], crop_size: int) -> list[str]:
-    """Warnings for faces much larger than the model's crops (they come out soft)."""
-    notes = []
+    """One note when faces are much larger than the model's crops (they come out soft),
+    naming them and how to get a higher-resolution model; none otherwise."""
+    shrunk = []
     for i, r in enumerate(regions):
         scale = float(np.sqrt(abs(np.linalg.det(np.asarray(r.transform)[:, :2]))))
         if scale < 0.5:
-            notes.append(
-                f"face {face_number(r, i)} is shrunk {1 / scale:.1f}x to fit the "
-                f"{crop_size}px model: its anonymized and recovered versions will look soft; "
-                "a higher-resolution model (--model ldm-celebahq-256, or sd15) would do better")
-    return notes
+            shrunk.append((face_number(r, i), 1 / scale))
+    if not shrunk:
+        return []
+    names = ", ".join(str(n) for n, _ in shrunk)
+    most = max(f for _, f in shrunk)
+    which = f"face {names} is" if len(shrunk) == 1 else f"faces {names} are"
+    return [f"{which} shrunk up to {most:.1f}x to fit the {crop_size} px model, so "
+            "the new faces look soft; for a higher-resolution model run "
+            "'faceveil models pull ldm-celebahq-256' once, then add "
+            "--model ldm-celebahq-256"]
