@@ -140,3 +140,21 @@ def test_harmonization_takes_the_colour_of_the_surroundings():
     altered = photo.copy()
     altered[40:56, 40:56] = 0
     assert np.array_equal(harmonize.match(crop, region, altered), out)
+
+
+@pytest.mark.parametrize("flat", [{}, {"lossless": False},
+                                  {"lossless": False, "method": "plain"},
+                                  {"lossless": False, "method": "plain", "context": "own"}])
+def test_sampler_passes_count_the_engine_passes(pixel_model, flat):
+    """The web page's progress fraction divides by ``passes``: it must be what the
+    engine reports, for each kind of sampler."""
+    phases: list[str] = []
+
+    def progress(phase, done, total):
+        if done == 1:
+            phases.append(phase)
+
+    options = Options.of(steps=3, **flat)
+    api.anonymize(smooth_image(), KEY, model=str(pixel_model), mask=centre_mask(),
+                  options=options, progress=progress)
+    assert len(phases) == options.sampler.passes

@@ -76,6 +76,12 @@ def test_a_model_in_the_hub_cache_loads_by_id_anonymizes_and_recovers(tmp_path, 
     assert np.array_equal(back[~m], x[~m])  # outside the mask: as it was
     if layout != "sd":  # a tiny random KL autoencoder does not round-trip: no bound there
         assert np.abs(back.astype(int) - x.astype(int))[m].mean() < 25  # near the original
+    if layout == "pixel":  # on a machine without the model: exit 5, naming the command
+        (tmp_path / "empty").mkdir()
+        r = _cli("recover", "anon.png", "-o", "again.png", *common, home=tmp_path / "empty",
+                 cwd=tmp_path)
+        assert r.returncode == 5 and f"faceveil models pull {repo}" in r.stderr, r.stderr
+        assert not (tmp_path / "again.png").exists()
 
 
 def test_a_missing_model_names_the_pull_command(tmp_path, inputs):

@@ -420,3 +420,66 @@ def test_version_1_files_still_recover(pixel_model):
     with pytest.raises(WrongKeyError):
         api.recover(out, keys.KeySource.from_bytes(bytes(32)), meta=record,
                     model=str(pixel_model))
+
+
+# --- sealed originals ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_faces(tmp_path_factory, pixel_model):
+    """A default (sealed) file with two faces side by side, its key file and record."""
+    import dataclasses
+
+    d = tmp_path_factory.mktemp("sealed")
+    x = np.concatenate([smooth_image(), smooth_image(seed=5)], axis=1)  # 32 x 64
+    left = faces.aligned_region(x[:, :32], framing=faces.Framing.ffhq(), crop_size=32,
+                                mask=centre_mask())
+    shift = np.asarray(left.transform, np.float64).copy()
+    shift[:, 2] -= shift[:, 0] * 32  # photo x + 32 maps where x mapped
+    right = dataclasses.replace(left, box=(left.box[0] + 32, *left.box[1:]), transform=shift,
+                                index=1)
+    a = api.anonymize(x, KEY, model=str(pixel_model), regions=[left, right],
+                      options=Options.of(steps=3))
+    assert [f.lossless is not None for f in a.record.faces] == [True, True]
+    key_file = d / "k.key"
+    key_file.write_text(f"faceveil-key-v1\n{bytes(range(32)).hex()}\n")
+    path = d / "two.png"
+    path.write_bytes(a.png_bytes())
+    return x, a, path, key_file
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize("edit", ["corrupt", "truncate", "swap"])
+def test_damaged_or_swapped_sealed_originals_are_refused(two_faces, tmp_path, edit):
+    """Exit 4 and nothing written, whether the MAC catches it (an attacker without the
+    key) or, with the MAC made again by a key holder, the face's AEAD does: a sealed
+    original is bound to its face."""
+    x, a, path, key_file = two_faces
+    blobs = [base64.b64decode(f["lossless"]) for f in a.record.body["faces"]]
+
+    def damage(r):
+        if edit == "corrupt":
+            r["faces"][0]["lossless"] = _b64(blobs[0][:40] + bytes([blobs[0][40] ^ 1])
+                                             + blobs[0][41:])
+        elif edit == "truncate":
+            r["faces"][0]["lossless"] = _b64(blobs[0][: len(blobs[0]) // 2])
+        else:
+            r["faces"][0]["lossless"], r["faces"][1]["lossless"] = map(_b64, blobs[::-1])
+
+    meta = tmp_path / "edited.json"
+    meta.write_text(json.dumps(rewrite(a.record, damage)))
+    out = tmp_path / "back.png"
+    r = run("recover", path, "-o", out, "-k", key_file, "--meta", meta)
+    assert r.exit_code == 4 and "MAC" in r.output and not out.exists(), r.output
+    # Defence in depth: the record MAC'd again (as only a key holder can), the AEAD
+    # still refuses an original that was damaged or belongs to the other face.
+    body = json.loads(json.dumps(a.record.body))
+    damage(body)
+    k = a.record.key
+    secret = KEY.resolve({"type": k.type, "salt": k.salt, "kdf": k.kdf})
+    with pytest.raises(MetadataError, match="face 0: the lossless data does not authenticate"):
+        auth.open(auth.seal(body, secret), KEY)
+    assert np.array_equal(api.recover(path, KEY).pixels, x)  # the file itself is intact

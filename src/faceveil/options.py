@@ -115,6 +115,15 @@ class Sampling:
                              "--method plain")
         return done
 
+    @property
+    def passes(self) -> int:
+        """Engine passes over the schedule per batch of faces, for a progress fraction
+        (resolved samplers only): a separate outside-context inversion only where the
+        paper's single-pass inversion of the whole crop needs one beside it."""
+        separate_context = (self.context == "masked" and self.method == "plain"
+                            and self.flip != "fresh")
+        return 3 if separate_context else 2
+
 
 # With sealed originals the face is made for how it looks (measured on the Face Research
 # Lab London Set: benchmarks/builtin_quality.py, docs/measured.md): fresh keyed noise,

@@ -219,14 +219,15 @@ class WebApp:
                               "on, or draw a box around a face")
         sidecar = bool(data.get("sidecar"))
         options, backbone = self.settings.options, self.backbone
-        job = Job("anonymize", photo.name, phases=3)  # context, exact inversion, denoising
+        job = Job("anonymize", photo.name, phases=options.sampler.passes)
 
         def work():
             # Boxes are numbered after the detections, as `anonymize --box` numbers them.
             regions = kept + [api.box_region(photo.loaded.pixels, b, model=backbone,
                                              index=photo.detections + k)
                               for k, b in enumerate(boxes)]
-            job.phases = 3 * -(-len(regions) // options.runtime.batch_size)
+            job.phases = options.sampler.passes * -(-len(regions)
+                                                    // options.runtime.batch_size)
             result = api.anonymize(photo.loaded, key, options=options, model=backbone,
                                    regions=regions, progress=job.progress)
             summary = {"faces": len(result.regions),
@@ -271,7 +272,9 @@ class WebApp:
         key = key_from(data)
         record = meta or file.record
         options = self.settings.options
-        per_batch = 3 if record.sampler.context == "masked" else 2
+        # Sealed originals come back without the model: no engine pass to count.
+        sealed = all(f.lossless is not None for f in record.faces)
+        per_batch = 0 if sealed else 3 if record.sampler.context == "masked" else 2
         batches = -(-len(record.faces) // options.runtime.batch_size)
         job = Job("recover", file.name, phases=per_batch * batches)
 

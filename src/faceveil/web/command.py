@@ -87,7 +87,8 @@ def url_of(sock: socket.socket, host: str) -> str:
               help="Model to anonymize with: preset, local diffusers folder or Hugging Face "
                    "id (default: built-in). Recovery uses the model each file names.")
 @click.option("--steps", default=None, type=click.IntRange(1, 1000),
-              help="DDIM steps for anonymization.")
+              help="DDIM steps for anonymization [default: as anonymize: 25 with "
+                   "sealed originals].")
 @detection_options
 @click.option("--device", default=DEFAULTS.runtime.device, show_default=True,
               help="cpu, cuda, or auto.")
