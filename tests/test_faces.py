@@ -266,6 +266,25 @@ def test_mask_pooling_is_torch_pooling_index_for_index():
             assert np.array_equal(faces.crop_mask(hard, size), grown.astype(np.float32))
 
 
+def test_the_hog_detector_is_cached_as_the_same_detector(tmp_path, monkeypatch):
+    import dlib
+
+    monkeypatch.setenv("FACEVEIL_CACHE", str(tmp_path))
+    img = np.asarray(Image.open(DATA / "group.jpg").convert("RGB"))
+    want = dlib.get_frontal_face_detector().run(img, 1, -0.5)
+    built = faces.landmarks._frontal_face_detector()  # builds it and saves it
+    (cached,) = tmp_path.glob("dlib-*-frontal_face_detector.svm")
+    loaded = faces.landmarks._frontal_face_detector()  # from the file
+    for detector in (built, loaded):
+        rects, scores, kinds = detector.run(img, 1, -0.5)
+        assert [(r.left(), r.top(), r.right(), r.bottom()) for r in rects] == [
+            (r.left(), r.top(), r.right(), r.bottom()) for r in want[0]]
+        assert (scores, kinds) == (want[1], want[2])
+    cached.write_bytes(b"not a detector")  # damaged: rebuilt, and saved again
+    rects, _, _ = faces.landmarks._frontal_face_detector().run(img, 1, -0.5)
+    assert len(rects) == len(want[0]) and cached.stat().st_size > 1000
+
+
 # --- warping --------------------------------------------------------------------------
 
 
