@@ -2,8 +2,8 @@
 
 Usage::
 
-    python benchmarks/web_speed.py [--photos obama.jpg,group.jpg] [--steps 50]
-                                   [--model face64-v1] [--repeat 1]
+    python benchmarks/web_speed.py [--photos obama.jpg,group.jpg] [--steps N]
+                                   [--model face64-v1] [--repeat 1] [--src OTHER/src]
 
 Starts ``faceveil serve`` on a free local port (the model loaded once, as a user leaves
 the page open) and, for each photo of ``tests/data``, makes the page's requests as its
@@ -11,7 +11,9 @@ script does: upload (decode and detect faces), anonymize (a job, polled until do
 fetch the PNG; then upload that PNG, recover it and fetch the result. Beside each photo,
 the same photo through ``faceveil anonymize`` and ``faceveil recover`` (fresh processes,
 start-up included, as a user runs them), interleaved with the page's runs so that the
-machine's load weighs on both alike. Prints the median seconds.
+machine's load weighs on both alike. Prints the median seconds. ``--steps`` defaults to
+the server's own default (25 with sealed originals); ``--src`` runs another checkout's
+``src`` (whose page speaks the same protocol) instead of this one's.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ DATA = ROOT / "tests" / "data"
 
 
 def start_server(args, log: Path) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "faceveil.cli", "serve", "--port", "0", "--steps",
-           str(args.steps), *(["--model", args.model] if args.model else [])]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "faceveil.cli", "serve", "--port", "0",
+           *(["--steps", str(args.steps)] if args.steps else []),
+           *(["--model", args.model] if args.model else [])]
+    env = dict(os.environ, PYTHONPATH=str(args.src), PYTHONUNBUFFERED="1")
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     end = time.monotonic() + 600
@@ -99,7 +102,7 @@ class Page:
 def cli_round_trip(args, photo: Path, key: Path, d: Path) -> dict[str, float]:
     exe = [sys.executable, "-m", "faceveil.cli"]
     model = ["--model", args.model] if args.model else []
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env = dict(os.environ, PYTHONPATH=str(args.src))
 
     def run(cmd: list[str]) -> float:
         t0 = time.perf_counter()
@@ -108,8 +111,9 @@ def cli_round_trip(args, photo: Path, key: Path, d: Path) -> dict[str, float]:
         return time.perf_counter() - t0
 
     anon, back = d / f"{photo.stem}.cli.png", d / f"{photo.stem}.cli.back.png"
-    a = run([*exe, "anonymize", str(photo), "-o", str(anon), "-k", str(key), "--steps",
-             str(args.steps), "--force", "-q", *model])
+    steps = ["--steps", str(args.steps)] if args.steps else []
+    a = run([*exe, "anonymize", str(photo), "-o", str(anon), "-k", str(key), *steps,
+             "--force", "-q", *model])
     r = run([*exe, "recover", str(anon), "-o", str(back), "-k", str(key), "--force", "-q"])
     return {"CLI: anonymize (start-up included)": a, "CLI: recover (start-up included)": r,
             "CLI: whole round trip": a + r}
@@ -118,13 +122,14 @@ def cli_round_trip(args, photo: Path, key: Path, d: Path) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", default="obama.jpg,group.jpg")
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--model", default=None)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--src", type=Path, default=ROOT / "src")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        env = dict(os.environ, PYTHONPATH=str(args.src))
         subprocess.run([sys.executable, "-m", "faceveil.cli", "keygen", "-o", str(d / "k.key")],
                        check=True, env=env)
         key = {"key_file": base64.b64encode((d / "k.key").read_bytes()).decode()}
@@ -144,8 +149,9 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=60)
     load = os.getloadavg()
-    print(f"faceveil serve start-up (imports, model): {startup:.1f} s; "
-          f"{args.steps} DDIM steps, model {args.model or 'built-in'}, {args.repeat} run(s), "
+    print(f"faceveil serve ({args.src}) start-up (imports, model): {startup:.1f} s; "
+          f"{args.steps or 'default'} DDIM steps, model {args.model or 'built-in'}, "
+          f"{args.repeat} run(s), "
           f"median s; load average now {load[0]:.1f} on {os.cpu_count()} CPUs")
     names = args.photos.split(",")
     print("| | " + " | ".join(names) + " |")

@@ -352,3 +352,25 @@ def test_recovery_methods_on_an_aligned_face(tmp_path, face_files, pixel_model):
         scores[method] = psnr(np.array(Image.open(back))[m], original[m])
     assert scores["exact-steps"] > 45
     assert scores["exact-steps"] > scores["plain"] + 5
+
+
+def test_timings_say_where_the_time_went(tmp_path, face_files, pixel_model):
+    img, mask, key = face_files
+    r = run("anonymize", img, "-o", tmp_path / "a.png", "-k", key, "-m", pixel_model,
+            "--aligned", "--steps", 3, "-q", "--timings")
+    assert r.exit_code == 0, r.output
+    (line,) = [x for x in r.output.splitlines() if x.startswith("faceveil: timings:")]
+    for phase in ("start-up", "imports", "model load", "detection", "model", "writing"):
+        assert f"{phase} " in line, line
+    # Fresh noise inside the mask: 3 steps of context inversion and 3 of denoising.
+    assert "6 network calls for 1 face(s)" in line and "total" in line
+    r = run("recover", tmp_path / "a.png", "-o", tmp_path / "b.png", "-k", key, "-q",
+            "--timings")
+    assert r.exit_code == 0, r.output
+    assert "faceveil: timings: start-up" in r.output and "writing" in r.output
+    assert "network calls" not in r.output  # sealed originals: no model ran
+    # The API fills the same hook.
+    t = api.Timings()
+    api.anonymize(img, keys.KeySource.from_key_file(key), model=str(pixel_model), timings=t,
+                  options=Options.of(aligned=True, steps=3, lossless=False))
+    assert t.calls > 6 and t.faces == 1 and t.seconds["model"] > 0

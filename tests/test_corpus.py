@@ -260,7 +260,7 @@ from click.testing import CliRunner
 from faceveil import api, images, keys
 from faceveil.cli import main
 from faceveil.format import png
-import encodings.utf_8_sig, json, tempfile, tqdm  # noqa: E401 (loaded lazily later)
+import difflib, encodings.utf_8_sig, json, tempfile, tqdm  # noqa: E401 (loaded lazily later)
 try:  # after the imports: the interpreter may live in /root
     os.setgid(65534); os.setuid(65534)
 except PermissionError:

@@ -229,6 +229,62 @@ def test_soften_feathers_any_hard_mask_inwards():
     assert soft[27, 15] == 1.0 and soft[5, 15] < 0.5
 
 
+def test_mask_pooling_is_torch_pooling_index_for_index():
+    # The masks once pooled with torch; now numpy does it (no torch for the default path),
+    # and every mask must come out as it did.
+    import torch
+    import torch.nn.functional as F
+
+    def dilate(m, r):
+        return F.max_pool2d(torch.from_numpy(m)[None, None], 2 * r + 1, stride=1,
+                            padding=r)[0, 0].numpy()
+
+    def resize(t, size):
+        rows = (F.adaptive_max_pool2d(t, (size, t.shape[-1])) if t.shape[-2] >= size
+                else F.interpolate(t, size=(size, t.shape[-1]), mode="nearest"))
+        return (F.adaptive_max_pool2d(rows, (size, size)) if t.shape[-1] >= size
+                else F.interpolate(rows, size=(size, size), mode="nearest"))
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(3, 90, 2))
+        soft = (rng.random((h, w)) * (rng.random((h, w)) < 0.3)).astype(np.float32)
+        r = int(rng.integers(1, 25))
+        assert np.array_equal(faces.dilate(soft, r), dilate(soft, r))
+        hard = rng.random((h, w)) < 0.4
+        t = torch.from_numpy(hard.astype(np.float32))[None, None]
+        depth, cur = torch.zeros_like(t), t
+        for _ in range(3):  # soften's 3x3 erosions
+            depth += cur
+            cur = -F.max_pool2d(-F.pad(cur, (1, 1, 1, 1), value=0.0), 3, stride=1)
+        want = np.where(hard, faces.masks._smoothstep(depth[0, 0].numpy() / 3), 0.0)
+        assert np.array_equal(faces.soften(hard, 2.5), want.astype(np.float32))
+        for size in (16, 33, 64, int(rng.integers(5, 200))):
+            ry, rx = (faces.paste_reach(size / n) for n in (h, w))
+            grown = F.max_pool2d(resize(t, size), (2 * ry + 1, 2 * rx + 1), stride=1,
+                                 padding=(ry, rx))[0, 0].numpy() > 0
+            assert np.array_equal(faces.crop_mask(hard, size), grown.astype(np.float32))
+
+
+def test_the_hog_detector_is_cached_as_the_same_detector(tmp_path, monkeypatch):
+    import dlib
+
+    monkeypatch.setenv("FACEVEIL_CACHE", str(tmp_path))
+    img = np.asarray(Image.open(DATA / "group.jpg").convert("RGB"))
+    want = dlib.get_frontal_face_detector().run(img, 1, -0.5)
+    built = faces.landmarks._frontal_face_detector()  # builds it and saves it
+    (cached,) = tmp_path.glob("dlib-*-frontal_face_detector.svm")
+    loaded = faces.landmarks._frontal_face_detector()  # from the file
+    for detector in (built, loaded):
+        rects, scores, kinds = detector.run(img, 1, -0.5)
+        assert [(r.left(), r.top(), r.right(), r.bottom()) for r in rects] == [
+            (r.left(), r.top(), r.right(), r.bottom()) for r in want[0]]
+        assert (scores, kinds) == (want[1], want[2])
+    cached.write_bytes(b"not a detector")  # damaged: rebuilt, and saved again
+    rects, _, _ = faces.landmarks._frontal_face_detector().run(img, 1, -0.5)
+    assert len(rects) == len(want[0]) and cached.stat().st_size > 1000
+
+
 # --- warping --------------------------------------------------------------------------
 
 

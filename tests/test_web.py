@@ -28,7 +28,7 @@ from click.testing import CliRunner  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from faceveil import api, images, keys  # noqa: E402
-from faceveil.diffusion import models  # noqa: E402
+from faceveil.diffusion import backends  # noqa: E402
 from faceveil.format import png as png_records  # noqa: E402
 from faceveil.options import Options  # noqa: E402
 from faceveil.web import app as web  # noqa: E402
@@ -357,7 +357,7 @@ def test_missing_model_is_exit_5(client, tmp_path, key_bytes):
                               options=Options.of(aligned=True, steps=2, lossless=False))
     sealed = api.anonymize(face, key, model=str(folder), options=Options.of(aligned=True, steps=2))
     shutil.rmtree(folder)
-    models._cached_model.cache_clear()  # the server would still hold it otherwise
+    backends.cached_torch.cache_clear()  # the server would still hold it otherwise
     status, _ = recover_job(client, diffusion.png_bytes(), key_file_spec(key_bytes))
     assert status["error"]["kind"] == "model" and status["error"]["code"] == 5
     # Sealed originals (the default) come back without the model.

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .diffusion import backends
 from .diffusion.engine import Progress
-from .diffusion.models import Backbone, get_model
 from .errors import FaceveilError, InputError
 from .faces import FaceRegion
 from .format import auth, png
@@ -40,22 +40,43 @@ from .pipeline import generate as gen
 from .pipeline import recover as rec
 from .pipeline.anonymize import SequenceFrame
 from .pipeline.results import Anonymized, ImageInput, Recovered, load
+from .timings import Timings
 
 if TYPE_CHECKING:
+    from .diffusion.models import Backbone
     from .video import VideoResult
 
 __all__ = [
     "Anonymized", "Recovered", "SequenceFrame", "anonymize", "anonymize_many",
     "anonymize_sequence", "anonymize_video", "box_region", "detect_video", "find_regions",
     "generate_faces", "get_model", "inspect", "inspect_video", "open_record", "read_record",
-    "recover", "recover_many", "recover_video", "resolution_notes",
+    "recover", "recover_many", "recover_video", "resolution_notes", "Timings",
 ]
 
 Meta = str | os.PathLike | dict | Record | None
 
 
-def _model(model: Backbone | str | None, options: Options) -> Backbone:
-    return get_model(model, options.runtime.device)
+def get_model(model: Backbone | str | dict | None = None, device: str | None = None,
+              expect_sha256: str | None = None, *, options: Options | None = None
+              ) -> Backbone:
+    """A loaded model for a preset, folder, hub id or record reference (cached per
+    process), or the loaded model given; ``expect_sha256`` refuses other weights.
+
+    Without ``options``: the torch model (exact numerics, any model). With ``options``:
+    the one :func:`anonymize` uses for them, on their device unless ``device`` says
+    otherwise: the built-in model through onnxruntime on a CPU where their faces come
+    back only from their sealed originals (:class:`faceveil.options.Runtime`), else
+    torch."""
+    if options is None:
+        return backends.get_model(model, device, expect_sha256)
+    return backends.get_model(model, device or options.runtime.device, expect_sha256,
+                              backend=backends.backend_for(options))
+
+
+def _model(model: Backbone | str | None, options: Options,
+           timings: Timings | None = None) -> Backbone:
+    with (timings or Timings()).phase("model load"):
+        return get_model(model, options=options)
 
 
 # ---------------------------------------------------------------------------
@@ -66,7 +87,8 @@ def _model(model: Backbone | str | None, options: Options) -> Backbone:
 def anonymize(image: ImageInput, key: KeySource, *, options: Options | None = None,
               model: Backbone | str | None = None,
               regions: Sequence[FaceRegion] | None = None, mask: np.ndarray | None = None,
-              progress: Progress | None = None, fixed: FixedKeys | None = None) -> Anonymized:
+              progress: Progress | None = None, fixed: FixedKeys | None = None,
+              timings: Timings | None = None) -> Anonymized:
     """Replace every face in ``image`` with another identity, reversibly under ``key``.
 
     Args:
@@ -82,6 +104,9 @@ def anonymize(image: ImageInput, key: KeySource, *, options: Options | None = No
         progress: called after every model evaluation with (phase, done, total).
         fixed: a fixed salt and nonces (:class:`~faceveil.options.FixedKeys`) to make a
             run repeatable; never reuse them for another image.
+        timings: a :class:`~faceveil.timings.Timings` that gets the seconds of each phase
+            (model load, reading, detection, key, model, harmonize/paste, record) and the
+            model's network calls.
 
     Returns:
         :class:`~faceveil.pipeline.results.Anonymized`: the pixels, the record, the
@@ -93,14 +118,17 @@ def anonymize(image: ImageInput, key: KeySource, *, options: Options | None = No
         ModelError: the model cannot be loaded.
     """
     options = options or DEFAULTS
-    backbone = _model(model, options)
-    job = anon.prepare(image, key, backbone, options, regions=regions, mask=mask, fixed=fixed)
-    return anon.anonymize_jobs([job], backbone, options, progress)[0]
+    timings = timings or Timings()
+    backbone = _model(model, options, timings)
+    job = anon.prepare(image, key, backbone, options, regions=regions, mask=mask, fixed=fixed,
+                       timings=timings)
+    return anon.anonymize_jobs([job], backbone, options, progress, timings)[0]
 
 
 def anonymize_many(sources: Sequence[ImageInput], key: KeySource, *,
                    options: Options | None = None, model: Backbone | str | None = None,
-                   progress: Progress | None = None) -> list[Anonymized | Exception]:
+                   progress: Progress | None = None, timings: Timings | None = None
+                   ) -> list[Anonymized | Exception]:
     """:func:`anonymize` for several images, their faces batched together for the model
     (a folder of small photos fills the batches). Each image gets its own salt and
     nonces.
@@ -111,18 +139,19 @@ def anonymize_many(sources: Sequence[ImageInput], key: KeySource, *,
         bug), so one bad image does not stop the rest.
     """
     options = options or DEFAULTS
-    backbone = _model(model, options)
+    timings = timings or Timings()
+    backbone = _model(model, options, timings)
     jobs: list[anon.Job | Exception] = []
     for source in sources:
         try:
-            jobs.append(anon.prepare(source, key, backbone, options))
+            jobs.append(anon.prepare(source, key, backbone, options, timings=timings))
         except FaceveilError as e:
             jobs.append(e)
         except Exception as e:  # noqa: BLE001 - a bug on one image must not stop the others
             if len(sources) == 1:
                 raise
             jobs.append(e)
-    return anon.anonymize_jobs(jobs, backbone, options, progress)
+    return anon.anonymize_jobs(jobs, backbone, options, progress, timings)
 
 
 def read_record(image: ImageInput | None = None, meta: Meta = None) -> Record:
@@ -149,7 +178,8 @@ def open_record(image: ImageInput, key: KeySource, *, meta: Meta = None,
 def recover(image: ImageInput, key: KeySource, *, meta: Meta = None,
             options: Options | None = None, model: Backbone | str | None = None,
             method: str | None = None, deniable: bool = False,
-            progress: Progress | None = None, residual: bool = True) -> Recovered:
+            progress: Progress | None = None, residual: bool = True,
+            timings: Timings | None = None) -> Recovered:
     """Restore the original faces of an anonymized image with the right key.
 
     ``method`` picks the recovery ("lossless": the sealed originals, bit-exact, no
@@ -169,7 +199,7 @@ def recover(image: ImageInput, key: KeySource, *, meta: Meta = None,
     """
     result = recover_many([image], key, metas=[meta], options=options, model=model,
                           method=method, deniable=deniable, progress=progress,
-                          residual=residual)[0]
+                          residual=residual, timings=timings)[0]
     if isinstance(result, Exception):
         raise result
     return result
@@ -179,15 +209,19 @@ def recover_many(sources: Sequence[ImageInput], key: KeySource, *,
                  metas: Sequence[Meta] | None = None, options: Options | None = None,
                  model: Backbone | str | None = None, method: str | None = None,
                  deniable: bool = False, progress: Progress | None = None,
-                 residual: bool = True) -> list[Recovered | FaceveilError]:
+                 residual: bool = True, timings: Timings | None = None
+                 ) -> list[Recovered | FaceveilError]:
     """:func:`recover` for several images (``metas``: one metadata source per image, or
     None), the faces of those made with the same model and sampler batched together.
 
     Returns:
         One entry per source: its :class:`Recovered`, or the :class:`FaceveilError`
-        that stopped it, so one bad image does not stop the rest.
+        that stopped it, so one bad image does not stop the rest. ``timings`` gets the
+        seconds of opening the records, the model's load and run (diffusion only) and
+        putting the faces back.
     """
     options = options or DEFAULTS
+    timings = timings or Timings()
     metas = [None] * len(sources) if metas is None else list(metas)
     if len(metas) != len(sources):
         raise InputError("one metadata source per image is needed")
@@ -195,12 +229,13 @@ def recover_many(sources: Sequence[ImageInput], key: KeySource, *,
     planned: list[rec.Restore | FaceveilError] = []
     for source, meta in zip(sources, metas, strict=True):
         try:
-            loaded = load(source)
-            planned.append(rec.plan(loaded, opener(png.read(loaded, meta), key), method))
+            with timings.phase("record"):
+                loaded = load(source)
+                planned.append(rec.plan(loaded, opener(png.read(loaded, meta), key), method))
         except FaceveilError as e:
             planned.append(e)
     return rec.recover_planned(planned, model=model, runtime=options.runtime,
-                               progress=progress, residual=residual)
+                               progress=progress, residual=residual, timings=timings)
 
 
 # ---------------------------------------------------------------------------
@@ -224,7 +259,7 @@ def box_region(pixels: np.ndarray, box: Sequence[int], *, model: Backbone | str 
     as ``--box`` frames it, without running the detector."""
     from . import faces
 
-    backbone = get_model(model)
+    backbone = backends.get_model(model, backend="auto")  # its framing alone
     return faces.box_region(pixels, box, framing=gen.framing(backbone),
                             crop_size=backbone.image_size, index=index)
 
@@ -234,7 +269,8 @@ def resolution_notes(regions: Sequence[FaceRegion], model: Backbone | str | None
     """Warnings for faces much larger than the model's crops (they come out soft)."""
     from . import faces
 
-    return faces.resolution_notes(regions, get_model(model).image_size)
+    return faces.resolution_notes(regions,
+                                  backends.get_model(model, backend="auto").image_size)
 
 
 # ---------------------------------------------------------------------------

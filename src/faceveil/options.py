@@ -28,6 +28,7 @@ FLIPS = ("fresh", "mixed", "signs")  # what the key does to the noise inside the
 RECOVERY_METHODS = ("lossless", "exact-steps", "plain")
 NO_FACE = ("skip", "copy", "error")
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "torch", "onnx")  # which runtime runs the model
 VIDEO_CODECS = ("ffv1", "h264")
 DETECTOR_CHOICES = ("centerface", "hog", "cnn", "centerface+hog", "centerface+cnn", "hog+cnn",
                     "both")
@@ -124,6 +125,13 @@ class Sampling:
                             and self.flip != "fresh")
         return 3 if separate_context else 2
 
+    @property
+    def diffusion_recoverable(self) -> bool:
+        """Whether recovery can run the model back on faces made so (resolved sampling):
+        not when they are fresh noise, stochastic or harmonized; those come back only
+        from their sealed originals, so the model's numerics may change (onnxruntime)."""
+        return self.flip != "fresh" and not self.eta and not self.harmonize
+
 
 # With sealed originals the face is made for how it looks (measured on the Face Research
 # Lab London Set: benchmarks/builtin_quality.py, docs/measured.md): fresh keyed noise,
@@ -200,17 +208,23 @@ class Protection:
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where the model runs (``device``: auto, cpu, cuda or cuda:N) and how many faces
-    go through it at once (results do not depend on it)."""
+    """Where the model runs (``device``: auto, cpu, cuda or cuda:N), how many faces go
+    through it at once (results do not depend on it) and on which runtime
+    (``backend``): "auto" runs the built-in model through onnxruntime on a CPU where its
+    faces come back from their sealed originals (the default), torch everywhere else;
+    "torch" always torch; "onnx" onnxruntime, refused where a recovery would run the
+    model back (``--no-lossless``, ``--deniable``: those keep torch's exact numerics)."""
 
     device: str = "auto"
     batch_size: int = 8
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         if not (self.device in DEVICES or str(self.device).startswith("cuda:")):
             raise InputError(f"the device must be auto, cpu, cuda or cuda:N, "
                              f"not {self.device!r}")
         _whole(self.batch_size, 1, "batch_size")
+        _choice(self.backend, BACKENDS, "the backend")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from .common import (
     FrameBar,
     Outcome,
     Progress,
+    backend_option,
     build_options,
     detection_options,
     each,
@@ -32,10 +33,13 @@ from .common import (
     handle_errors,
     key_options,
     model_option,
+    print_timings,
+    process_age,
     ray_options,
     run_folder,
     run_on_ray,
     run_one,
+    timings_option,
     track_gap_option,
     video_options,
 )
@@ -48,9 +52,22 @@ class _Anonymizer:
 
     def __init__(self, key, options: Options, model: str | None, mask: str | None,
                  key_file: str | None, quiet: bool) -> None:
+        from ..timings import Timings
+
         self.key, self.options, self.model = key, options, model
         self.mask, self.key_file, self.quiet = mask, key_file, quiet
         self.rows: list[dict] = []
+        self.timings = Timings()
+        self.started = False
+
+    def api(self):
+        """faceveil.api, imported on first use: the start-up's imports end there."""
+        from .. import api
+
+        if not self.started:
+            self.timings.add("imports", process_age())
+            self.started = True
+        return api
 
     @property
     def sidecar(self) -> bool:
@@ -87,7 +104,8 @@ class _Anonymizer:
             raise InputError(f"anonymized output must be a .png file (got {str(dst)!r})")
         for path in batch.outputs_of(dst, self.sidecar):
             media.check_output(path, [src, self.mask, self.key_file], self.options.output.force)
-        return images.load_image(src)
+        with self.timings.phase("reading"):
+            return images.load_image(src)
 
     def finish(self, src: Path, dst: Path, loaded, result) -> Outcome:
         """Write what anonymization gave (an Anonymized, or the error that stopped it)."""
@@ -102,24 +120,26 @@ class _Anonymizer:
             return 0, [*loaded.notes, *notes]
         if isinstance(result, Exception):
             raise result
-        media.write_atomic(dst, result.png_bytes())
-        if self.sidecar:
-            media.write_atomic(media.sidecar_path(dst), result.sidecar_bytes())
+        with self.timings.phase("writing"):
+            media.write_atomic(dst, result.png_bytes())
+            if self.sidecar:
+                media.write_atomic(media.sidecar_path(dst), result.sidecar_bytes())
         self.rows.append(batch.report_row(src, dst, result.regions, result.skipped))
         return len(result.regions), list(result.notes) + batch.left_out_notes(result.skipped)
 
     def one(self, src: Path, dst: Path, prefix: str = "") -> Outcome:
-        from .. import api, images
+        from .. import images
 
         if media.is_video(src):
             return self.video(src, dst, prefix)
+        api = self.api()
         loaded = self.start(src, dst)
         user_mask = (images.load_mask(self.mask, loaded.pixels.shape[1::-1]) if self.mask
                      else None)
         progress = Progress(not self.quiet, prefix)
         try:
             result = api.anonymize(loaded, self.key, options=self.options, model=self.model,
-                                   mask=user_mask, progress=progress)
+                                   mask=user_mask, progress=progress, timings=self.timings)
         except NoFaceError as e:
             result = e
         finally:
@@ -129,8 +149,7 @@ class _Anonymizer:
     def many(self, items: Sequence[batch.Item]) -> list:
         """Several files at once: the faces of their images fill the model's batches
         together (a clip batches its own frames)."""
-        from .. import api
-
+        api = self.api()
         outcomes: list = [None] * len(items)
         ready = []
         for k, item in enumerate(items):
@@ -146,7 +165,7 @@ class _Anonymizer:
             try:
                 results = api.anonymize_many([loaded for _, loaded in ready], self.key,
                                              options=self.options, model=self.model,
-                                             progress=progress)
+                                             progress=progress, timings=self.timings)
             except Exception as e:  # noqa: BLE001 - the whole chunk failed the same way
                 results = [e] * len(ready)
             finally:
@@ -230,8 +249,10 @@ class _Anonymizer:
               help="cpu, cuda, or auto.")
 @click.option("--batch-size", default=DEFAULTS.runtime.batch_size, show_default=True,
               type=click.IntRange(1), help="Faces per model batch.")
+@backend_option
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
+@timings_option
 @video_options
 @track_gap_option
 @click.option("--per-frame", is_flag=True,
@@ -243,7 +264,7 @@ class _Anonymizer:
 @ray_options
 @handle_errors
 def anonymize(input, output, key_file, passphrase_stdin, model, mask, report, quiet, use_ray,
-              ray_address, ray_workers, **params) -> None:
+              ray_address, ray_workers, timings, **params) -> None:
     """Replace every face in INPUT with another identity, reversibly.
 
     INPUT is an image, a video clip or a folder of them; OUTPUT is a PNG, a clip (.mkv:
@@ -268,17 +289,19 @@ def anonymize(input, output, key_file, passphrase_stdin, model, mask, report, qu
     try:
         if not src.is_dir():
             run_one(src, dst, run.one, quiet, "anonymized")
+            print_timings(run.timings, timings)
             return
         plan = batch.plan(src, dst, lambda p: batch.anonymized_name(p, options.video.codec),
                           sidecar=options.output.sidecar, force=force)
-        from .. import api
-
-        api.get_model(model, options.runtime.device)  # fail early on a bad --model
+        api = run.api()
+        with run.timings.phase("model load"):  # fail early on a bad --model
+            api.get_model(model, options=options)
         # Images of a folder go through the model together (a user mask is one image's).
         if mask:
             run_folder(plan, dst, quiet, "anonymized", each(run.one))
         else:
             run_folder(plan, dst, quiet, "anonymized", run.many, options.runtime.batch_size)
+        print_timings(run.timings, timings, f" ({len(plan.items)} file(s))")
     finally:  # also when some file failed: the report says what was done
         if report:
             from .. import faces

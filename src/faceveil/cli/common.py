@@ -24,6 +24,7 @@ import click
 from .. import batch
 from ..errors import FaceveilError, InputError, KeyMaterialError
 from ..options import (
+    BACKENDS,
     DEFAULTS,
     DETECTOR_CHOICES,
     VIDEO_CODECS,
@@ -235,6 +236,47 @@ def track_gap_option(func):
 
 def model_option(help_text: str):
     return click.option("--model", "-m", default=None, metavar="ID_OR_DIR", help=help_text)
+
+
+def backend_option(func):
+    return click.option(
+        "--backend", type=click.Choice(list(BACKENDS)), default=DEFAULTS.runtime.backend,
+        show_default=True,
+        help="Runtime of the model: auto runs the built-in model through onnxruntime on a "
+             "CPU when its faces come back from their sealed originals (no torch to load, "
+             "faster calls; numerics differ from torch's by rounding), torch otherwise; "
+             "onnx is refused with --no-lossless and --deniable, whose recovery runs the "
+             "model back and needs torch's exact numerics.")(func)
+
+
+def timings_option(func):
+    return click.option(
+        "--timings", is_flag=True,
+        help="Say on stderr where the time went: start-up (imports, model load), reading, "
+             "detection, model (and its network calls), harmonize/paste, record, "
+             "writing.")(func)
+
+
+_IMPORTED_AT = time.perf_counter()  # when the command line's own modules were imported
+
+
+def process_age() -> float:
+    """Seconds since this process started (interpreter start-up included, from /proc on
+    Linux; elsewhere since the command line was imported)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - _IMPORTED_AT
+
+
+def print_timings(timings, show: bool, what: str = "") -> None:
+    """The ``--timings`` line on stderr (even with ``--quiet``: it was asked for)."""
+    if show:
+        click.echo(f"faceveil: timings{what}: {timings.summary()}", err=True)
 
 
 def _finite(ctx, param, value):

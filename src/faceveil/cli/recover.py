@@ -19,10 +19,13 @@ from .common import (
     handle_errors,
     key_options,
     model_option,
+    print_timings,
+    process_age,
     ray_options,
     run_folder,
     run_on_ray,
     run_one,
+    timings_option,
     video_options,
 )
 
@@ -55,12 +58,16 @@ PATHS = {"lossless": "from the sealed originals (bit-exact, no model)",
               type=click.IntRange(1))
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
+@timings_option
 @video_options
 @ray_options
 @handle_errors
 def recover(input, output, key_file, passphrase_stdin, model, method, meta, deniable, quiet,
-            use_ray, ray_address, ray_workers, **params) -> None:
+            use_ray, ray_address, ray_workers, timings, **params) -> None:
     """Restore the original faces of an anonymized image or clip (needs the key)."""
+    from ..timings import Timings
+
+    spent = Timings()
     options = build_options(params)
     force = options.output.force
     key = get_key(key_file, passphrase_stdin, confirm=False)
@@ -94,6 +101,8 @@ def recover(input, output, key_file, passphrase_stdin, model, method, meta, deni
     def one(src: Path, dst: Path, prefix: str = "") -> Outcome:
         from .. import api
 
+        if "imports" not in spent.seconds:
+            spent.add("imports", process_age())
         if media.is_video(src):
             return video(src, dst, prefix)
         media.check_output(dst, [src, meta, key_file], force)
@@ -101,16 +110,20 @@ def recover(input, output, key_file, passphrase_stdin, model, method, meta, deni
         progress = Progress(not quiet, prefix)
         try:
             result = api.recover(src, key, meta=meta, options=options, model=model,
-                                 method=method, deniable=deniable, progress=progress)
+                                 method=method, deniable=deniable, progress=progress,
+                                 timings=spent)
         finally:
             progress.close()
         notes = [f"faces recovered {PATHS[result.method]}", *result.notes]
-        media.write_atomic(dst, result.encode(fmt, notes))
+        with spent.phase("writing"):
+            media.write_atomic(dst, result.encode(fmt, notes))
         return len(result.faces), notes
 
     if not src.is_dir():
         run_one(src, dst, one, quiet, "recovered")
+        print_timings(spent, timings)
         return
     plan = batch.plan(src, dst, lambda p: batch.recovered_name(p, options.video.codec),
                       force=force)
     run_folder(plan, dst, quiet, "recovered", each(one))
+    print_timings(spent, timings, f" ({len(plan.items)} file(s))")

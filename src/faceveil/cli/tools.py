@@ -83,7 +83,7 @@ def detect(input, output, model, quiet, **params) -> None:
     fmt = media.output_format(output)
     media.check_output(output, [input], options.output.force)
     loaded = images.load_image(input)
-    backbone = api.get_model(model, options.runtime.device)
+    backbone = api.get_model(model, options=options)  # its framing and crop size
     regions, skipped = api.find_regions(loaded.pixels, options=options, model=backbone)
     preview = faces.draw_preview(loaded.pixels, regions, skipped)
     media.write_atomic(output, images.encode_image(preview, fmt))

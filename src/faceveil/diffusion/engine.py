@@ -24,6 +24,11 @@ for ``sigma``; eta = 1 is DDPM's ancestral sampler)::
 That is not invertible: it serves faces whose originals are sealed in the file
 (:meth:`Engine.sample`), never the paper's diffusion recovery.
 
+The plain chain (:meth:`Engine.invert`, :meth:`Engine.denoise`, :meth:`Engine.sample`)
+runs on torch tensors or numpy arrays alike, whichever the denoiser takes (the built-in
+model through onnxruntime takes numpy: :mod:`faceveil.diffusion.onnx`), so the sealed
+default needs no torch; the exact inversion and the keyed transform are torch only.
+
 The anonymization of Labarbarie et al. (arXiv 2510.01031, section 3) is then::
 
     z_0 -> z_1 -> ... -> z_T                    invert, keeping the trajectory
@@ -37,14 +42,19 @@ invertible.
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+import numpy as np
 
 from ..options import CONTEXTS, METHODS, SPACINGS
+
+if TYPE_CHECKING:
+    import torch
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -53,7 +63,10 @@ Progress = Callable[[str, int, int], None]
 
 
 class Denoiser(Protocol):
-    """What the engine needs from a diffusion backbone."""
+    """What the engine needs from a diffusion backbone. One may also offer
+    ``ddim_alphas``, ``(alphas_cumprod, final_alpha_cumprod)`` of diffusers' DDIM
+    scheduler for its config: the chain is then built without diffusers
+    (:func:`make_schedule`)."""
 
     prediction_type: str
     scheduler_config: dict
@@ -103,18 +116,29 @@ class Schedule:
         return len(self.timesteps)
 
 
-def make_schedule(scheduler_config: dict, steps: int = 50, spacing: str = "leading") -> Schedule:
+def make_schedule(scheduler_config: dict, steps: int = 50, spacing: str = "leading",
+                  ddim_alphas: tuple[Sequence[float], float] | None = None) -> Schedule:
     """Build the DDIM chain for ``steps`` steps from a diffusers scheduler config.
 
     The timesteps and ``alphas_cumprod`` come from diffusers' own ``DDIMScheduler``
-    so that every spacing and beta schedule it knows is honoured exactly.
+    so that every spacing and beta schedule it knows is honoured exactly. Given
+    ``ddim_alphas``, the scheduler's ``alphas_cumprod`` and ``final_alpha_cumprod`` as
+    diffusers computed them, the chain is built without diffusers, by the same
+    arithmetic (:func:`ddim_timesteps`).
     """
-    from diffusers import DDIMScheduler
-
     if spacing not in SPACINGS:
         raise ValueError(f"timestep spacing must be one of {SPACINGS}, not {spacing!r}")
     if steps < 1:
         raise ValueError("steps must be at least 1")
+    if ddim_alphas is not None:
+        cumprod, final = ddim_alphas
+        descending = ddim_timesteps(scheduler_config, steps, spacing)
+        ascending = tuple(sorted(set(descending)))
+        if len(ascending) != len(descending):
+            raise ValueError(f"{steps} steps with {spacing!r} spacing repeat a timestep")
+        return Schedule(ascending, (float(final),) + tuple(float(cumprod[t]) for t in ascending))
+    from diffusers import DDIMScheduler
+
     config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
     config.update(timestep_spacing=spacing, clip_sample=False, thresholding=False)
     scheduler = DDIMScheduler.from_config(config)
@@ -128,6 +152,70 @@ def make_schedule(scheduler_config: dict, steps: int = 50, spacing: str = "leadi
     ac = scheduler.alphas_cumprod.double()
     alphas = (float(scheduler.final_alpha_cumprod),) + tuple(float(ac[t]) for t in ascending)
     return Schedule(ascending, alphas)
+
+
+def ddim_timesteps(scheduler_config: dict, steps: int, spacing: str) -> list[int]:
+    """The descending timesteps of ``DDIMScheduler.set_timesteps`` (diffusers 0.30 to
+    0.42), computed as it computes them (numpy), without diffusers."""
+    train = int(scheduler_config.get("num_train_timesteps", 1000))
+    if steps > train:
+        raise ValueError(f"steps must be at most {train}")
+    if spacing == "linspace":
+        t = np.linspace(0, train - 1, steps).round()[::-1].copy().astype(np.int64)
+    elif spacing == "leading":
+        t = (np.arange(0, steps) * (train // steps)).round()[::-1].copy().astype(np.int64)
+        t += int(scheduler_config.get("steps_offset", 0))
+    else:
+        t = np.round(np.arange(train, 0, -(train / steps))).astype(np.int64) - 1
+    return [int(v) for v in t]
+
+
+# The plain chain runs on torch tensors or numpy arrays: these pick the library.
+def _torch_no_grad(method):
+    """``torch.no_grad()`` around ``method`` when torch is loaded (numpy needs none)."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return method(*args, **kwargs)
+        with torch.no_grad():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+def where(mask: Any, a: Any, b: Any) -> Any:
+    """``torch.where`` or ``numpy.where``, by the kind of ``a``."""
+    if isinstance(a, np.ndarray):
+        return np.where(mask, a, b)
+    import torch
+
+    return torch.where(mask, a, b)
+
+
+def _like(x: Any, ref: Any, dtype: Any = None) -> Any:
+    """``x`` as an array of ``ref``'s kind, device and dtype (or ``dtype``)."""
+    if isinstance(ref, np.ndarray):
+        return np.asarray(x, dtype=ref.dtype if dtype is None else dtype)
+    return x.to(device=ref.device, dtype=ref.dtype if dtype is None else dtype)
+
+
+def _full_like(x: Any, value: float) -> Any:
+    if isinstance(x, np.ndarray):
+        return np.full_like(x, value)
+    import torch
+
+    return torch.full_like(x, value)
+
+
+def _zeros(n: int, like: Any) -> Any:
+    """``n`` float64 zeros on the CPU, of ``like``'s kind."""
+    if isinstance(like, np.ndarray):
+        return np.zeros(n, dtype=np.float64)
+    import torch
+
+    return torch.zeros(n, dtype=torch.float64)
 
 
 def split_output(
@@ -163,12 +251,14 @@ def ddim_sigma(alpha_from: float, alpha_to: float, eta: float) -> float:
                            * (1.0 - alpha_from / alpha_to))
 
 
-Noise = Callable[[int], torch.Tensor]
+Noise = Callable[[int], "torch.Tensor"]
 """Step ``n`` of a stochastic denoising (1 = first) -> its N(0, I) draws, latent shape."""
 
 
 def flip(z: torch.Tensor, signs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``M * (k * z) + (1 - M) * z``: flip signs inside the mask. Its own inverse."""
+    import torch
+
     return torch.where(mask, z * signs.to(z.dtype), z)
 
 
@@ -194,7 +284,8 @@ class Engine:
         if denoiser.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"unsupported prediction type {denoiser.prediction_type!r}")
         self.denoiser = denoiser
-        self.schedule = make_schedule(denoiser.scheduler_config, steps, spacing)
+        self.schedule = make_schedule(denoiser.scheduler_config, steps, spacing,
+                                      getattr(denoiser, "ddim_alphas", None))
         self.progress = progress
         self.tolerance = tolerance
         self.max_iterations = max_iterations
@@ -211,6 +302,8 @@ class Engine:
         steps = getattr(self.denoiser, "predict_steps", None)
         if steps is None:
             return self._predict(a, i), self._predict(b, j)
+        import torch
+
         self.calls += 1
         ts = self.schedule.timesteps
         t = torch.tensor([ts[i - 1]] * a.shape[0] + [ts[j - 1]] * b.shape[0],
@@ -233,7 +326,7 @@ class Engine:
         if self.progress is not None:
             self.progress(phase, done, self.schedule.steps)
 
-    @torch.no_grad()
+    @_torch_no_grad
     def invert(self, z0: torch.Tensor, phase: str = "invert") -> list[torch.Tensor]:
         """DDIM-invert clean latents; returns the trajectory ``[z_0, z_1, ..., z_T]``."""
         trajectory = [z0]
@@ -246,7 +339,7 @@ class Engine:
             self._tick(phase, i)
         return trajectory
 
-    @torch.no_grad()
+    @_torch_no_grad
     def denoise(
         self,
         z_T: torch.Tensor,
@@ -273,15 +366,15 @@ class Engine:
             if sigma:
                 z = (math.sqrt(s.alphas[i - 1]) * x0
                      + math.sqrt(max(1.0 - s.alphas[i - 1] - sigma**2, 0.0)) * eps
-                     + sigma * noise(n).to(device=z.device, dtype=z.dtype))
+                     + sigma * _like(noise(n), z))
             else:
                 z = ddim_move(x0, eps, s.alphas[i - 1])
             if outside is not None:
-                z = torch.where(mask, z, outside[i - 1])
+                z = where(mask, z, outside[i - 1])
             self._tick("denoise", n)
         return z
 
-    @torch.no_grad()
+    @_torch_no_grad
     def sample(
         self,
         z0: torch.Tensor,
@@ -299,14 +392,14 @@ class Engine:
         latent shape) is z_T inside the mask, and the chain is denoised with re-injection
         outside (``eta``, ``noise``: see :meth:`denoise`).
         """
-        mask = mask.to(device=z0.device, dtype=torch.bool)
-        blanked = torch.where(mask, torch.full_like(z0, fill), z0)
+        mask = _like(mask, z0, dtype=bool)
+        blanked = where(mask, _full_like(z0, fill), z0)
         outside = self.invert(blanked, "context")
-        z_T = torch.where(mask, fresh.to(device=z0.device, dtype=z0.dtype), outside[-1])
+        z_T = where(mask, _like(fresh, z0), outside[-1])
         z = self.denoise(z_T, mask, outside, eta=eta, noise=noise)
-        return Transformed(z, torch.zeros(z0.shape[0], dtype=torch.float64))
+        return Transformed(z, _zeros(z0.shape[0], z0))
 
-    @torch.no_grad()
+    @_torch_no_grad
     def invert_exact(
         self,
         z0: torch.Tensor,
@@ -342,6 +435,8 @@ class Engine:
         offers ``predict_steps``), which saves a model call per step. The context
         trajectory is then returned too.
         """
+        import torch
+
         s, ptype = self.schedule, self.denoiser.prediction_type
         batch = z0.shape[0]
         inside = None if mask is None else mask.expand_as(z0)
@@ -432,6 +527,8 @@ class Engine:
                 the outside, so recovery recomputes it exactly from the anonymized
                 image (the outside is unchanged by anonymization).
         """
+        import torch
+
         if method not in METHODS or context not in CONTEXTS:
             raise ValueError(f"unknown method {method!r} or context {context!r}")
         mask = mask.to(device=z0.device, dtype=torch.bool)

@@ -12,6 +12,7 @@ later load can check that the weights on disk are still the ones pulled.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,61 @@ HUB_IGNORE = [
     "safety_checker/*", "feature_extractor/*",
 ]
 
+
+
+# ---------------------------------------------------------------------------
+# A model folder's JSON files
+# ---------------------------------------------------------------------------
+
+
+def read_json(path: Path) -> dict:
+    """A model folder's JSON file, or a :class:`ModelError` saying what is wrong with it."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{str(path)!r} is missing: not a diffusers model folder") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read {str(path)!r}: {e}") from None
+
+
+FACEVEIL_JSON_HELP = (
+    "copy faceveil.json from the folder this model came from (for a built-in model: "
+    "reinstall faceveil); training/README.md describes the file"
+)
+
+
+def faceveil_json(folder: Path) -> dict:
+    """The folder's ``faceveil.json`` ({} when there is none), checked field by field."""
+    path = folder / "faceveil.json"
+    if not path.exists():
+        return {}
+    try:
+        extra = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{str(path)!r} is not readable JSON ({e}): {FACEVEIL_JSON_HELP}"
+                         ) from None
+
+    def bad(what: str) -> ModelError:
+        return ModelError(f"{str(path)!r} is malformed ({what}): {FACEVEIL_JSON_HELP}")
+
+    if not isinstance(extra, dict):
+        raise bad("not a JSON object")
+    if "id" in extra and not (isinstance(extra["id"], str) and extra["id"]):
+        raise bad("id must be a non-empty string")
+    for name in ("patch_size", "image_size"):
+        value = extra.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad(f"{name} must be a positive integer")
+    framing = extra.get("framing")
+    if framing is not None:
+        points = framing.get("landmarks68") if isinstance(framing, dict) else None
+        ok = isinstance(points, list) and len(points) == 68 and all(
+            isinstance(p, list) and len(p) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in p) for p in points)
+        if not ok:
+            raise bad("framing.landmarks68 must hold 68 [u, v] number pairs")
+    return extra
 
 
 # ---------------------------------------------------------------------------

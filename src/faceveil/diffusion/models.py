@@ -21,19 +21,25 @@ subfolder per component):
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, ModelError
-from .hub import PRESETS, hub_revision, locate, parse_reference, verify_pulled
+from .hub import (
+    FACEVEIL_JSON_HELP,
+    PRESETS,
+    faceveil_json,
+    hub_revision,
+    locate,
+    parse_reference,
+    read_json,
+    verify_pulled,
+)
 
 
 def weights_hash(*modules: torch.nn.Module | None) -> str:
@@ -185,15 +191,6 @@ class Backbone:
 # ---------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{str(path)!r} is missing: not a diffusers model folder") from None
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot read {str(path)!r}: {e}") from None
-
-
 # The scheduler of the CompVis latent diffusion models (LDM CelebA-HQ and FFHQ 256): what
 # a folder in the authors' ffhq-diffusers layout (unet/ and vqvae/, no scheduler) uses.
 LDM_SCHEDULER = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000,
@@ -207,13 +204,13 @@ def _index(folder: Path) -> dict:
     a ``save_pretrained`` folder), the class each subfolder's ``config.json`` names. A
     folder without ``scheduler/`` gets :data:`LDM_SCHEDULER` when it has a ``vqvae/``."""
     if (folder / "model_index.json").exists():
-        index = _read_json(folder / "model_index.json")
+        index = read_json(folder / "model_index.json")
     else:
         index = {}
         for name in ("unet", "vqvae", "vae"):
             config = folder / name / "config.json"
             if config.exists():
-                index[name] = ["diffusers", _read_json(config).get("_class_name")]
+                index[name] = ["diffusers", read_json(config).get("_class_name")]
         if "unet" not in index:
             raise ModelError(f"{str(folder)!r} is not a diffusion model folder (no "
                              "model_index.json, no unet/config.json)")
@@ -263,46 +260,6 @@ def _empty_prompt_embedding(folder: Path, dtype: torch.dtype):
     return encoder(ids)[0].to(dtype), encoder
 
 
-_FACEVEIL_JSON_HELP = (
-    "copy faceveil.json from the folder this model came from (for a built-in model: "
-    "reinstall faceveil); training/README.md describes the file"
-)
-
-
-def _faceveil_json(folder: Path) -> dict:
-    """The folder's ``faceveil.json`` ({} when there is none), checked field by field."""
-    path = folder / "faceveil.json"
-    if not path.exists():
-        return {}
-    try:
-        extra = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{str(path)!r} is not readable JSON ({e}): {_FACEVEIL_JSON_HELP}"
-                         ) from None
-
-    def bad(what: str) -> ModelError:
-        return ModelError(f"{str(path)!r} is malformed ({what}): {_FACEVEIL_JSON_HELP}")
-
-    if not isinstance(extra, dict):
-        raise bad("not a JSON object")
-    if "id" in extra and not (isinstance(extra["id"], str) and extra["id"]):
-        raise bad("id must be a non-empty string")
-    for name in ("patch_size", "image_size"):
-        value = extra.get(name, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise bad(f"{name} must be a positive integer")
-    framing = extra.get("framing")
-    if framing is not None:
-        points = framing.get("landmarks68") if isinstance(framing, dict) else None
-        ok = isinstance(points, list) and len(points) == 68 and all(
-            isinstance(p, list) and len(p) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                for v in p) for p in points)
-        if not ok:
-            raise bad("framing.landmarks68 must hold 68 [u, v] number pairs")
-    return extra
-
-
 def _check_pixel_layout(folder: Path, unet: torch.nn.Module, extra: dict) -> None:
     """A pixel-space UNet must take RGB pixels, or RGB patches folded as faceveil.json says."""
     patch = int(extra.get("patch_size", 1))
@@ -314,12 +271,12 @@ def _check_pixel_layout(folder: Path, unet: torch.nn.Module, extra: dict) -> Non
         raise ModelError(
             f"{str(folder)!r} has no faceveil.json, and its UNet takes {channels} channels "
             f"at {sample}x{sample}: faceveil cannot tell how they map to pixels; "
-            + _FACEVEIL_JSON_HELP
+            + FACEVEIL_JSON_HELP
         )
     raise ModelError(
         f"{str(folder / 'faceveil.json')!r} does not fit the UNet (patch_size {patch}, "
         f"image_size {extra.get('image_size')}; the UNet takes {channels} channels at "
-        f"{sample}x{sample}): {_FACEVEIL_JSON_HELP}"
+        f"{sample}x{sample}): {FACEVEIL_JSON_HELP}"
     )
 
 
@@ -332,10 +289,10 @@ def load_folder(folder: str | os.PathLike, reference: dict | None = None,
     """
     folder = Path(folder)
     index = _index(folder)
-    extra = _faceveil_json(folder)
+    extra = faceveil_json(folder)
     unet = _component(folder, index, "unet", dtype)
     scheduler = folder / "scheduler" / "scheduler_config.json"
-    scheduler_config = _read_json(scheduler) if scheduler.exists() else dict(LDM_SCHEDULER)
+    scheduler_config = read_json(scheduler) if scheduler.exists() else dict(LDM_SCHEDULER)
 
     vae, vae_kind = None, None
     for name, kind in (("vqvae", "vq"), ("vae", "kl")):
@@ -407,33 +364,15 @@ def load_model(
 
 
 # ---------------------------------------------------------------------------
-# One loaded model per reference and device, per process
+# Devices
 # ---------------------------------------------------------------------------
 
 
 def resolve_device(device: str | None) -> str:
+    """The torch device ``device`` names (auto: cuda when torch can use it, else cpu)."""
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {device} was asked for, but this machine has no CUDA "
                          f"device torch can use (torch {torch.__version__}); use --device cpu")
     return device
-
-
-@lru_cache(maxsize=4)
-def _cached_model(reference_json: str, device: str, expect: str | None) -> Backbone:
-    return load_model(json.loads(reference_json), device=device, expect_sha256=expect)
-
-
-def get_model(model: Backbone | str | dict | None, device: str | None = None,
-              expect_sha256: str | None = None) -> Backbone:
-    """A loaded backbone for a preset, folder, hub id or reference (cached per process)."""
-    if isinstance(model, Backbone):
-        if expect_sha256 and model.sha256 != expect_sha256:
-            raise ModelError(
-                "the given model is not the one this file was made with (weights hash differs)"
-            )
-        return model
-    reference = model if isinstance(model, dict) else parse_reference(model)
-    return _cached_model(json.dumps(reference, sort_keys=True), resolve_device(device),
-                         expect_sha256)

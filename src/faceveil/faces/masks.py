@@ -7,8 +7,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..errors import InputError
 from .align import Framing
@@ -141,16 +139,14 @@ def soften(hard: np.ndarray, feather_px: float) -> np.ndarray:
     For masks that are not convex outlines (a face parser's, a user's). The distance to
     the edge is counted in 3x3 erosions.
     """
-    hard_t = torch.from_numpy(np.asarray(hard) > 0).float()[None, None]
+    hard_b = np.asarray(hard) > 0
     n = max(int(math.ceil(feather_px)), 1)
-    depth = torch.zeros_like(hard_t)
-    cur = hard_t
+    depth = np.zeros(hard_b.shape, np.float32)
+    cur = hard_b
     for _ in range(n):
         depth += cur
-        # Erosion: a pixel survives if its whole 3x3 neighbourhood is inside.
-        cur = -F.max_pool2d(-F.pad(cur, (1, 1, 1, 1), value=0.0), 3, stride=1)
-    t = depth[0, 0].numpy() / n
-    return np.where(np.asarray(hard) > 0, _smoothstep(t), 0.0).astype(np.float32)
+        cur = erode(cur, 1)  # a pixel survives if its whole 3x3 neighbourhood is inside
+    return np.where(hard_b, _smoothstep(depth / n), 0.0).astype(np.float32)
 
 
 def crop_mask(mask: np.ndarray, crop_size: int) -> np.ndarray:
@@ -171,16 +167,47 @@ def crop_mask(mask: np.ndarray, crop_size: int) -> np.ndarray:
         m = m.any(axis=2) if m.dtype == bool else m.max(axis=2)
     if m.size == 0 or not (m > 0).any():
         raise InputError("the mask has no white pixel: nothing to anonymize")
-    t = torch.from_numpy((m > 0).astype(np.float32))[None, None]
+    t = (m > 0).astype(np.float32)
     # Adaptive max pooling covers every source pixel when shrinking; nearest copies each
     # source pixel to at least one crop pixel when enlarging.
-    rows = (F.adaptive_max_pool2d(t, (crop_size, t.shape[-1])) if t.shape[-2] >= crop_size
-            else F.interpolate(t, size=(crop_size, t.shape[-1]), mode="nearest"))
-    both = (F.adaptive_max_pool2d(rows, (crop_size, crop_size)) if t.shape[-1] >= crop_size
-            else F.interpolate(rows, size=(crop_size, crop_size), mode="nearest"))
+    both = _resize_max(_resize_max(t, crop_size, 0), crop_size, 1)
     ry, rx = (paste_reach(crop_size / n) for n in m.shape[:2])
-    grown = F.max_pool2d(both, (2 * ry + 1, 2 * rx + 1), stride=1, padding=(ry, rx))
-    return (grown[0, 0].numpy() > 0).astype(np.float32)
+    grown = _running_max(_running_max(both, ry, 0), rx, 1)
+    return (grown > 0).astype(np.float32)
+
+
+def _resize_max(a: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """``a`` resized to ``size`` along ``axis`` as torch's ``adaptive_max_pool2d``
+    (shrinking: bin ``i`` is ``[floor(i n / size), ceil((i + 1) n / size))``) or
+    ``interpolate(mode="nearest")`` (enlarging: source ``floor(i * float32(n / size))``)
+    does it, index for index."""
+    n = a.shape[axis]
+    if n >= size:
+        starts = np.arange(size) * n // size
+        ends = -(-(np.arange(1, size + 1) * n) // size)
+        moved = np.moveaxis(a, axis, 0)
+        out = np.stack([moved[s:e].max(axis=0) for s, e in zip(starts, ends, strict=True)])
+        return np.moveaxis(out, 0, axis)
+    scale = np.float32(n) / np.float32(size)
+    src = np.minimum(np.floor(np.arange(size, dtype=np.float32) * scale).astype(np.int64), n - 1)
+    return np.take(a, src, axis=axis)
+
+
+def _running_max(a: np.ndarray, r: int, axis: int) -> np.ndarray:
+    """The largest value within ``r`` along ``axis`` (the window clipped at the ends), by
+    doubling: maxima over windows of 1, 2, 4, ... then two overlapping ones cover 2r+1."""
+    if r <= 0:
+        return a
+    k = 2 * r + 1
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (r, r)
+    m = np.moveaxis(np.pad(a, pad, constant_values=-np.inf), axis, 0)
+    w = 1
+    while 2 * w <= k:
+        m = np.maximum(m[:-w], m[w:])
+        w *= 2
+    out = np.maximum(m[: a.shape[axis]], m[k - w: k - w + a.shape[axis]])
+    return np.moveaxis(out, 0, axis)
 
 
 def dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -189,8 +216,8 @@ def dilate(mask: np.ndarray, r: int) -> np.ndarray:
     it, feathered edge included; a boolean mask is dilated as 0/1."""
     if r <= 0:
         return np.asarray(mask, np.float32).copy()
-    t = torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None, None]
-    return F.max_pool2d(t, 2 * r + 1, stride=1, padding=r)[0, 0].numpy()
+    a = np.asarray(mask, np.float32)
+    return _running_max(_running_max(a, r, 0), r, 1)
 
 
 def erode(mask: np.ndarray, r: int, outside: bool = False) -> np.ndarray:

@@ -12,21 +12,25 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import __version__, faces, images
 from ..diffusion.engine import Engine, Progress
-from ..diffusion.models import Backbone
 from ..errors import InputError, NoFaceError
 from ..format import auth, records
 from ..format.records import FaceData, KeyInfo, Sampler
 from ..keys import NONCE_BYTES, KeySource, SecretKey
 from ..options import RECOVERY_METHODS, FixedKeys, Options
+from ..timings import Timings
 from . import harmonize
 from . import pixels as px
 from .generate import convergence_notes, face_data, framing, new_faces
 from .results import Anonymized, ImageInput, load
+
+if TYPE_CHECKING:
+    from ..diffusion.models import Backbone
 
 
 @dataclass
@@ -68,9 +72,12 @@ def find_regions(pixels: np.ndarray, backbone: Backbone, options: Options,
 
 def prepare(source: ImageInput, key: KeySource, backbone: Backbone, options: Options, *,
             regions: Sequence[faces.FaceRegion] | None = None,
-            mask: np.ndarray | None = None, fixed: FixedKeys | None = None) -> Job:
+            mask: np.ndarray | None = None, fixed: FixedKeys | None = None,
+            timings: Timings | None = None) -> Job:
     """Decode an image, find its faces and resolve its key (a fresh salt per file)."""
-    loaded = load(source)
+    timings = timings or Timings()
+    with timings.phase("reading"):
+        loaded = load(source)
     pixels = loaded.pixels
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
@@ -80,7 +87,8 @@ def prepare(source: ImageInput, key: KeySource, backbone: Backbone, options: Opt
                 f"{pixels.shape[1]}x{pixels.shape[0]}; they must be the same size")
     skipped: list[dict] = []
     if regions is None:
-        regions, skipped = find_regions(pixels, backbone, options, mask)
+        with timings.phase("detection"):
+            regions, skipped = find_regions(pixels, backbone, options, mask)
     regions = list(regions)
     if not regions:
         small = sum(s.get("kind") == "small" for s in skipped)
@@ -99,7 +107,9 @@ def prepare(source: ImageInput, key: KeySource, backbone: Backbone, options: Opt
         if len(fixed.salt) != len(params["salt"]):
             raise InputError(f"a salt must be {len(params['salt'])} bytes")
         params["salt"] = bytes(fixed.salt)
-    return Job(loaded, regions, skipped, mask, nonces, params, key.resolve(params))
+    with timings.phase("key"):
+        secret = key.resolve(params)
+    return Job(loaded, regions, skipped, mask, nonces, params, secret)
 
 
 @dataclass
@@ -149,10 +159,13 @@ def sequence_jobs(frames: Sequence[SequenceFrame], secret: SecretKey, params: di
 
 
 def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options: Options,
-                   progress: Progress | None = None) -> list[Anonymized | Exception]:
+                   progress: Progress | None = None, timings: Timings | None = None
+                   ) -> list[Anonymized | Exception]:
     """The faces of every prepared image through the engine in shared batches, then each
     image's new faces pasted and its record built (errors stay in their place). Faces
-    given a new crop (``Job.crops``) skip the engine."""
+    given a new crop (``Job.crops``) skip the engine. ``timings`` gets the model's,
+    harmonization's and the record's seconds."""
+    timings = timings or Timings()
     sampling, protection = options.sampler, options.protection
     ready = [j for j in jobs if isinstance(j, Job)]
     all_faces: list[FaceData] = []
@@ -176,14 +189,13 @@ def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options:
         made, made_radii, made_residuals = new_faces(
             backbone, engine, [all_faces[i] for i in run], [pixels_of[i] for i in run],
             [regions_all[i] for i in run], hide=hide, batch_size=options.runtime.batch_size,
-            sampling=sampling)
+            sampling=sampling, timings=timings)
         for k, i in enumerate(run):
             new_crops[i], radii[i], residuals[i] = made[k], made_radii[k], made_residuals[k]
 
     # A face given its crop, made from fresh noise, or harmonized is not its own
     # diffusion result: only its sealed original brings it back.
-    invertible = (len(run) == len(all_faces) and sampling.flip != "fresh"
-                  and not sampling.eta and not sampling.harmonize)
+    invertible = len(run) == len(all_faces) and sampling.diffusion_recoverable
     diffusion = [m for m in RECOVERY_METHODS if m != "lossless"] if invertible else []
     sampler = Sampler(
         steps=sampling.steps, spacing=sampling.spacing,
@@ -209,7 +221,7 @@ def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options:
             results.append(_finish(job, backbone, sampler, options,
                                    [all_faces[i] for i in span], [new_crops[i] for i in span],
                                    [radii[i] for i in span], [residuals[i] for i in span],
-                                   [given[i] is not None for i in span]))
+                                   [given[i] is not None for i in span], timings))
         except Exception as e:  # noqa: BLE001 - reported per image, a bug too
             if len(jobs) == 1:
                 raise
@@ -219,24 +231,37 @@ def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options:
 
 def _finish(job: Job, backbone: Backbone, sampler: Sampler, options: Options,
             face_data: list[FaceData], new_crops: list[np.ndarray], radii: list[float | None],
-            residuals: list[float], given: list[bool]) -> Anonymized:
+            residuals: list[float], given: list[bool], timings: Timings) -> Anonymized:
     """Paste one image's new faces and build its record (``given``: faces whose crop was
     given, which get no precision residual: diffusion cannot recover them)."""
-    deniable, lossless = options.protection.deniable, options.protection.seal_originals
     diffusion = any(m != "lossless" for m in sampler.recovery_methods)
     pixels = job.loaded.pixels
     out = pixels
-    for f, region, crop in zip(face_data, job.regions, new_crops, strict=True):
-        if sampler.harmonize:
-            out = harmonize.paste(out, crop, region, lambda n, k=f.key: k.normal(n, "grain"))
-        else:
-            out = faces.paste(out, crop, region.transform, region.mask)
-    if job.loaded.grayscale:  # a grayscale photo stays grayscale (faces too)
-        out = images.to_gray(out)
-    if job.mask is not None:  # black in the user's mask means "keep", exactly
-        out = np.where(job.mask[:, :, None], out, pixels)
-        # What anonymization changed, exactly: recovery changes no more.
-        face_data[0].photo_mask = job.mask
+    with timings.phase("harmonize/paste"):
+        for f, region, crop in zip(face_data, job.regions, new_crops, strict=True):
+            if sampler.harmonize:
+                out = harmonize.paste(out, crop, region,
+                                      lambda n, k=f.key: k.normal(n, "grain"))
+            else:
+                out = faces.paste(out, crop, region.transform, region.mask)
+        if job.loaded.grayscale:  # a grayscale photo stays grayscale (faces too)
+            out = images.to_gray(out)
+        if job.mask is not None:  # black in the user's mask means "keep", exactly
+            out = np.where(job.mask[:, :, None], out, pixels)
+            # What anonymization changed, exactly: recovery changes no more.
+            face_data[0].photo_mask = job.mask
+    with timings.phase("record"):
+        return _record(job, backbone, sampler, options, face_data, out, new_crops, radii,
+                       residuals, given, diffusion)
+
+
+def _record(job: Job, backbone: Backbone, sampler: Sampler, options: Options,
+            face_data: list[FaceData], out: np.ndarray, new_crops: list[np.ndarray],
+            radii: list[float | None], residuals: list[float], given: list[bool],
+            diffusion: bool) -> Anonymized:
+    """Measure what recovery needs of the pasted image ``out`` and seal its record."""
+    deniable, lossless = options.protection.deniable, options.protection.seal_originals
+    pixels = job.loaded.pixels
     notes = list(job.loaded.notes)
     for f, region, crop, radius, reused in zip(face_data, job.regions, new_crops, radii,
                                                given, strict=True):

@@ -9,26 +9,29 @@ face's latent footprint exactly as it was.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .. import faces
-from ..diffusion import mixing
 from ..diffusion.engine import Engine, Progress
-from ..diffusion.engine import flip as sign_flip
-from ..diffusion.models import Backbone
 from ..errors import InputError
 from ..format.records import FaceData
 from ..keys import SecretKey
 from ..options import Runtime, Sampling
+from ..timings import Timings
 from . import harmonize
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..diffusion.models import Backbone
 
 # An exact-steps face whose worst step still misses by more than this (latent units)
 # did not converge: its recovery will be visibly less exact, so the user is told.
 UNCONVERGED = 0.02
 
-KeyOp = Callable[[torch.Tensor, torch.Tensor, range], torch.Tensor]
+KeyOp = Callable[["torch.Tensor", "torch.Tensor", range], "torch.Tensor"]
 """A batch's key operation: (z_T, latent mask, which faces) -> the keyed z_T."""
 
 
@@ -40,8 +43,14 @@ def framing(backbone: Backbone) -> faces.Framing:
 
 
 def latent_mask(backbone: Backbone, hard: np.ndarray) -> np.ndarray:
-    m = backbone.latent_mask(torch.from_numpy(hard)[None, None])
-    return m[0, 0].cpu().numpy().astype(bool)
+    """A hard pixel mask at latent resolution: a latent cell is inside when any of its
+    pixels is (:meth:`faceveil.diffusion.models.Backbone.latent_mask`, in numpy)."""
+    k = backbone.scale_factor
+    hard = np.asarray(hard) > 0
+    if k == 1:
+        return hard
+    s = hard.shape[0] // k, hard.shape[1] // k
+    return hard[: s[0] * k, : s[1] * k].reshape(s[0], k, s[1], k).any(axis=(1, 3))
 
 
 def mixing_rms(backbone: Backbone) -> float:
@@ -74,6 +83,11 @@ def key_op(backbone: Backbone, face_keys: Sequence[FaceData], version: int, flip
     ``radii``; recovery passes the sealed norms in ``radii``. "signs": the paper's flip
     with per-face signs. Format 1: the paper's flip with version 1 signs (``secret``).
     """
+    import torch
+
+    from ..diffusion import mixing
+    from ..diffusion.engine import flip as sign_flip
+
     shape = backbone.latent_shape
 
     def signs_for(f: FaceData) -> np.ndarray:
@@ -109,6 +123,8 @@ def run_engine(backbone: Backbone, engine: Engine, crops: Sequence[np.ndarray],
     The footprint, not the (smaller) hard pixel mask: for a pixel model the decoded
     latent is then exactly the crop, so recovery can invert it exactly. Pasting into the
     photo with the facial mask as alpha keeps everything outside the mask unchanged."""
+    import torch
+
     out: list[np.ndarray] = []
     residuals: list[float] = []
     for start in range(0, len(crops), batch_size):
@@ -148,42 +164,76 @@ FRESH_START = "fresh/start"
 FRESH_STEP = "fresh/step/{}"
 
 
-def keyed_normals(data: Sequence[FaceData], masks: torch.Tensor, like: torch.Tensor,
-                  label: str) -> torch.Tensor:
-    """N(0, 1) draws from each face's key stream ``label`` at the masked coordinates of
-    ``like`` (C order, as :func:`faceveil.diffusion.mixing.apply` takes them), 0 elsewhere."""
-    inside = masks.to(torch.bool).expand_as(like)
-    out = torch.zeros_like(like)
+def keyed_normals(data: Sequence[FaceData], masks: np.ndarray, shape: Sequence[int],
+                  label: str) -> np.ndarray:
+    """N(0, 1) draws (float64) from each face's key stream ``label`` at the masked
+    coordinates of a batch of latents of ``shape`` (C order, as
+    :func:`faceveil.diffusion.mixing.apply` takes them), 0 elsewhere; ``masks`` is
+    (B, 1, H, W) boolean."""
+    inside = np.broadcast_to(np.asarray(masks, bool), tuple(shape))
+    out = np.zeros(tuple(shape), np.float64)
     for b, f in enumerate(data):
-        n = int(inside[b].sum())
-        out[b][inside[b]] = torch.from_numpy(f.key.normal(n, label)).to(like.dtype)
+        out[b][inside[b]] = f.key.normal(int(inside[b].sum()), label)
     return out
+
+
+def _to_numpy(backbone: Any, x: Any) -> np.ndarray:
+    """A backbone's result as a float32 numpy array on the CPU."""
+    if hasattr(backbone, "to_numpy"):
+        return backbone.to_numpy(x)
+    return x.float().cpu().numpy()
+
+
+def _from_numpy(backbone: Any, a: np.ndarray, like: Any = None) -> Any:
+    """A numpy array as the backbone computes with it: on its device, or cast once into
+    ``like``'s dtype, device and memory layout."""
+    if hasattr(backbone, "from_numpy"):
+        return backbone.from_numpy(a if like is None else a.astype(like.dtype))
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    return t.to(backbone.device) if like is None else torch.empty_like(like).copy_(t)
+
+
+def _images(backbone: Any, batch: np.ndarray) -> Any:
+    """Crops (B, S, S, 3) in [0, 255] as the backbone's images (B, 3, S, S) in [-1, 1]."""
+    if hasattr(backbone, "from_numpy"):
+        return backbone.from_numpy(batch.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)
+    import torch
+
+    # As torch always made them (a channels-last view: the layout picks conv kernels).
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def run_fresh(backbone: Backbone, engine: Engine, crops: Sequence[np.ndarray],
               data: Sequence[FaceData], batch_size: int, eta: float) -> list[np.ndarray]:
     """New crops from fresh keyed noise inside each face's latent mask
     (:meth:`faceveil.diffusion.engine.Engine.sample`): nothing of the original inside
-    survives, so only the sealed original brings the face back."""
+    survives, so only the sealed original brings the face back. Runs on torch or on
+    onnxruntime (numpy), whichever the backbone is."""
     out: list[np.ndarray] = []
     for start in range(0, len(crops), batch_size):
         part = range(start, min(start + batch_size, len(crops)))
         batch = np.stack([crops[i] for i in part])
         faces_ = [data[i] for i in part]
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        z0 = backbone.encode(x)
-        m = torch.from_numpy(np.stack([f.latent_mask for f in faces_]))[:, None].to(z0.device)
-        fresh = keyed_normals(faces_, m, z0, FRESH_START)
-        done = engine.sample(z0, m, fresh, eta=eta, noise=lambda n, m=m, z0=z0, f=faces_:
-                             keyed_normals(f, m, z0, FRESH_STEP.format(n)))
+        z0 = backbone.encode(_images(backbone, batch))
+        masks = np.stack([f.latent_mask for f in faces_])[:, None]
+        m = _from_numpy(backbone, masks)
+        shape = tuple(z0.shape)
+
+        def normals(label: str, f=faces_, masks=masks, shape=shape, z0=z0) -> Any:
+            return _from_numpy(backbone, keyed_normals(f, masks, shape, label), z0)
+
+        done = engine.sample(z0, m, normals(FRESH_START), eta=eta,
+                             noise=lambda n, normals=normals: normals(FRESH_STEP.format(n)))
         out += _decoded(backbone, done.z0, batch, [f.latent_mask for f in faces_])
     return out
 
 
-def _decoded(backbone: Backbone, z0: torch.Tensor, batch: np.ndarray,
+def _decoded(backbone: Backbone, z0: Any, batch: np.ndarray,
              latent_masks: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Decoded crops, changed only inside the pixel footprint of each latent mask."""
-    new = ((backbone.decode(z0).float().cpu() + 1.0) * 127.5).permute(0, 2, 3, 1).numpy()
+    new = ((_to_numpy(backbone, backbone.decode(z0)) + 1.0) * 127.5).transpose(0, 2, 3, 1)
     scale = backbone.scale_factor
     out = []
     for j, mask in enumerate(latent_masks):
@@ -200,6 +250,8 @@ def generate(backbone: Backbone, engine: Engine, data: Sequence[FaceData],
     if sampling.flip == "fresh":
         made = run_fresh(backbone, engine, crops, data, batch_size, sampling.eta)
         return made, [None] * len(data), [0.0] * len(data)
+    from ..diffusion import mixing
+
     rms = mixing_rms(backbone)
     targets = [mixing.target_radius(masked_count(backbone, f.latent_mask), rms) if hide
                else None for f in data]
@@ -212,17 +264,25 @@ def generate(backbone: Backbone, engine: Engine, data: Sequence[FaceData],
 
 def new_faces(backbone: Backbone, engine: Engine, data: Sequence[FaceData],
               pixels: Sequence[np.ndarray], regions: Sequence[faces.FaceRegion], *,
-              hide: bool, batch_size: int, sampling: Sampling
+              hide: bool, batch_size: int, sampling: Sampling, timings: Timings | None = None
               ) -> tuple[list[np.ndarray], list[float | None], list[float]]:
     """:func:`generate` on the faces ``regions[i]`` of ``pixels[i]``, then, when the
     sampling asks for it, each new face harmonized with the skin around it
     (:func:`faceveil.pipeline.harmonize.match`)."""
+    timings = timings or Timings()
     size = backbone.image_size
-    crops = [faces.extract(p, r.transform, size) for p, r in zip(pixels, regions, strict=True)]
-    made, radii, residuals = generate(backbone, engine, data, crops, hide=hide,
-                                      batch_size=batch_size, sampling=sampling)
+    with timings.phase("model"):
+        crops = [faces.extract(p, r.transform, size)
+                 for p, r in zip(pixels, regions, strict=True)]
+        calls = engine.calls
+        made, radii, residuals = generate(backbone, engine, data, crops, hide=hide,
+                                          batch_size=batch_size, sampling=sampling)
+        timings.calls += engine.calls - calls
+        timings.faces += len(data)
     if sampling.harmonize:
-        made = [harmonize.match(c, r, p) for c, r, p in zip(made, regions, pixels, strict=True)]
+        with timings.phase("harmonize/paste"):
+            made = [harmonize.match(c, r, p)
+                    for c, r, p in zip(made, regions, pixels, strict=True)]
     return made, radii, residuals
 
 

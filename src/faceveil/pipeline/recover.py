@@ -11,19 +11,24 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import faces, images
+from ..diffusion.backends import get_model
 from ..diffusion.engine import Engine, Progress
 from ..diffusion.hub import PRESETS
-from ..diffusion.models import Backbone, get_model
 from ..errors import FaceveilError, InputError, MetadataError, ModelError
 from ..format.records import Opened
 from ..options import Runtime
+from ..timings import Timings
 from . import pixels as px
 from .generate import convergence_notes, key_op, run_engine
 from .results import Recovered
+
+if TYPE_CHECKING:
+    from ..diffusion.models import Backbone
 
 
 @dataclass
@@ -72,9 +77,11 @@ def plan(loaded: images.LoadedImage, opened: Opened, method: str | None) -> Rest
 
 def recover_planned(items: Sequence[Restore | FaceveilError], *, model: Backbone | str | None,
                     runtime: Runtime, progress: Progress | None = None,
-                    residual: bool = True) -> list[Recovered | FaceveilError]:
+                    residual: bool = True, timings: Timings | None = None
+                    ) -> list[Recovered | FaceveilError]:
     """Recover planned images; one entry per item, its :class:`Recovered` or the
     :class:`FaceveilError` that stopped it."""
+    timings = timings or Timings()
     items = list(items)
     groups: dict[str, list[int]] = {}
     for n, item in enumerate(items):
@@ -94,7 +101,7 @@ def recover_planned(items: Sequence[Restore | FaceveilError], *, model: Backbone
     for members in groups.values():
         group = [items[n] for n in members]
         try:
-            residuals = _diffusion(group, model, runtime, progress, residual)
+            residuals = _diffusion(group, model, runtime, progress, residual, timings)
         except FaceveilError as e:
             for n in members:
                 items[n] = e
@@ -104,7 +111,8 @@ def recover_planned(items: Sequence[Restore | FaceveilError], *, model: Backbone
     results: list[Recovered | FaceveilError] = []
     for item in items:
         try:
-            results.append(item if isinstance(item, FaceveilError) else _finish(item))
+            with timings.phase("harmonize/paste"):
+                results.append(item if isinstance(item, FaceveilError) else _finish(item))
         except FaceveilError as e:
             results.append(e)
     return results
@@ -152,13 +160,21 @@ def recovery_model(opened: Opened, model: Backbone | str | None, device: str) ->
         raise
 
 
-def _diffusion(items: Sequence[Restore], model, runtime: Runtime, progress, residual: bool
-               ) -> list[list[float]]:
+def _diffusion(items: Sequence[Restore], model, runtime: Runtime, progress, residual: bool,
+               timings: Timings) -> list[list[float]]:
     """Recover the ``todo`` faces of images made with one model and sampler by running the
     engine on their (residual-corrected) crops in shared batches; each item's ``out``
     gets its faces. Returns each item's per-face convergence residuals."""
     first = items[0].opened
-    backbone = recovery_model(first, model, runtime.device)
+    with timings.phase("model load"):
+        backbone = recovery_model(first, model, runtime.device)
+    with timings.phase("model"):
+        return _run(items, backbone, progress, residual, runtime, timings)
+
+
+def _run(items: Sequence[Restore], backbone: Backbone, progress, residual: bool,
+         runtime: Runtime, timings: Timings) -> list[list[float]]:
+    first = items[0].opened
     data = [item.opened.faces[i] for item in items for i in item.todo]
     for f in data:
         if f.crop_size != backbone.image_size or f.latent_mask.shape != backbone.latent_shape[1:]:
@@ -182,6 +198,8 @@ def _diffusion(items: Sequence[Restore], model, runtime: Runtime, progress, resi
                          and f.residual is not None else crop)
     new_crops, residuals = run_engine(backbone, engine, crops, [f.latent_mask for f in data],
                                       op, runtime.batch_size, items[0].method, sampler.context)
+    timings.calls += engine.calls
+    timings.faces += len(data)
     per_item, k = [], 0
     for item in items:
         for i in item.todo:

@@ -22,11 +22,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import faces, images, media
-from ..diffusion.models import Backbone, get_model
+from ..diffusion.backends import backend_for, get_model
 from ..errors import FaceveilError, InputError, NoFaceError
 from ..format import auth, clip
 from ..format.records import KeyInfo
@@ -39,6 +40,9 @@ from . import io
 from .io import LOSSY
 from .segments import Segment
 from .tracking import Tracker
+
+if TYPE_CHECKING:
+    from ..diffusion.models import Backbone
 
 _CANDIDATES_KEPT = 200  # low-score candidates listed in a report, per clip
 
@@ -137,7 +141,7 @@ def anonymize_video(src: str | os.PathLike, dst: str | os.PathLike, key: KeySour
         options = options.replace(lossless=True)
     outputs = [dst, media.sidecar_path(dst)] if out.sidecar else [dst]
     _check_outputs(outputs, [src, *protected], out.force)
-    backbone = get_model(model, options.runtime.device)
+    backbone = get_model(model, options.runtime.device, backend=backend_for(options))
     params = key.new_params(options.protection.kdf)
     secret = key.resolve(params)
     t0 = time.perf_counter()
@@ -432,7 +436,7 @@ def detect_video(src: str | os.PathLike, dst: str | os.PathLike, *,
     src, dst = Path(src), Path(dst)
     codec = io.output_codec(dst, options.video.codec)
     _check_outputs([dst], [src], options.output.force)
-    backbone = get_model(model, options.runtime.device)
+    backbone = get_model(model, options.runtime.device, backend="auto")  # its framing alone
     gap = options.video.track_gap
     inp = io.Input(src)
     tracker = Tracker(gap)

@@ -118,7 +118,7 @@ class WebApp:
     def __init__(self, settings: Settings, token: str | None = None) -> None:
         self.settings = settings
         self.token = token or secrets.token_urlsafe(32)
-        self.backbone = api.get_model(settings.model, settings.options.runtime.device)
+        self.backbone = api.get_model(settings.model, options=settings.options)
         self.store = Store(settings.max_memory, settings.keep_seconds)
         self.detect_pool = ThreadPoolExecutor(1, thread_name_prefix="faceveil-detect")
         self.model_pool = ThreadPoolExecutor(1, thread_name_prefix="faceveil-model")
