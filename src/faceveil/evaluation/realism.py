@@ -36,6 +36,7 @@ from .. import faces
 from ..diffusion.engine import Engine
 from ..diffusion.models import Backbone
 from ..pipeline import harmonize
+from ..pipeline.pixels import face_window as hard_footprint
 from .protocol import detections, found, scale_box, work_image
 
 DETECTORS = ("hog", "cnn")
@@ -142,9 +143,7 @@ def footprint(mask: np.ndarray, transform: np.ndarray, shape: Sequence[int]
               ) -> tuple[np.ndarray, tuple[slice, slice]]:
     """Where a face's hard mask (crop space; > 0 is the face) lands in a photo of
     ``shape``: ``(boolean footprint, its window)``."""
-    hard = (np.asarray(mask) > 0).astype(np.float32)
-    warped, window = faces.footprint(hard, transform, shape)
-    return warped > 0, window
+    return hard_footprint(mask, transform, shape)
 
 
 def mean_lab(pixels: np.ndarray, mask: np.ndarray, transform: np.ndarray
@@ -241,8 +240,8 @@ def contact_sheet(columns: Sequence[Sequence[np.ndarray | None]], labels: Sequen
     return np.asarray(sheet)
 
 
-def face_window(box: Sequence[int], shape: Sequence[int], margin: float = 0.25
-                ) -> tuple[slice, slice]:
+def sheet_window(box: Sequence[int], shape: Sequence[int], margin: float = 0.25
+                 ) -> tuple[slice, slice]:
     """A square photo window around a face ``box`` with ``margin`` of its side on each
     side (cut at the photo's border): what a contact sheet shows of a face."""
     x, y, w, h = box
