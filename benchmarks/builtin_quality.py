@@ -37,10 +37,10 @@ is at most 0.6):
   model calls, and the bytes the record adds to the PNG.
 
 Real faces (``--frl DIR``: ``NNN_neutral.jpg`` + ``NNN_smiling.jpg``, the Face Research
-Lab London Set; ``--frl-photos N``: the first N identities). Each neutral photo's face
-(the largest, found once with the default detector for both arms; detection is not
-timed) is anonymized under each arm, the arms interleaved photo by photo, and measured
-(:mod:`faceveil.evaluation.realism`):
+Lab London Set; ``--frl-photos N``: the first N identities, ``--frl-ids``: these). Each
+neutral photo's face (the largest, found once with the default detector for both arms;
+detection is not timed) is anonymized under each arm, the arms interleaved photo by
+photo, and measured (:mod:`faceveil.evaluation.realism`):
 
 - colour shift: CIE76 dE between the mean CIELAB colours of the original and the
   anonymized photo over the face's hard-mask footprint;
@@ -506,6 +506,8 @@ def run_frl(spec: str, backbone, args) -> None:
     if args.arcface_weights:
         recognizers["arcface"] = identity.ArcFaceRecognizer(args.arcface_weights)
     ids = frl.identities(args.frl, args.frl_photos)
+    if args.frl_ids:
+        ids = [i for i in args.frl_ids.split(",") if i in ids]
     path = args.out / f"frl-rows-{args.model_name}.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
     orig, rows = saved.get("originals", {}), saved.get("rows", {})
@@ -559,6 +561,8 @@ def main() -> None:
     ap.add_argument("--frl", type=Path, default=None,
                     help="folder of NNN_neutral.jpg + NNN_smiling.jpg (the FRL London set)")
     ap.add_argument("--frl-photos", type=int, default=0, help="first N identities (0: all)")
+    ap.add_argument("--frl-ids", default=None,
+                    help="only these identities, comma-separated NNN (e.g. for one sheet)")
     ap.add_argument("--sheet-people", type=int, default=8, help="people on the FRL sheets")
     ap.add_argument("--sheet-tile", type=int, default=128, help="FRL sheet cell side (px)")
     ap.add_argument("--arcface-weights", default=None,
