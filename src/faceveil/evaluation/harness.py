@@ -30,7 +30,8 @@ from ..errors import FaceveilError, InputError, NoFaceError, WrongKeyError
 from ..format.records import FaceData
 from ..keys import KEY_BYTES, KeySource
 from ..options import Options
-from . import measures, protocol
+from . import measures, protocol, realism
+from .pairs import name_pairs, read_pairs
 from .protocol import EXAMPLES, RECOGNIZER_NAMES, RESULTS, RUN
 
 _CROP_MARGIN = 0.4  # example crops: the face box grown by this share of its side
@@ -55,45 +56,6 @@ def list_images(data_dir: Path, exclude: Path | None = None) -> list[Path]:
             continue
         out.append(p)
     return out
-
-
-def read_pairs(path: str | os.PathLike, data_dir: Path) -> list[tuple[str, str, bool]]:
-    """Verification pairs as ``(image_a, image_b, same_person)``, paths relative to DATA.
-
-    Two formats, one pair a line (blank lines and ``#`` comments ignored):
-
-    * LFW's ``pairs.txt``: ``name n1 n2`` (same person) or ``name1 n1 name2 n2``
-      (different people), image ``name/name_0001.jpg``; header lines holding only
-      numbers (``10 300``) are skipped;
-    * generic: ``path_a path_b 1`` (same) or ``path_a path_b 0`` (different).
-    """
-    p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise InputError(f"cannot read pairs file {str(p)!r}: {e.strerror}") from None
-
-    def lfw(name: str, n: str) -> str:
-        return f"{name}/{name}_{int(n):04d}.jpg"
-
-    pairs = []
-    for number, line in enumerate(lines, 1):
-        tokens = line.split("#", 1)[0].split()
-        if not tokens or all(t.isdigit() for t in tokens):
-            continue
-        if len(tokens) == 3 and tokens[1].isdigit() and tokens[2].isdigit():
-            pairs.append((lfw(tokens[0], tokens[1]), lfw(tokens[0], tokens[2]), True))
-        elif len(tokens) == 4 and tokens[1].isdigit() and tokens[3].isdigit():
-            pairs.append((lfw(tokens[0], tokens[1]), lfw(tokens[2], tokens[3]), False))
-        elif len(tokens) == 3 and tokens[2] in ("0", "1"):
-            pairs.append((tokens[0], tokens[1], tokens[2] == "1"))
-        else:
-            raise InputError(f"{str(p)!r} line {number}: not a pair ({line.strip()!r}); "
-                             "expected LFW's 'name n1 n2' / 'name1 n1 name2 n2' or "
-                             "'path_a path_b 0|1'")
-    if not pairs:
-        raise InputError(f"{str(p)!r} holds no pairs")
-    return pairs
 
 
 def resolve_key(key: KeySource | bytes | str | os.PathLike | None) -> KeySource:
@@ -338,9 +300,8 @@ def evaluate_image(ctx: Context, path: Path, name: str, example: int | None = No
 
     boxes = ([aligned_face_box(bb, original.shape)] if ctx.aligned
              else [tuple(int(v) for v in r.box) for r in anon.regions])
-    dets = {v: protocol.detections(px) for v, px in (("original", original),
-                                             ("anonymized", anon.pixels),
-                                             ("recovered", recovered))}
+    shown = {"original": original, "anonymized": anon.pixels, "recovered": recovered}
+    scores = realism.face_scores(shown, boxes, cnn_versions=("original", "anonymized"))
     primary = max(range(n), key=lambda i: boxes[i][2] * boxes[i][3])
     per_face = []
     embeddings: dict[str, dict[str, list[float]]] = {}
@@ -372,10 +333,14 @@ def evaluate_image(ctx: Context, path: Path, name: str, example: int | None = No
             shift = _landmark_shift(original, anon.pixels, box)
         except Exception:  # noqa: BLE001 - a landmark failure must not lose the image
             shift = None
+        f = back.faces[i]
         per_face.append({
             "box": list(box),
             "identity": ident,
-            "detected": {v: protocol.found(d, box) for v, d in dets.items()},
+            # Found: HOG scores 0 or more (dlib's threshold) at the face's box.
+            "detected": {v: s is not None and s >= 0 for v, s in scores[i]["hog"].items()},
+            "scores": scores[i],
+            "delta_e": realism.region_delta_e(original, anon.pixels, f.mask, f.transform),
             "landmark_shift": shift,
         })
 
@@ -470,6 +435,7 @@ def evaluate(
     model: Backbone | str | None = None,
     aligned: bool = False,
     pairs: str | os.PathLike | None = None,
+    pairs_by_name: bool = False,
     limit: int | None = None,
     recognizers: Sequence[str] = ("dlib",),
     facenet_weights: str | os.PathLike | None = None,
@@ -497,8 +463,11 @@ def evaluate(
         key: a :class:`~faceveil.keys.KeySource`, 32 raw bytes or a key file; None makes a
             random key that only lives in memory.
         model: backbone, preset, folder or hub id (default: the built-in model).
-        pairs: an LFW-style pairs file: adds TAR at FAR = 1e-3 and restricts the images to
-            those the pairs name.
+        pairs: an LFW-style pairs file: adds verification (TAR at FAR = 1e-3 and at the
+            recognizer's own threshold) and restricts the images to those the pairs name.
+        pairs_by_name: pair the images by name instead (``PERSON_VARIANT.ext``:
+            :func:`faceveil.evaluation.pairs.name_pairs`): the anonymized first image of a
+            person (``001_neutral``) against the original others (``001_smiling``).
         limit: evaluate only the first ``limit`` images (sorted by path).
         recognizers: names among ``dlib`` (always used), ``facenet``, ``arcface``; the
             latter two need their weights files and are reported unavailable without.
@@ -533,9 +502,11 @@ def evaluate(
         raise InputError("JPEG qualities must lie in 1..100")
     files = list_images(data, exclude=out)
     pair_list = None
-    if pairs is not None:
-        pair_list = read_pairs(pairs, data)
+    if pairs is not None and pairs_by_name:
+        raise InputError("pairs come from a pairs file or from the names, not both")
+    if pairs is not None or pairs_by_name:
         names = {p.relative_to(data).as_posix(): p for p in files}
+        pair_list = name_pairs(list(names)) if pairs_by_name else read_pairs(pairs, data)
         wanted = list(dict.fromkeys(n for a, b, _ in pair_list for n in (a, b)))
         missing = [n for n in wanted if n not in names]
         files = [names[n] for n in wanted if n in names]
@@ -567,7 +538,7 @@ def evaluate(
     ctx = Context(backbone=backbone, key=the_key, wrong=wrong_keys(the_key),
                   recognizers=recs, aligned=aligned, steps=steps, jpeg=jpeg,
                   diversity_keys=int(diversity_keys), report_dir=out,
-                  keep_embeddings=pair_list is not None,
+                  keep_embeddings=True,  # for verification and the two-sample test
                   options=anon_options)
     results_path = out / RESULTS
     previous = read_results(results_path)
@@ -613,8 +584,9 @@ def evaluate(
 
     wanted_names = {n for _, n in named}
     rows = [r for r in read_results(results_path) if r["image"] in wanted_names]
-    settings = {"data": str(data), "aligned": bool(aligned), "pairs": None if pairs is None
-                else str(pairs), "limit": limit, "jpeg": list(jpeg), "options": options,
+    settings = {"data": str(data), "aligned": bool(aligned),
+                "pairs": "by name" if pairs_by_name else None if pairs is None else str(pairs),
+                "limit": limit, "jpeg": list(jpeg), "options": options,
                 "diversity_keys": int(diversity_keys), "key": "given" if key is not None
                 else "random (in memory, not saved)", "psnr_cap_db": measures.PSNR_CAP}
     metrics = report.aggregate(rows, backbone=backbone, steps=steps, device=device,

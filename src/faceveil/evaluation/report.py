@@ -2,7 +2,8 @@
 
 ``metrics.json`` sections: ``anonymized``, ``recovered``, ``wrong_key`` (``random``,
 ``one_bit``), ``jpeg`` (one entry per quality), ``time``, plus ``original``,
-``verification``, ``model``, ``steps``, ``versions``, ``date``, ``count``. Identity
+``verification``, ``realism`` (:mod:`faceveil.evaluation.realism_report`), ``model``,
+``steps``, ``versions``, ``date``, ``count``. Identity
 numbers sit under the recognizer's name (``dlib``, ``facenet``, ``arcface``), fidelity
 under ``psnr``, ``ssim`` and ``mae`` (each with ``face`` and ``image``). The README's
 "Evaluation" section documents every field.
@@ -22,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from .. import __version__, media
 from ..diffusion.models import Backbone
-from . import measures
+from . import measures, realism_report
 from .protocol import EXAMPLES, RECOGNIZER_NAMES, WRONG_KINDS
 
 SCHEMA = 1
@@ -158,6 +159,7 @@ def _verification(rows: Sequence[dict], pairs: Sequence[tuple[str, str, bool]] |
                 if ea.get(v) is not None:
                     gen[v].append(score(ea[v], eb["original"]))
         tar, threshold = measures.tar_at_far(gen["clean"], imp, FAR)
+        own = info["threshold"] if cos else -info["threshold"]  # the recognizer's own
         out[name] = {
             "genuine_pairs": len(gen["clean"]),
             "impostor_pairs": len(imp),
@@ -167,6 +169,9 @@ def _verification(rows: Sequence[dict], pairs: Sequence[tuple[str, str, bool]] |
             "clean": tar,
             "anonymized": measures.tar_with_threshold(gen["anonymized"], threshold),
             "recovered": measures.tar_with_threshold(gen["recovered"], threshold),
+            # The share of genuine pairs the recognizer calls the same person (dlib:
+            # distance 0.6 or less): the paper's "verified".
+            "matched": {v: measures.rate(x >= own for x in g) for v, g in gen.items()},
         }
     return out
 
@@ -247,6 +252,7 @@ def aggregate(
         "wrong_key": wrong,
         "jpeg": jpeg_section,
         "verification": _verification(ok, pairs, recognizers),
+        "realism": realism_report.aggregate(ok, pairs),
         "time": {
             "anonymize": {"per_face_s": measures.stats(r["time"]["anonymize"] for r in ok)},
             "recover": {"per_face_s": measures.stats(r["time"]["recover"] for r in ok)},
@@ -323,6 +329,11 @@ def summary_table(m: dict) -> str:
         t = ref["tar"]["arcface"]
         rows.append(("TAR@FAR=1e-3 clean / anonymized / recovered", tars or "n/a",
                      f"{t['clean']} / {t['anonymized']} / {t['recovered']} (ArcFace)"))
+        matched = "; ".join(" / ".join(_f(v[n]["matched"][k], pct=True) for k in
+                                       ("clean", "anonymized", "recovered")) + f" ({n})"
+                            for n in _available(m) if n in v and "matched" in v[n])
+        rows.append(("genuine pairs verified at the recognizer's threshold, clean / "
+                     "anonymized / recovered", matched or "n/a", "-"))
     rows += [
         (f"recovery PSNR, {region} (dB)",
          f"{_f(_mean(r, 'psnr', region), 2)} (face {_f(_mean(r, 'psnr', 'face'), 2)}, "
@@ -340,6 +351,7 @@ def summary_table(m: dict) -> str:
          "(RetinaFace)"),
         ("landmark shift, original vs anonymized (x inter-ocular)",
          _f(a["landmark_shift"]["mean"]), "-"),
+        *realism_report.summary_rows(m),
         ("wrong keys refused on normal files",
          f"{w['random']['refused']['refused']}/{w['random']['refused']['attempts']} (random), "
          f"{w['one_bit']['refused']['refused']}/{w['one_bit']['refused']['attempts']} (one bit)",
@@ -496,8 +508,9 @@ def _sampler(m: dict) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def render(m: dict, hist: Sequence[str], grid: str | None) -> str:
-    """report.md as text."""
+def render(m: dict, hist: Sequence[str], grid: str | None, rows: Sequence[dict] = (),
+           sheet: str | None = None) -> str:
+    """report.md as text (``rows``: the result lines, for the per-face realism table)."""
     model = m["model"]
     out = [
         "# faceveil evaluation report\n",
@@ -540,11 +553,16 @@ def render(m: dict, hist: Sequence[str], grid: str | None) -> str:
         v = m["verification"]
         body = [[n, str(v[n]["genuine_pairs"]), str(v[n]["impostor_pairs"]),
                  _f(v[n]["threshold"]), _f(v[n]["clean"]), _f(v[n]["anonymized"]),
-                 _f(v[n]["recovered"])] for n in _available(m) if n in v]
-        out += ["\n## Verification (TAR at FAR = 1e-3)\n",
+                 _f(v[n]["recovered"])] + [_f(v[n].get("matched", {}).get(k), pct=True)
+                                           for k in ("clean", "anonymized", "recovered")]
+                for n in _available(m) if n in v]
+        out += ["\n## Verification (TAR at FAR = 1e-3; verified at the recognizer's own "
+                "threshold)\n\nA genuine pair (a, b) is scored clean (a vs b), anonymized "
+                "(anonymized a vs original b) and recovered (recovered a vs original b).\n",
                 _table(["recognizer", "genuine pairs", "impostor pairs", "threshold",
-                        "clean", "anonymized", "recovered"], body)]
-    out += ["\n## Fidelity\n", _fidelity_table(m)]
+                        "clean", "anonymized", "recovered", "verified clean",
+                        "verified anonymized", "verified recovered"], body)]
+    out += ["\n## Fidelity\n", _fidelity_table(m), realism_report.render(m, rows)]
     t = m["time"]
     out.append(
         f"\n## Cost\n\nPer face (median): anonymize {_f(t['anonymize']['per_face_s']['median'], 2)}"
@@ -556,6 +574,8 @@ def render(m: dict, hist: Sequence[str], grid: str | None) -> str:
     if grid:
         out.append("\n## Examples (original | anonymized | recovered | wrong key | other key)\n"
                    f"\n![examples]({grid})\n")
+    if sheet:
+        out.append(f"\n## Contact sheet (original / anonymized / recovered)\n\n![sheet]({sheet})\n")
     if m["skipped"]:
         out.append("\n## Skipped images\n\n" + "".join(
             f"- `{s['image']}`: {s['reason']}\n" for s in m["skipped"]))
@@ -571,6 +591,7 @@ def write(report_dir: Path, metrics: dict, rows: Sequence[dict]) -> None:
     if missing:
         metrics["notes"] = [missing] + list(metrics.get("notes", []))
     grid = _grid(report_dir, rows)
+    sheet = realism_report.write_sheet(report_dir, rows)
     media.write_atomic(report_dir / METRICS,
                         (json.dumps(metrics, indent=2, allow_nan=False) + "\n").encode())
-    media.write_atomic(report_dir / REPORT, render(metrics, hist, grid).encode())
+    media.write_atomic(report_dir / REPORT, render(metrics, hist, grid, rows, sheet).encode())

@@ -27,6 +27,7 @@ from .detectors import (
     detector_members,
     detector_settings,
     find_detections,
+    scored_detections,
 )
 from .geometry import Box, apply_transform, invert_transform, overlap, similarity_transform
 from .landmarks import dlib_mean_shape68, dlib_model, landmarks68, model_path, points5_of
@@ -50,6 +51,6 @@ __all__ = [
     "dlib_mean_shape68", "dlib_model", "draw_preview", "erode", "extract", "face_number",
     "FaceRegion", "facial_mask", "find_detections", "find_faces", "find_regions", "footprint",
     "Framing", "framing_box", "invert_transform", "landmarks68", "model_path", "overlap", "paste",
-    "paste_reach", "points5_of", "resolution_notes", "similarity_transform", "soften",
-    "template_mask",
+    "paste_reach", "points5_of", "resolution_notes", "scored_detections",
+    "similarity_transform", "soften", "template_mask",
 ]

@@ -261,6 +261,25 @@ def find_detections(
     return found, candidates
 
 
+def scored_detections(image: np.ndarray, detector: str, *, upsample: int = DEFAULT_UPSAMPLE,
+                      floor: float | None = None) -> list[DetectedFace]:
+    """Every upright detection of one detector (``"centerface"``, ``"hog"`` or ``"cnn"``)
+    with its score, from ``floor`` up (default: the detector's candidate floor), boxes in
+    dlib's convention: no threshold, turned passes or merging. For measuring how sure a
+    detector is of a face (``faceveil eval``'s realism), not for choosing faces: that is
+    :func:`detect`. dlib's CNN reports nothing below 0 whatever the floor."""
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r} (one of {', '.join(DETECTORS)})")
+    spec = DETECTORS[detector]
+    low = spec.candidate_floor(spec.threshold) if floor is None else float(floor)
+    img = as_rgb(image)
+    if detector == "centerface":
+        return _centerface_pass(img, low)
+    if detector == "cnn":
+        return _cnn_pass(img, upsample, low)
+    return _hog_pass(img, upsample, 0.0, low)
+
+
 def detect(
     image: np.ndarray,
     *,
