@@ -49,8 +49,9 @@ from faceveil.pipeline import generate as gen  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 KEY = keys.KeySource.from_bytes(bytes(range(32)))
-MODES = {"sealed (fresh, 25 trailing)": (SEALED_SAMPLING, True),
-         "diffusion (exact-steps, 50 leading)": (DIFFUSION_SAMPLING, False)}
+# name: (sampling, sealed originals?, what the row's mode is)
+MODES = {"sealed": (SEALED_SAMPLING, True, "sealed (fresh noise, 25 trailing, eta 1)"),
+         "diffusion": (DIFFUSION_SAMPLING, False, "diffusion (exact-steps, 50 leading)")}
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
@@ -171,12 +172,12 @@ def main() -> None:
           + " | recovery check |")
     print("|---|---|---|" + "---|" * len(batches) + "---|", flush=True)
     for mode in args.modes.split(","):
-        sampling, sealed = MODES[mode]
+        sampling, sealed, label = MODES[mode]
         reference = None
         for precision in args.precisions.split(","):
             for graphs in (False, True):
                 if time.perf_counter() - start > args.budget:
-                    print(f"| {mode} | {precision} | {'on' if graphs else 'off'} | "
+                    print(f"| {label} | {precision} | {'on' if graphs else 'off'} | "
                           + " | ".join("skipped" for _ in batches) + " | over --budget |")
                     continue
                 configure(backbone, precision, graphs)
@@ -185,7 +186,7 @@ def main() -> None:
                 said, made = check(backbone, exact, sealed, check_pixels, reference)
                 if precision == "fp32" and not graphs:
                     reference = made
-                print(f"| {mode} | {precision} | {'on' if graphs else 'off'} | "
+                print(f"| {label} | {precision} | {'on' if graphs else 'off'} | "
                       + " | ".join(f"{r:.1f}" for r in rates) + f" | {said} |", flush=True)
     print(f"\n{time.perf_counter() - start:.0f} s in all. Targets: 10 faces/s at batch 1, "
           "600 faces/s batched.")
