@@ -18,20 +18,20 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .choices import (  # noqa: F401 (the choices, re-exported beside their options)
+    BACKENDS,
+    CONTEXTS,
+    DETECTOR_CHOICES,
+    DEVICES,
+    FLIPS,
+    METHODS,
+    NO_FACE,
+    RECOVERY_METHODS,
+    SPACINGS,
+    VIDEO_CODECS,
+)
 from .errors import InputError
 
-# The choices, declared once (the engine, the file format and the CLI read them here).
-METHODS = ("plain", "exact-steps")  # how faces are inverted to noise
-CONTEXTS = ("own", "masked")  # what is re-injected outside the mask while denoising
-SPACINGS = ("leading", "trailing", "linspace")
-FLIPS = ("fresh", "mixed", "signs")  # what the key does to the noise inside the mask
-RECOVERY_METHODS = ("lossless", "exact-steps", "plain")
-NO_FACE = ("skip", "copy", "error")
-DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("auto", "torch", "onnx")  # which runtime runs the model
-VIDEO_CODECS = ("ffv1", "h264")
-DETECTOR_CHOICES = ("centerface", "hog", "cnn", "centerface+hog", "centerface+cnn", "hog+cnn",
-                    "both")
 Box = tuple[int, int, int, int]
 
 

@@ -48,10 +48,10 @@ class LazyGroup(click.Group):
 COMMANDS = {
     "anonymize": "faceveil.cli.anonymize:anonymize",
     "recover": "faceveil.cli.recover:recover",
-    "keygen": "faceveil.cli.tools:keygen",
+    "keygen": "faceveil.cli.basic:keygen",
     "detect": "faceveil.cli.tools:detect",
     "models": "faceveil.cli.tools:models",
-    "inspect": "faceveil.cli.tools:inspect",
+    "inspect": "faceveil.cli.basic:inspect",
     "eval": "faceveil.evaluation.command:eval_command",
     "serve": "faceveil.web.command:serve_command",
 }

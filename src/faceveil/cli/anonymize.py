@@ -204,7 +204,7 @@ class _Anonymizer:
               help="Seal each face's original pixels, compressed, under the key: recovery "
                    "is then bit-exact at full resolution and needs no model [default: on, "
                    "except with --deniable]. --no-lossless keeps only what the paper's "
-                   "diffusion recovery needs (about 55 KB less for a face 180 px wide, "
+                   "diffusion recovery needs (about 40 KB less for a face 180 px wide, "
                    "recovery approximate).")
 @click.option("--flip", "flip_kind", type=click.Choice(list(FLIPS)), default=None,
               help="What the key does to the noise inside the mask: fresh noise drawn from "

@@ -1,11 +1,9 @@
-"""What every command shares: errors as one line and an exit status, progress bars on a
-terminal, the key, and the options parsed into :class:`faceveil.options.Options`.
+"""What the commands that run a model share: progress bars on a terminal, the key, the
+options parsed into :class:`faceveil.options.Options`, running a file or a folder.
+Errors, notes and exit statuses are :mod:`faceveil.cli.output`'s (re-exported here).
 
-Exit status: 0 success, 1 bad input or usage, 2 command-line syntax, 3 wrong key,
-4 missing/corrupt/modified metadata, 5 model problem, 6 no face found, 70 a bug.
-
-Nothing heavy is imported here (no numpy, no torch): ``--version``, ``--help``,
-``keygen`` and ``inspect`` start in a fraction of a second.
+Nothing heavy is imported here (no numpy, no torch): ``--help`` of every command starts
+in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -36,54 +33,10 @@ from ..options import (
     Sampling,
     VideoOptions,
 )
+from .output import fail, handle_errors, note, tty  # noqa: F401 (re-exported)
 
-# Plumbing: errors, progress, keys
+# Plumbing: progress, keys
 # ---------------------------------------------------------------------------
-
-
-def fail(message: str, code: int) -> None:
-    click.echo(f"faceveil: error: {message}", err=True)
-    sys.exit(code)
-
-
-def handle_errors(func):
-    """Turn faceveil's errors into a one-line message and an exit status."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            with warnings.catch_warnings():
-                warnings.showwarning = _show_warning
-                return func(*args, **kwargs)
-        except FaceveilError as e:
-            fail(str(e), e.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
-        except BrokenPipeError:  # the reader of our output went away (`| head`): not an error
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            sys.exit(0)
-        except MemoryError:
-            fail("out of memory (try a smaller --batch-size or a smaller image)", 1)
-        except Exception as e:  # a bug: say so briefly, full trace on request
-            if os.environ.get("FACEVEIL_DEBUG"):
-                raise
-            fail(f"unexpected {type(e).__name__}: {e} (set FACEVEIL_DEBUG=1 for details)", 70)
-
-    return wrapper
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Library warnings as one plain note: no source paths or line numbers."""
-    click.echo(f"faceveil: note: {message}", err=True)
-
-
-def tty() -> bool:
-    """Whether stderr is a terminal: progress bars only there, never in logs."""
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 class Progress:
@@ -182,11 +135,6 @@ def parse_box(text: str) -> tuple[int, int, int, int]:
     if w <= 0 or h <= 0:
         raise InputError(f"--box {text!r} has no area")
     return x, y, w, h
-
-
-def note(message: str, quiet: bool = False) -> None:
-    if not quiet:
-        click.echo(message, err=True)
 
 
 class FrameBar:

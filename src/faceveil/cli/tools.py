@@ -1,4 +1,5 @@
-"""The small commands: ``keygen``, ``detect``, ``models`` and ``inspect``."""
+"""The commands that need the face tools or the model catalogue: ``detect`` and ``models``
+(``keygen`` and ``inspect`` are in :mod:`faceveil.cli.basic`)."""
 
 from __future__ import annotations
 
@@ -18,23 +19,6 @@ from .common import (
     note,
     track_gap_option,
 )
-
-
-@click.command()
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the new key file (mode 0600).")
-@click.option("--force", is_flag=True, help="Overwrite an existing key file.")
-@handle_errors
-def keygen(output: str, force: bool) -> None:
-    """Write a new random 256-bit key file, readable by its owner only.
-
-    Keep it safe: without it the original faces cannot be recovered, and anyone who
-    has it can recover them.
-    """
-    from ..keys import generate_key_file
-
-    generate_key_file(output, overwrite=force)
-    note(f"wrote key {output}")
 
 
 @click.command()
@@ -152,28 +136,3 @@ def pull(name: str, revision: str | None) -> None:
     done = fetch(name, revision)
     note(f"pulled {done.repo} at {done.revision or 'main'} into {done.folder} "
          f"(weights sha256 {done.sha256[:16]}...)")
-
-
-@click.command()
-@click.argument("input", type=click.Path())
-@click.option("--export", type=click.Path(dir_okay=False),
-              help="Also write the metadata to this JSON file (for `recover --meta`); for a "
-                   "clip, all its records as JSON Lines (.jsonl).")
-@click.option("--force", is_flag=True, help="Overwrite an existing export file.")
-@handle_errors
-def inspect(input, export, force) -> None:
-    """Print an anonymized file's metadata as one JSON document (nothing secret)."""
-    from ..format import png  # not the api: inspect must not load torch
-
-    if media.is_video(Path(input)):
-        from ..video.inspect import inspect_video
-
-        click.echo(json.dumps(inspect_video(input, export=export, force=force), indent=2,
-                              sort_keys=True))
-        return
-    if export:
-        media.check_output(export, [input], force)
-    record = png.read(input)
-    if export:
-        media.write_atomic(export, png.sidecar_bytes(record))
-    click.echo(json.dumps(record.public(), indent=2, sort_keys=True))

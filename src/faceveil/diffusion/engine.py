@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..options import CONTEXTS, METHODS, SPACINGS
+from ..choices import CONTEXTS, METHODS, SPACINGS
 
 if TYPE_CHECKING:
     import torch

@@ -49,10 +49,10 @@ from typing import Any
 
 import numpy as np
 
+from ..choices import CONTEXTS, FLIPS, RECOVERY_METHODS, SPACINGS
+from ..choices import METHODS as INVERSIONS
 from ..errors import MetadataError
 from ..keys import NONCE_BYTES, SALT_BYTES, FaceKey, check_kdf
-from ..options import CONTEXTS, FLIPS, RECOVERY_METHODS, SPACINGS
-from ..options import METHODS as INVERSIONS
 from .fields import (
     MAX_CROP,
     MAX_FACES,

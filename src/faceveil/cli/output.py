@@ -1,0 +1,68 @@
+"""Errors as one line and an exit status, notes and the terminal test: what every
+command needs, the fast ones (``keygen``, ``inspect``) included, so this imports only
+click and faceveil's errors.
+
+Exit status: 0 success, 1 bad input or usage, 2 command-line syntax, 3 wrong key,
+4 missing/corrupt/modified metadata, 5 model problem, 6 no face found, 70 a bug.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+
+import click
+
+from ..errors import FaceveilError
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"faceveil: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func):
+    """Turn faceveil's errors into a one-line message and an exit status."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return func(*args, **kwargs)
+        except FaceveilError as e:
+            fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except BrokenPipeError:  # the reader of our output went away (`| head`): not an error
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(0)
+        except MemoryError:
+            fail("out of memory (try a smaller --batch-size or a smaller image)", 1)
+        except Exception as e:  # a bug: say so briefly, full trace on request
+            if os.environ.get("FACEVEIL_DEBUG"):
+                raise
+            fail(f"unexpected {type(e).__name__}: {e} (set FACEVEIL_DEBUG=1 for details)", 70)
+
+    return wrapper
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings as one plain note: no source paths or line numbers."""
+    click.echo(f"faceveil: note: {message}", err=True)
+
+
+def tty() -> bool:
+    """Whether stderr is a terminal: progress bars only there, never in logs."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def note(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        click.echo(message, err=True)
