@@ -310,6 +310,22 @@ def test_help_explains_commands():
     assert "--deniable" in run("anonymize", "--help").output
 
 
+def test_the_command_list_is_each_commands_own_short_help():
+    # `faceveil --help` lists the commands from a table, importing none of them: it must
+    # read exactly as click's list made from the commands themselves.
+    import click
+
+    from faceveil.cli import COMMANDS, SHORT_HELP, LazyGroup
+
+    assert set(SHORT_HELP) == set(COMMANDS)
+    fresh = LazyGroup(name="faceveil", lazy=COMMANDS)
+    listed = CliRunner().invoke(fresh, ["--help"]).output
+    ctx = click.Context(fresh)
+    for name in COMMANDS:
+        fresh.get_command(ctx, name)  # now loaded: the list comes from the commands
+    assert CliRunner().invoke(fresh, ["--help"]).output == listed
+
+
 def test_api_round_trip_and_determinism(pixel_model):
     from faceveil import api, keys
 
