@@ -16,6 +16,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelError
 
@@ -145,6 +146,19 @@ def faceveil_json(folder: Path) -> dict:
 # ---------------------------------------------------------------------------
 # Resolving a model name to a folder
 # ---------------------------------------------------------------------------
+
+
+def model_record(backbone: Any) -> dict:
+    """The model record a file stores for a loaded backbone (torch or onnxruntime alike):
+    its reference, identity and geometry."""
+    return {
+        "reference": backbone.reference,
+        "id": backbone.model_id,
+        "sha256": backbone.sha256,
+        "image_size": backbone.image_size,
+        "latent_shape": list(backbone.latent_shape),
+        "prediction_type": backbone.prediction_type,
+    }
 
 
 def parse_reference(spec: str | None) -> dict:

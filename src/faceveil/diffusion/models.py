@@ -36,6 +36,7 @@ from .hub import (
     faceveil_json,
     hub_revision,
     locate,
+    model_record,
     parse_reference,
     read_json,
     verify_pulled,
@@ -176,14 +177,7 @@ class Backbone:
 
     def describe(self) -> dict:
         """The model record stored in a file: reference, identity and geometry."""
-        return {
-            "reference": self.reference,
-            "id": self.model_id,
-            "sha256": self.sha256,
-            "image_size": self.image_size,
-            "latent_shape": list(self.latent_shape),
-            "prediction_type": self.prediction_type,
-        }
+        return model_record(self)
 
 
 # ---------------------------------------------------------------------------

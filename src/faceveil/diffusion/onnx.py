@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from .hub import FACEVEIL_JSON_HELP, faceveil_json, read_json
+from .hub import FACEVEIL_JSON_HELP, faceveil_json, model_record, read_json
 
 GRAPH = "unet.onnx"
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
@@ -153,15 +153,8 @@ class OnnxBackbone:
         return out[:, : z.shape[1]]
 
     def describe(self) -> dict:
-        """The model record stored in a file, as the torch backbone writes it."""
-        return {
-            "reference": self.reference,
-            "id": self.model_id,
-            "sha256": self.sha256,
-            "image_size": self.image_size,
-            "latent_shape": list(self.latent_shape),
-            "prediction_type": self.prediction_type,
-        }
+        """The model record stored in a file: reference, identity and geometry."""
+        return model_record(self)
 
 
 def load(folder: Path, reference: dict, threads: int | None = None) -> OnnxBackbone:
