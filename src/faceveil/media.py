@@ -161,3 +161,11 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         except OSError as e:
             raise InputError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
         staged.commit()
+
+
+def cache_dir() -> Path:
+    """faceveil's cache folder: ``$FACEVEIL_CACHE``, else ``$XDG_CACHE_HOME/faceveil`` or
+    ``~/.cache/faceveil`` (what ``models pull`` fetched, dlib's built HOG detector)."""
+    root = os.environ.get("FACEVEIL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "faceveil")
+    return Path(root)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from ..media import cache_dir
 
 WEIGHTS_DIR = Path(__file__).parent.parent / "weights"
 
@@ -258,9 +258,7 @@ def available_locally(preset: Preset) -> bool:
 def pulled_path() -> Path:
     """faceveil's record of pulled models: ``$FACEVEIL_CACHE`` (default:
     ``$XDG_CACHE_HOME/faceveil`` or ``~/.cache/faceveil``) / ``pulled.json``."""
-    root = os.environ.get("FACEVEIL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "faceveil")
-    return Path(root) / "pulled.json"
+    return cache_dir() / "pulled.json"
 
 
 def pulled() -> dict[str, dict]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..media import cache_dir
 from .geometry import Box, apply_transform, as_rgb, invert_transform
 from .warp import extract
 
@@ -56,14 +57,6 @@ def model_path(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"dlib model file not found: {path}")
     return path
-
-
-def cache_dir() -> Path:
-    """faceveil's cache folder: ``$FACEVEIL_CACHE``, else ``$XDG_CACHE_HOME/faceveil`` or
-    ``~/.cache/faceveil``."""
-    root = os.environ.get("FACEVEIL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "faceveil")
-    return Path(root)
 
 
 def _frontal_face_detector():
