@@ -39,7 +39,17 @@ from .pipeline import anonymize as anon
 from .pipeline import generate as gen
 from .pipeline import recover as rec
 from .pipeline.anonymize import SequenceFrame
-from .pipeline.results import Anonymized, ImageInput, Recovered, load
+from .pipeline.results import (
+    Anonymized,
+    ImageInput,
+    Outputs,
+    Recovered,
+    anonymized_outputs,
+    load,
+    publish,
+    recovered_outputs,
+    resume_check,
+)
 from .timings import Timings
 
 if TYPE_CHECKING:
@@ -47,7 +57,8 @@ if TYPE_CHECKING:
     from .video import VideoResult
 
 __all__ = [
-    "Anonymized", "Recovered", "SequenceFrame", "anonymize", "anonymize_many",
+    "Anonymized", "Outputs", "Recovered", "SequenceFrame", "anonymize", "anonymize_many",
+    "anonymized_outputs", "publish", "recovered_outputs", "resume_check",
     "anonymize_sequence", "anonymize_video", "box_region", "detect_video", "find_regions",
     "generate_faces", "get_model", "inspect", "inspect_video", "open_record", "read_record",
     "recover", "recover_many", "recover_video", "resolution_notes", "Timings",

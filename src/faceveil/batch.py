@@ -32,12 +32,31 @@ class Plan:
 
     items: list[Item]
     renamed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # complete outputs (--skip-existing)
+    redone: list[str] = field(default_factory=list)  # broken ones, removed to be made again
+    cleaned: list[str] = field(default_factory=list)  # stale temporary files removed
 
     def notes(self) -> list[str]:
-        if not self.renamed:
-            return []
-        return ["output names that would collide with an input or with each other are "
-                "renamed: " + ", ".join(self.renamed)]
+        notes = []
+        if self.renamed:
+            notes.append("output names that would collide with an input or with each other "
+                         "are renamed: " + ", ".join(self.renamed))
+        if self.cleaned:
+            notes.append(f"removed {len(self.cleaned)} temporary file(s) an interrupted run "
+                         f"left: {_listed(self.cleaned)}")
+        if self.kept:
+            notes.append(f"{len(self.kept)} output(s) already complete, skipped: "
+                         f"{_listed(self.kept)}")
+        if self.redone:
+            notes.append(f"{len(self.redone)} incomplete output(s) made again: "
+                         f"{'; '.join(self.redone[:5])}"
+                         + (f" and {len(self.redone) - 5} more" if len(self.redone) > 5
+                            else ""))
+        return notes
+
+
+def _listed(names: Sequence[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def media_files(folder: Path, *, videos: bool = True) -> list[Path]:
@@ -73,7 +92,8 @@ def outputs_of(dst: Path, sidecar: bool) -> tuple[Path, ...]:
 
 
 def plan(src: Path, dst: Path, name: Callable[[Path], str], *, sidecar: bool = False,
-         force: bool = False, videos: bool = True) -> Plan:
+         force: bool = False, videos: bool = True,
+         resume: Callable[[Item], str | None] | None = None) -> Plan:
     """The items of the folder ``src`` written into the folder ``dst``.
 
     ``name(input)`` is an output's file name. Outputs never collide with each other
@@ -81,7 +101,10 @@ def plan(src: Path, dst: Path, name: Callable[[Path], str], *, sidecar: bool = F
     colliding output gets its input's extension (``x_jpg.png``) and, if needed, a number
     (``x_jpg-2.png``), and the renaming is said in :meth:`Plan.notes`. Existing outputs
     are refused without ``force`` and the output folder must be writable: all before the
-    first model run.
+    first model run. With ``resume`` (``--skip-existing``), an item whose outputs exist is
+    kept when ``resume(item)`` finds them complete (it returns None), and otherwise its
+    outputs are removed and it is made again (``resume`` returns why). Temporary files a
+    killed run left for these outputs are removed (:func:`faceveil.media.clean_stale`).
 
     Raises:
         InputError: ``src`` holds no media, ``dst`` is a file or cannot be written, or
@@ -126,12 +149,35 @@ def plan(src: Path, dst: Path, name: Callable[[Path], str], *, sidecar: bool = F
         outputs = outputs_of(target, sidecar)
         taken |= {key(p) for p in outputs}
         result.items.append(Item(path, target, outputs))
+    if dst.is_dir():
+        result.cleaned = media.clean_stale(dst, {p.name for item in result.items
+                                                 for p in item.outputs})
+    if resume is not None:
+        result.items = [item for item in result.items if not _resumed(item, resume, result)]
     existing = [p.name for item in result.items for p in item.outputs if p.exists()]
     if existing and not force:
         more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
         raise InputError(f"{len(existing)} output(s) exist in {str(dst)!r} "
                          f"({', '.join(existing[:5])}{more}); use --force to overwrite them")
     return result
+
+
+def _resumed(item: Item, resume: Callable[[Item], str | None], result: Plan) -> bool:
+    """Whether ``item`` is already done (kept); a broken one's outputs are removed."""
+    if not any(p.exists() for p in item.outputs):
+        return False
+    why = resume(item)
+    if why is None:
+        result.kept.append(item.dst.name)
+        return True
+    for p in item.outputs:
+        try:
+            p.unlink(missing_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot remove the incomplete output {str(p)!r}: "
+                             f"{e.strerror or e}") from None
+    result.redone.append(f"{item.dst.name} ({why})")
+    return False
 
 
 def no_face(policy: str, error: NoFaceError, copy: Callable[[], None]) -> list[str]:

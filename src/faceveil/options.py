@@ -250,15 +250,19 @@ class VideoOptions:
 class Output:
     """What a file or folder run writes: ``sidecar`` (the record also as JSON beside
     the output), ``no_face`` (an image without faces: write nothing, "skip"; write it
-    stripped of metadata, "copy"; or fail, "error") and ``force`` (overwrite existing
-    outputs; an input is never overwritten)."""
+    stripped of metadata, "copy"; or fail, "error"), ``force`` (overwrite existing
+    outputs; an input is never overwritten) and ``skip_existing`` (a folder run keeps the
+    outputs that are already complete and valid and makes the others: resuming)."""
 
     sidecar: bool = False
     no_face: str = "skip"
     force: bool = False
+    skip_existing: bool = False
 
     def __post_init__(self) -> None:
         _choice(self.no_face, NO_FACE, "no_face")
+        if self.force and self.skip_existing:
+            raise InputError("give --force or --skip-existing, not both")
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,9 @@ reported as failed and the others are written.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
+import pickle
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -44,9 +45,11 @@ from . import batch, images, media
 from .errors import FaceveilError, InputError, NoFaceError
 from .keys import KeySource
 from .options import DEFAULTS, Options
+from .pipeline.results import publish, resume_check
 
 _TRANSPORT_INFO = b"faceveil/v1/ray-key-transport"
 _WRITE_FAILED = "cannot write the output"
+PASSPHRASE_VARIABLE = "FACEVEIL_PASSPHRASE"
 
 Progress = Callable[[str, bool], None]
 """Called on the driver after each file with (name, ok); may raise to stop the run."""
@@ -193,19 +196,18 @@ class Worker:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        out: dict[str, list] = {"name": [], "ok": [], "data": [], "sidecar": [], "faces": [],
-                                "notes": [], "error": []}
-        for name, path in zip(batch["name"], batch["path"]):
-            row = {"name": str(name), "ok": True, "data": b"", "sidecar": b"", "faces": 0,
-                   "notes": "[]", "error": ""}
+        out: dict[str, list] = {"name": [], "ok": [], "outputs": [], "error": []}
+        for name, path, target in zip(batch["name"], batch["path"], batch["target"]):
+            row = {"name": str(name), "ok": True, "outputs": b"", "error": ""}
             try:
                 if self.error:
                     raise InputError(self.error)
                 if self.job["op"] == "anonymize":
-                    data, sidecar, faces, notes = self._anonymize(str(path))
+                    outputs = self._anonymize(str(path), Path(str(target)))
                 else:
-                    data, sidecar, faces, notes = self._recover(str(path), str(name))
-                row.update(data=data, sidecar=sidecar, faces=faces, notes=json.dumps(notes))
+                    outputs = self._recover(str(path), Path(str(target)))
+                # What the driver publishes: the files' bytes and what to say of them.
+                row.update(outputs=pickle.dumps(outputs))
             except FaceveilError as e:
                 row.update(ok=False, error=str(e))
             except Exception as e:  # a bug on one file must not stop the others
@@ -216,29 +218,22 @@ class Worker:
                 out[k].append(v)
         return {k: np.array(v, dtype=object) for k, v in out.items()}
 
-    def _anonymize(self, path: str) -> tuple[bytes, bytes, int, list[str]]:
+    def _anonymize(self, path: str, target: Path):
         from . import api
 
-        options = self.options
         loaded = images.load_image(path)
         try:
-            result = api.anonymize(loaded, self._key, options=options, model=self.model)
+            result = api.anonymize(loaded, self._key, options=self.options, model=self.model)
         except NoFaceError as e:
-            copy: list[bytes] = []
-            notes = batch.no_face(options.output.no_face, e,
-                                  lambda: copy.append(images.encode_image(loaded.pixels, "PNG")))
-            return (copy[0] if copy else b""), b"", 0, notes
-        sidecar = result.sidecar_bytes() if options.output.sidecar else b""
-        notes = list(result.notes) + batch.left_out_notes(result.skipped)
-        return result.png_bytes(), sidecar, len(result.regions), notes
+            result = e
+        return api.anonymized_outputs(result, target, self.options.output, loaded)
 
-    def _recover(self, path: str, name: str) -> tuple[bytes, bytes, int, list[str]]:
+    def _recover(self, path: str, target: Path):
         from . import api
 
         result = api.recover(path, self._key, options=self.options, model=self.model,
                              method=self.job["method"], deniable=self.job["deniable"])
-        return (result.encode(media.output_format(name)), b"", len(result.faces),
-                result.notes)
+        return api.recovered_outputs(result, target)
 
 
 # ---------------------------------------------------------------------------
@@ -277,7 +272,8 @@ def _plan(src: Path, dst: Path, name, protected: Sequence, options: Options,
         raise InputError(f"{str(src)!r} holds videos, which --ray does not process; run "
                          "without --ray")
     out = options.output
-    planned = batch.plan(src, dst, name, sidecar=out.sidecar, force=out.force, videos=False)
+    planned = batch.plan(src, dst, name, sidecar=out.sidecar, force=out.force, videos=False,
+                         resume=resume_check(out, anonymized=name is batch.anonymized_name))
     report.notes += planned.notes()
     dst.mkdir(parents=True, exist_ok=True)
     plan = []
@@ -307,14 +303,28 @@ def _connect(address: str | None, num_cpus: int | None):
     kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=False,
                         runtime_env={"env_vars": env})
     try:
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        with _without_passphrase():
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray"
         raise InputError(f"cannot start or reach {where}: {str(e).splitlines()[0]}") from None
     return ray, True
+
+
+@contextlib.contextmanager
+def _without_passphrase():
+    """``FACEVEIL_PASSPHRASE`` out of this process's environment while Ray starts: the
+    processes of a local Ray (gcs_server, raylet, its workers) inherit it, and the key
+    reaches the workers only sealed (:class:`KeyBroker`)."""
+    saved = os.environ.pop(PASSPHRASE_VARIABLE, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[PASSPHRASE_VARIABLE] = saved
 
 
 def _resources(ray, device: str, workers: int | None) -> tuple[str, int, dict]:
@@ -366,8 +376,8 @@ def _run(op: str, src, dst, key: KeySource, *, options: Options, name,
         context = ray.data.DataContext.get_current()
         context.max_errored_blocks = -1  # a lost task fails its files, not the run
         context.enable_progress_bars = False
-        targets = {name: target for name, _, target in plan}
-        rows = [{"name": name, "path": str(path.resolve())} for name, path, _ in plan]
+        rows = [{"name": name, "path": str(path.resolve()), "target": str(target)}
+                for name, path, target in plan]
 
         def run(rows: list[dict], actors: int) -> set[str]:
             """Process ``rows``, writing outputs as they come; the names Ray lost."""
@@ -375,7 +385,7 @@ def _run(op: str, src, dst, key: KeySource, *, options: Options, name,
             try:
                 for row in _stream(ray, rows, broker, job, actors, per_actor):
                     lost.discard(str(row["name"]))
-                    ok = _write(row, targets[str(row["name"])], report)
+                    ok = _write(row, report, options.output.force)
                     if progress is not None:
                         progress(str(row["name"]), ok)
             except ray.exceptions.RayError:
@@ -420,21 +430,24 @@ def _stream(ray, rows: list[dict], broker, job: dict, actors: int, per_actor: di
         stream.close()  # an interrupted run stops its Ray tasks and actors here
 
 
-def _write(row: dict, target: Path, report: Report) -> bool:
+def _write(row: dict, report: Report, force: bool) -> bool:
+    """Publish one file's outputs as the plain folder run does
+    (:func:`faceveil.pipeline.results.publish`); a file that cannot be written (a full
+    disk, a name another run took meanwhile) is reported and the run goes on."""
     name = str(row["name"])
     if not row["ok"]:
         report.failed.append((name, str(row["error"])))
         return False
-    notes = json.loads(row["notes"])
+    outputs = pickle.loads(bytes(row["outputs"]))  # noqa: S301 - our own workers' rows
     try:
-        if row["data"]:
-            media.write_atomic(target, bytes(row["data"]))
-        if row["sidecar"]:
-            media.write_atomic(media.sidecar_path(target), bytes(row["sidecar"]))
-    except OSError as e:
-        report.failed.append((name, f"{_WRITE_FAILED}: {e}"))
+        publish(outputs, replace=force)
+    except FaceveilError as e:
+        report.failed.append((name, str(e)))
         return False
-    report.done.append((name, int(row["faces"]), notes))
+    except OSError as e:
+        report.failed.append((name, f"{_WRITE_FAILED}: {e.strerror or e}"))
+        return False
+    report.done.append((name, outputs.faces, outputs.notes))
     return True
 
 

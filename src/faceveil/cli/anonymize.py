@@ -29,6 +29,8 @@ from .common import (
     build_options,
     detection_options,
     each,
+    folder_only,
+    force_options,
     get_key,
     handle_errors,
     key_options,
@@ -100,8 +102,7 @@ class _Anonymizer:
         """Checks and decoding before any model work."""
         from .. import images
 
-        if dst.suffix.lower() != ".png":
-            raise InputError(f"anonymized output must be a .png file (got {str(dst)!r})")
+        media.anonymized_output(dst)
         for path in batch.outputs_of(dst, self.sidecar):
             media.check_output(path, [src, self.mask, self.key_file], self.options.output.force)
         with self.timings.phase("reading"):
@@ -109,23 +110,18 @@ class _Anonymizer:
 
     def finish(self, src: Path, dst: Path, loaded, result) -> Outcome:
         """Write what anonymization gave (an Anonymized, or the error that stopped it)."""
-        from .. import images
-
+        api, out = self.api(), self.options.output
         if isinstance(result, NoFaceError):
-            policy = self.options.output.no_face
-            self.rows.append(batch.report_row(src, dst if policy == "copy" else None, [],
-                                              getattr(result, "skipped", [])))
-            notes = batch.no_face(policy, result, lambda: media.write_atomic(
-                dst, images.encode_image(loaded.pixels, "PNG")))
-            return 0, [*loaded.notes, *notes]
-        if isinstance(result, Exception):
+            self.rows.append(batch.report_row(src, dst if out.no_face == "copy" else None,
+                                              [], getattr(result, "skipped", [])))
+        elif isinstance(result, Exception):
             raise result
+        written = api.anonymized_outputs(result, dst, out, loaded)
         with self.timings.phase("writing"):
-            media.write_atomic(dst, result.png_bytes())
-            if self.sidecar:
-                media.write_atomic(media.sidecar_path(dst), result.sidecar_bytes())
-        self.rows.append(batch.report_row(src, dst, result.regions, result.skipped))
-        return len(result.regions), list(result.notes) + batch.left_out_notes(result.skipped)
+            api.publish(written, replace=out.force)
+        if not isinstance(result, NoFaceError):
+            self.rows.append(batch.report_row(src, dst, result.regions, result.skipped))
+        return written.faces, written.notes
 
     def one(self, src: Path, dst: Path, prefix: str = "") -> Outcome:
         from .. import images
@@ -250,7 +246,7 @@ class _Anonymizer:
 @click.option("--batch-size", default=DEFAULTS.runtime.batch_size, show_default=True,
               type=click.IntRange(1), help="Faces per model batch.")
 @backend_option
-@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@force_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
 @timings_option
 @video_options
@@ -288,12 +284,14 @@ def anonymize(input, output, key_file, passphrase_stdin, model, mask, report, qu
     run = _Anonymizer(key, options, model, mask, key_file, quiet)
     try:
         if not src.is_dir():
+            folder_only(options, src)
             run_one(src, dst, run.one, quiet, "anonymized")
             print_timings(run.timings, timings)
             return
-        plan = batch.plan(src, dst, lambda p: batch.anonymized_name(p, options.video.codec),
-                          sidecar=options.output.sidecar, force=force)
         api = run.api()
+        plan = batch.plan(src, dst, lambda p: batch.anonymized_name(p, options.video.codec),
+                          sidecar=options.output.sidecar, force=force,
+                          resume=api.resume_check(options.output, anonymized=True))
         with run.timings.phase("model load"):  # fail early on a bad --model
             api.get_model(model, options=options)
         # Images of a folder go through the model together (a user mask is one image's).
@@ -309,4 +307,4 @@ def anonymize(input, output, key_file, passphrase_stdin, model, mask, report, qu
             d = options.detection
             settings = faces.detector_settings(d.detector, d.threshold, d.min_face)
             media.write_atomic(report, (json.dumps(batch.report(settings, run.rows), indent=2)
-                                        + "\n").encode())
+                                        + "\n").encode(), replace=force)

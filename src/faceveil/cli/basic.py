@@ -51,5 +51,5 @@ def inspect(input, export, force) -> None:
         media.check_output(export, [input], force)
     record = png.read(input)
     if export:
-        media.write_atomic(export, png.sidecar_bytes(record))
+        media.write_atomic(export, png.sidecar_bytes(record), replace=force)
     click.echo(json.dumps(record.public(), indent=2, sort_keys=True))

@@ -127,6 +127,27 @@ def get_key(key_file: str | None, passphrase_stdin: bool, *, confirm: bool):
     )
 
 
+def force_options(func):
+    """``--force`` and ``--skip-existing``: what happens to outputs that exist."""
+    func = click.option(
+        "--skip-existing", is_flag=True,
+        help="Folder INPUT only: keep the outputs that are already complete and valid "
+             "(a decodable image whose record verifies), make the missing and broken "
+             "ones: resumes an interrupted run.")(func)
+    return click.option(
+        "--force", is_flag=True,
+        help="Overwrite existing outputs. Without it an output is written only while its "
+             "name is free; a file another run wrote meanwhile is kept, and this run "
+             "reports that output as failed (exit 1).")(func)
+
+
+def folder_only(options: Options, src: Path) -> None:
+    """Refuse ``--skip-existing`` for a single file (a folder run's resume)."""
+    if options.output.skip_existing:
+        raise InputError(f"--skip-existing resumes a folder run; {str(src)!r} is not a "
+                         "folder")
+
+
 def parse_box(text: str) -> tuple[int, int, int, int]:
     try:
         x, y, w, h = (int(v) for v in text.split(","))

@@ -15,6 +15,8 @@ from .common import (
     Progress,
     build_options,
     each,
+    folder_only,
+    force_options,
     get_key,
     handle_errors,
     key_options,
@@ -56,7 +58,7 @@ PATHS = {"lossless": "from the sealed originals (bit-exact, no model)",
               help="cpu, cuda, or auto.")
 @click.option("--batch-size", default=DEFAULTS.runtime.batch_size, show_default=True,
               type=click.IntRange(1))
-@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@force_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")
 @timings_option
 @video_options
@@ -106,7 +108,7 @@ def recover(input, output, key_file, passphrase_stdin, model, method, meta, deni
         if media.is_video(src):
             return video(src, dst, prefix)
         media.check_output(dst, [src, meta, key_file], force)
-        fmt = media.output_format(dst)
+        media.output_format(dst)  # before the model runs
         progress = Progress(not quiet, prefix)
         try:
             result = api.recover(src, key, meta=meta, options=options, model=model,
@@ -114,16 +116,19 @@ def recover(input, output, key_file, passphrase_stdin, model, method, meta, deni
                                  timings=spent)
         finally:
             progress.close()
-        notes = [f"faces recovered {PATHS[result.method]}", *result.notes]
+        written = api.recovered_outputs(result, dst, [f"faces recovered {PATHS[result.method]}"])
         with spent.phase("writing"):
-            media.write_atomic(dst, result.encode(fmt, notes))
-        return len(result.faces), notes
+            api.publish(written, replace=force)
+        return written.faces, written.notes
 
     if not src.is_dir():
+        folder_only(options, src)
         run_one(src, dst, one, quiet, "recovered")
         print_timings(spent, timings)
         return
+    from .. import api
+
     plan = batch.plan(src, dst, lambda p: batch.recovered_name(p, options.video.codec),
-                      force=force)
+                      force=force, resume=api.resume_check(options.output, anonymized=False))
     run_folder(plan, dst, quiet, "recovered", each(one))
     print_timings(spent, timings, f" ({len(plan.items)} file(s))")

@@ -70,7 +70,8 @@ def detect(input, output, model, quiet, **params) -> None:
     backbone = api.get_model(model, options=options)  # its framing and crop size
     regions, skipped = api.find_regions(loaded.pixels, options=options, model=backbone)
     preview = faces.draw_preview(loaded.pixels, regions, skipped)
-    media.write_atomic(output, images.encode_image(preview, fmt))
+    media.write_atomic(output, images.encode_image(preview, fmt),
+                       replace=options.output.force)
     for line in loaded.notes:
         note(f"{input}: {line}")
     report = {

@@ -62,7 +62,8 @@ def pull(name: str, revision: str | None = None) -> Pulled:
     from ..media import write_atomic
 
     pulled_path().parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(pulled_path(), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(pulled_path(), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(),
+                 replace=True)
     return done
 
 

@@ -418,7 +418,7 @@ def _check_run(report_dir: Path, config: dict) -> None:
                     f"({'; '.join(diff)}); use another report folder, or delete this one "
                     "to start over")
             return
-    media.write_atomic(path, (json.dumps(config, indent=2) + "\n").encode())
+    media.write_atomic(path, (json.dumps(config, indent=2) + "\n").encode(), replace=True)
 
 
 def _append(fh, row: dict) -> None:

@@ -593,5 +593,7 @@ def write(report_dir: Path, metrics: dict, rows: Sequence[dict]) -> None:
     grid = _grid(report_dir, rows)
     sheet = realism_report.write_sheet(report_dir, rows)
     media.write_atomic(report_dir / METRICS,
-                        (json.dumps(metrics, indent=2, allow_nan=False) + "\n").encode())
-    media.write_atomic(report_dir / REPORT, render(metrics, hist, grid, rows, sheet).encode())
+                        (json.dumps(metrics, indent=2, allow_nan=False) + "\n").encode(),
+                        replace=True)
+    media.write_atomic(report_dir / REPORT, render(metrics, hist, grid, rows, sheet).encode(),
+                        replace=True)

@@ -1,19 +1,25 @@
 """What the pipeline hands back: an anonymized image with its record, a recovered image
-with its original metadata; and how any image input becomes decoded pixels."""
+with its original metadata; how any image input becomes decoded pixels; and what a
+result writes (:class:`Outputs`: format check, sidecar, no-face policy) and how it is
+published (:func:`publish`), the one way the command line, Ray, the web page and
+:meth:`Anonymized.save` turn a result into files."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .. import images, media
-from ..errors import InputError
+from ..errors import FaceveilError, InputError, NoFaceError
 from ..faces import FaceRegion
 from ..format import png
 from ..format.records import FaceData, Record
+from ..options import Output
 
 ImageInput = str | os.PathLike | bytes | np.ndarray | Image.Image | images.LoadedImage
 
@@ -57,10 +63,13 @@ class Anonymized:
         """The record as a sidecar file holds it (``--sidecar``, ``recover --meta``)."""
         return png.sidecar_bytes(self.record)
 
-    def save(self, path: str | os.PathLike, *, force: bool = False) -> None:
-        """Write the anonymized PNG atomically."""
+    def save(self, path: str | os.PathLike, *, force: bool = False,
+             sidecar: bool = False) -> None:
+        """Write the anonymized PNG (and with ``sidecar`` its record beside it) atomically;
+        an existing file is overwritten only with ``force``."""
         media.check_output(path, [], force)
-        media.write_atomic(path, self.png_bytes())
+        publish(anonymized_outputs(self, path, Output(sidecar=sidecar, force=force)),
+                replace=force)
 
     @property
     def image(self) -> Image.Image:
@@ -90,9 +99,120 @@ class Recovered:
         return images.encode_image(self.pixels, fmt, metadata=self.metadata, notes=notes)
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> None:
+        """Write the recovered image (format from the extension) atomically; an existing
+        file is overwritten only with ``force``."""
         media.check_output(path, [], force)
-        media.write_atomic(path, self.encode(media.output_format(path)))
+        publish(recovered_outputs(self, path), replace=force)
 
     @property
     def image(self) -> Image.Image:
         return Image.fromarray(self.pixels)
+
+
+# ---------------------------------------------------------------------------
+# What a result writes, and publishing it
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Outputs:
+    """What one result writes: ``files`` as (path, bytes), the main output first (it is
+    published last, see :class:`faceveil.media.Staged`); none for a file without a face
+    under the "skip" policy. ``faces`` and ``notes`` are what to say of it."""
+
+    files: list[tuple[Path, bytes]]
+    faces: int
+    notes: list[str]
+
+
+def anonymized_outputs(result: Anonymized | NoFaceError, dst: str | os.PathLike,
+                       output: Output, original: images.LoadedImage | None = None
+                       ) -> Outputs:
+    """The files of an anonymized image: ``dst`` (a PNG, its record in its chunk) and,
+    with ``output.sidecar``, the record beside it; for an image without a face (``result``
+    is the :class:`NoFaceError`), what ``output.no_face`` says: nothing, a copy of the
+    ``original`` pixels stripped of metadata, or the error raised.
+
+    Raises:
+        InputError: ``dst`` is not a .png name.
+        NoFaceError: no face, with the "error" policy.
+    """
+    from .. import batch
+
+    dst = media.anonymized_output(dst)
+    if isinstance(result, NoFaceError):
+        files: list[tuple[Path, bytes]] = []
+
+        def copy() -> None:
+            if original is None:
+                raise result
+            files.append((dst, images.encode_image(original.pixels, "PNG")))
+
+        notes = batch.no_face(output.no_face, result, copy)
+        return Outputs(files, 0, [*(original.notes if original else []), *notes])
+    files = [(dst, result.png_bytes())]
+    if output.sidecar:
+        files.append((media.sidecar_path(dst), result.sidecar_bytes()))
+    return Outputs(files, len(result.regions),
+                   list(result.notes) + batch.left_out_notes(result.skipped))
+
+
+def recovered_outputs(result: Recovered, dst: str | os.PathLike,
+                      notes: Sequence[str] = ()) -> Outputs:
+    """The file of a recovered image: ``dst`` in the format its extension names, its
+    original metadata restored (what that format cannot hold joins the notes).
+
+    Raises:
+        InputError: an extension faceveil cannot write.
+    """
+    dst = Path(dst)
+    said = [*notes, *result.notes]
+    data = result.encode(media.output_format(dst), said)
+    return Outputs([(dst, data)], len(result.faces), said)
+
+
+def publish(outputs: Outputs, *, replace: bool) -> None:
+    """Write ``outputs`` atomically (:func:`faceveil.media.write_all`): a name taken
+    meanwhile is never overwritten unless ``replace`` (``--force``).
+
+    Raises:
+        OutputExistsError: a name was taken meanwhile (nothing of this result stays).
+        InputError: the files cannot be written (a full disk, permissions).
+    """
+    if outputs.files:
+        media.write_all(outputs.files, replace=replace)
+
+
+def incomplete(outputs: Sequence[Path], *, anonymized: bool, copies: bool = False
+               ) -> str | None:
+    """Why a finished run's outputs (the main output first, then its sidecar) are not
+    complete and valid, or None when they are (``--skip-existing``): every file there, the
+    image decodes in full, and for an anonymized image its record verifies (digest) and
+    matches its sidecar. ``copies``: a PNG without a record counts (``--no-face copy``).
+    Checked without the key, so another run's output is kept, never redone."""
+    main, *rest = outputs
+    missing = [p.name for p in outputs if not p.is_file()]
+    if missing:
+        return "missing " + ", ".join(missing)
+    if media.is_video(main):
+        return None  # published atomically, so there whole; not decoded again
+    try:
+        loaded = load(main)
+        record = png.from_text_chunks(loaded.text) if anonymized else None
+        if anonymized and record is None and not copies:
+            return f"{main.name} has no faceveil record"
+        for side in rest:
+            if record is None or png.read_sidecar(side).digest != record.digest:
+                return f"{side.name} does not match {main.name}"
+    except FaceveilError as e:
+        return str(e)
+    return None
+
+
+def resume_check(output: Output, *, anonymized: bool):
+    """What ``--skip-existing`` asks of a planned folder item (for
+    :func:`faceveil.batch.plan`'s ``resume``), or None without it."""
+    if not output.skip_existing:
+        return None
+    copies = output.no_face == "copy"
+    return lambda item: incomplete(item.outputs, anonymized=anonymized, copies=copies)

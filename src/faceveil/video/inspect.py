@@ -19,7 +19,7 @@ def inspect_video(src: str | os.PathLike, meta: str | os.PathLike | None = None,
     src = Path(src)
     if export is not None:
         media.check_output(export, [src, meta], force)
-        with media.Staged([export]) as staged:
+        with media.Staged([export], replace=force) as staged:
             with open(staged.temps[0], "wb") as out:
                 for data in io.raw_records(src, meta):
                     out.write(bytes(data).rstrip(b"\n") + b"\n")

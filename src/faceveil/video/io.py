@@ -465,10 +465,11 @@ def read_frames(path: str | os.PathLike) -> Iterator[tuple[float, np.ndarray]]:
         inp.close()
 
 
-def copy_without_records(src: Path, dst: Path) -> None:
-    """Copy a clip without its record stream (``--no-face copy``), atomically."""
+def copy_without_records(src: Path, dst: Path, *, replace: bool) -> None:
+    """Copy a clip without its record stream (``--no-face copy``), atomically (an existing
+    ``dst`` replaced only with ``replace``)."""
     av = require_av()
-    with media.Staged([dst]) as staged:
+    with media.Staged([dst], replace=replace) as staged:
         with av.open(str(src)) as inp, av.open(str(staged.temps[0]), "w",
                                                format=MUXERS[dst.suffix.lower()]) as out:
             keep = {}

@@ -153,7 +153,7 @@ def anonymize_video(src: str | os.PathLike, dst: str | os.PathLike, key: KeySour
                          "lost")
     result = VideoResult(dst, codec=codec)
     try:
-        with media.Staged(outputs) as staged:
+        with media.Staged(outputs, replace=out.force) as staged:
             run = _AnonymizeRun(inp, staged, result, codec, secret, params, backbone, options,
                                 progress)
             for frame in inp.frames(run.writer.packet):
@@ -169,7 +169,7 @@ def anonymize_video(src: str | os.PathLike, dst: str | os.PathLike, key: KeySour
                 raise NoFaceError(f"no face found in the {result.frames} frame(s) of "
                                   f"{str(src)!r}")
             if out.no_face == "copy":
-                io.copy_without_records(staged.temps[0], dst)
+                io.copy_without_records(staged.temps[0], dst, replace=out.force)
                 result.notes.append("no face found: copied without faceveil records")
             else:
                 result.notes.append("no face found: nothing written")
@@ -384,7 +384,7 @@ def recover_video(src: str | os.PathLike, dst: str | os.PathLike, key: KeySource
         pending.clear()
 
     try:
-        with media.Staged([dst]) as staged:
+        with media.Staged([dst], replace=options.output.force) as staged:
             writer = io.LazyWriter(staged.temps[0], dst.suffix.lower(), codec,
                                    options.video.crf, inp, records=False, metadata=metadata)
             for frame in inp.frames(writer.packet):
@@ -461,7 +461,7 @@ def detect_video(src: str | os.PathLike, dst: str | os.PathLike, *,
             progress(count["frames"], inp.frames_hint)
 
     try:
-        with media.Staged([dst]) as staged:
+        with media.Staged([dst], replace=options.output.force) as staged:
             writer = io.LazyWriter(staged.temps[0], dst.suffix.lower(), codec,
                                    options.video.crf, inp, records=False)
             for frame in inp.frames(writer.packet):
