@@ -153,6 +153,7 @@ def _opens_with(path: Path, key: keys.KeySource) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_two_runs_into_one_folder_lose_nothing(tmp_path, pixel_model):
     """Two processes, different keys, one output folder, started together: each output
     on disk opens with the key of the run that reported it written, nothing reported
@@ -187,20 +188,27 @@ def test_two_runs_into_one_folder_lose_nothing(tmp_path, pixel_model):
     assert temps(out) == []
 
 
-def _kill_and_resume(tmp_path: Path, pixel_model, rounds: int, seed: int) -> None:
-    src = _folder(tmp_path, 6)
+def _kill_and_resume(tmp_path: Path, pixel_model, rounds: int, seed: int,
+                     term: bool = False) -> None:
+    """``rounds`` runs killed (SIGKILL) at random points, then one that completes the
+    folder with ``--skip-existing``; ``term``: first one ended by SIGTERM, which leaves
+    no temporary file and exits 143."""
+    src = _folder(tmp_path, 4)
     out = tmp_path / "out"
     key_path = tmp_path / "k.key"
     keys.generate_key_file(key_path)
     rng = random.Random(seed)
-    for _ in range(rounds):
+    for k in range(rounds + term):
         proc = subprocess.Popen(_command("anonymize", src, out, key_path, pixel_model,
                                          "--sidecar", "--skip-existing", "-q"),
                                 env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 6.0))
-        proc.send_signal(signal.SIGKILL)
+        time.sleep(rng.uniform(1.0, 7.0))
+        proc.send_signal(signal.SIGTERM if term and k == 0 else signal.SIGKILL)
         proc.wait()
+        if term and k == 0:
+            assert proc.returncode in (0, 143)  # 0: it had finished
+            assert not out.exists() or temps(out) == []
         for p in out.glob("*.png") if out.exists() else ():  # whatever is there is whole
             png.read(p)
     r = subprocess.run(_command("anonymize", src, out, key_path, pixel_model, "--sidecar",
@@ -209,7 +217,7 @@ def _kill_and_resume(tmp_path: Path, pixel_model, rounds: int, seed: int) -> Non
     assert r.returncode == 0, r.stderr
     assert temps(out) == []
     key = keys.KeySource.from_key_file(key_path)
-    for i in range(6):
+    for i in range(4):
         image = out / f"f{i:02d}.png"
         assert _opens_with(image, key)
         assert png.read_sidecar(image.with_name(image.stem + ".faceveil.json")).digest == \
@@ -217,7 +225,7 @@ def _kill_and_resume(tmp_path: Path, pixel_model, rounds: int, seed: int) -> Non
 
 
 def test_killed_runs_resume_with_skip_existing(tmp_path, pixel_model):
-    _kill_and_resume(tmp_path, pixel_model, rounds=1, seed=1)
+    _kill_and_resume(tmp_path, pixel_model, rounds=1, seed=1, term=True)
 
 
 @pytest.mark.slow

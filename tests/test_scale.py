@@ -5,8 +5,11 @@ hook that makes any file named ``crash-*`` kill the worker process outright, as 
 segfault or an out-of-memory kill would, to test that a lost worker fails only its files.
 """
 
+import errno
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,14 +131,35 @@ def test_outputs_follow_the_folder_rules(local_ray, tmp_path, dataset, pixel_mod
         [*inputs, "face0_png.png", "face1_png.png", "face2_png.png"])
 
 
-def test_a_dead_worker_fails_only_its_files(local_ray, tmp_path, dataset, pixel_model):
-    src, key, _ = dataset
+def test_a_dead_worker_or_a_full_disk_fails_only_its_files(local_ray, tmp_path, dataset,
+                                                            pixel_model, monkeypatch, capfd):
+    """A worker killed on one file, the disk full for another's output, an unreadable
+    third: each is reported as failed as the plain run reports it, the others are
+    written, the summary is printed, and no traceback reaches the terminal."""
+    from click.testing import CliRunner
+
+    src, _, key_path = dataset
     Image.fromarray(smooth_image(seed=9)).save(src / "crash-me.png")
-    report = _anonymize(src, tmp_path / "anon", key, pixel_model)
-    failed = dict(report.failed)
-    assert "Ray worker died twice" in failed["crash-me.png"]
-    assert sorted(n for n, _, _ in report.done) == ["face0.png", "face1.png", "face2.png"]
-    assert not (tmp_path / "anon" / "crash-me.png").exists()
+    real = Path.write_bytes
+
+    def full_disk(self, data):  # the driver writes every output
+        if self.name.startswith(".face1.png."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    anon = tmp_path / "anon"
+    r = CliRunner().invoke(main, ["anonymize", str(src), "-o", str(anon), "-k", str(key_path),
+                                  "-m", str(pixel_model), "--aligned", "--steps", str(STEPS),
+                                  "--ray", "--device", "cpu"])
+    assert r.exit_code == 1, r.output
+    assert "crash-me.png: FAILED: its Ray worker died twice" in r.output
+    assert "face1.png: FAILED: cannot write" in r.output and "No space left" in r.output
+    assert "broken.jpg: FAILED" in r.output
+    assert "anonymized 2 face(s) in 2 image(s); 3 failed" in r.output
+    assert sorted(p.name for p in anon.iterdir()) == ["face0.png", "face2.png"]
+    out, err = capfd.readouterr()
+    assert "Traceback" not in r.output + out + err
 
 
 def test_a_model_that_does_not_load_fails_each_file(local_ray, tmp_path, dataset):
@@ -244,3 +268,57 @@ def test_transport_sealing_round_trip():
         scale._Receiver().open(sealed)
     key = keys.KeySource.from_passphrase("correct horse")
     assert scale._key_from_payload(scale._key_payload(key)) == key
+
+
+LEAK_PROBE = """
+import glob, json, os, sys
+from pathlib import Path
+from faceveil import keys, scale
+from faceveil.options import Options
+
+secret = os.environ["FACEVEIL_PASSPHRASE"].encode()
+leaks = set()
+
+def look(name, ok):  # on the driver, while Ray's processes are up
+    for env in glob.glob("/proc/[0-9]*/environ"):
+        pid = int(env.split("/")[2])
+        try:
+            data = Path(env).read_bytes()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\\0", b" ")[:80]
+        except OSError:
+            continue
+        if pid != os.getpid() and secret in data:
+            leaks.add(cmd.decode(errors="replace"))
+
+report = scale.anonymize_folder(sys.argv[1], sys.argv[2],
+                                keys.KeySource.from_passphrase(secret.decode()),
+                                model=sys.argv[3], workers=1, num_cpus=1, progress=look,
+                                options=Options.of(aligned=True, steps=2, device="cpu",
+                                                   kdf=json.loads(sys.argv[4])))
+print(json.dumps({"leaks": sorted(leaks), "done": len(report.done),
+                  "kept": os.environ.get("FACEVEIL_PASSPHRASE") == secret.decode()}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_the_passphrase_never_reaches_rays_processes(tmp_path, dataset, pixel_model):
+    """FACEVEIL_PASSPHRASE is not in the environment of any process a local Ray starts
+    (gcs_server, raylet, workers): the key reaches the workers only sealed. A fresh
+    interpreter, so that the run starts its own Ray."""
+    import json
+
+    from .conftest import FAST_KDF
+
+    src, _, _ = dataset
+    (src / "broken.jpg").unlink()
+    phrase = "i27-" + os.urandom(8).hex()
+    env = {**os.environ, "FACEVEIL_PASSPHRASE": phrase, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    r = subprocess.run([sys.executable, "-c", LEAK_PROBE, str(src), str(tmp_path / "anon"),
+                        str(pixel_model), json.dumps(FAST_KDF)], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["done"] == 3 and result["kept"]
+    assert result["leaks"] == []

@@ -261,7 +261,7 @@ class Report:
         return sum(n for _, n, _ in self.done)
 
 
-def _plan(src: Path, dst: Path, name, protected: Sequence, options: Options,
+def _plan(src: Path, dst: Path, op: str, name, protected: Sequence, options: Options,
           report: Report) -> list[tuple[str, Path, Path]]:
     """The folder's images and their outputs, by the planner of every folder run
     (:func:`faceveil.batch.plan`); an output that would overwrite a protected file fails
@@ -273,7 +273,7 @@ def _plan(src: Path, dst: Path, name, protected: Sequence, options: Options,
                          "without --ray")
     out = options.output
     planned = batch.plan(src, dst, name, sidecar=out.sidecar, force=out.force, videos=False,
-                         resume=resume_check(out, anonymized=name is batch.anonymized_name))
+                         resume=resume_check(out, anonymized=op == "anonymize"))
     report.notes += planned.notes()
     dst.mkdir(parents=True, exist_ok=True)
     plan = []
@@ -295,7 +295,11 @@ def _connect(address: str | None, num_cpus: int | None):
     ray = _require_ray()
     import logging
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Ray Data logs each task a dead worker took with it as an error with a full
+    # traceback; those files are retried and, if lost again, reported as failed, so its
+    # log says nothing more (FACEVEIL_DEBUG=1 shows it).
+    logging.getLogger("ray.data").setLevel(
+        logging.WARNING if os.environ.get("FACEVEIL_DEBUG") else logging.CRITICAL)
     if ray.is_initialized():
         return ray, False
 
@@ -359,7 +363,7 @@ def _run(op: str, src, dst, key: KeySource, *, options: Options, name,
 
         parse_reference(model)  # fail early on a --model that names nothing
     report = Report()
-    plan = _plan(Path(src), Path(dst), name, protected, options, report)
+    plan = _plan(Path(src), Path(dst), op, name, protected, options, report)
     if not plan:
         return report
     ray, started = _connect(address, num_cpus)

@@ -3,14 +3,18 @@ command needs, the fast ones (``keygen``, ``inspect``) included, so this imports
 click and faceveil's errors.
 
 Exit status: 0 success, 1 bad input or usage, 2 command-line syntax, 3 wrong key,
-4 missing/corrupt/modified metadata, 5 model problem, 6 no face found, 70 a bug.
+4 missing/corrupt/modified metadata, 5 model problem, 6 no face found, 70 a bug,
+130 interrupted, 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import click
@@ -29,13 +33,15 @@ def handle_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _terminate_cleanly():
                 warnings.showwarning = _show_warning
                 return func(*args, **kwargs)
         except FaceveilError as e:
             fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except _Terminated:
+            fail("terminated", 143)
         except BrokenPipeError:  # the reader of our output went away (`| head`): not an error
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
@@ -48,6 +54,28 @@ def handle_errors(func):
             fail(f"unexpected {type(e).__name__}: {e} (set FACEVEIL_DEBUG=1 for details)", 70)
 
     return wrapper
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the program is so that it unwinds as after Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    """While a command runs, SIGTERM (``kill``, a job scheduler) ends it as Ctrl-C does:
+    the files being written are removed on the way out, not left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

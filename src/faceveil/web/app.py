@@ -50,12 +50,14 @@ missing/corrupt/modified metadata, 5 model, 6 no face, 70 a bug) and ``kind`` na
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -96,6 +98,8 @@ from .store import (
     Photo,
     Store,
 )
+
+DOWNLOAD = Path("faceveil.png")  # the name results are made under: a PNG, sent as bytes
 
 log = logging.getLogger("faceveil.web")
 
@@ -230,12 +234,15 @@ class WebApp:
                                                     // options.runtime.batch_size)
             result = api.anonymize(photo.loaded, key, options=options, model=backbone,
                                    regions=regions, progress=job.progress)
-            summary = {"faces": len(result.regions),
-                       "notes": result.notes + batch.left_out_notes(result.skipped),
+            # What the command line would write, as bytes (the page's downloads).
+            written = api.anonymized_outputs(result, DOWNLOAD,
+                                             dataclasses.replace(options.output,
+                                                                 sidecar=sidecar))
+            summary = {"faces": written.faces, "notes": written.notes,
                        "anonymized": [batch.face_json(r.index, r) for r in result.regions],
                        "excluded": sorted(excluded)}
-            side = result.sidecar_bytes() if sidecar else None
-            return summary, result.png_bytes(), side
+            data = [blob for _, blob in written.files]
+            return summary, data[0], data[1] if sidecar else None
 
         return JSONResponse({"job": self._submit(job, work)}, status_code=202)
 
@@ -281,9 +288,8 @@ class WebApp:
         def work():
             result = api.recover(file.loaded, key, meta=meta, options=options,
                                  progress=job.progress)
-            notes = list(result.notes)
-            data = result.encode("PNG", notes)
-            return {"faces": len(result.faces), "notes": notes}, data, None
+            written = api.recovered_outputs(result, DOWNLOAD)
+            return {"faces": written.faces, "notes": written.notes}, written.files[0][1], None
 
         return JSONResponse({"job": self._submit(job, work)}, status_code=202)
 
