@@ -149,9 +149,7 @@ def plan(src: Path, dst: Path, name: Callable[[Path], str], *, sidecar: bool = F
         outputs = outputs_of(target, sidecar)
         taken |= {key(p) for p in outputs}
         result.items.append(Item(path, target, outputs))
-    if dst.is_dir():
-        result.cleaned = media.clean_stale(dst, {p.name for item in result.items
-                                                 for p in item.outputs})
+    names = {p.name for item in result.items for p in item.outputs}
     if resume is not None:
         result.items = [item for item in result.items if not _resumed(item, resume, result)]
     existing = [p.name for item in result.items for p in item.outputs if p.exists()]
@@ -159,6 +157,8 @@ def plan(src: Path, dst: Path, name: Callable[[Path], str], *, sidecar: bool = F
         more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
         raise InputError(f"{len(existing)} output(s) exist in {str(dst)!r} "
                          f"({', '.join(existing[:5])}{more}); use --force to overwrite them")
+    if dst.is_dir():
+        result.cleaned = media.clean_stale(dst, names)
     return result
 
 
