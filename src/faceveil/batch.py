@@ -180,15 +180,16 @@ def _resumed(item: Item, resume: Callable[[Item], str | None], result: Plan) -> 
     return False
 
 
-def no_face(policy: str, error: NoFaceError, copy: Callable[[], None]) -> list[str]:
+def no_face(policy: str, error: NoFaceError, copy: Callable[[], None],
+            copied: str = "copied without metadata") -> list[str]:
     """What a file without a face gets, by ``policy`` (``Output.no_face``): nothing
-    ("skip"), a copy stripped of metadata ("copy": ``copy()`` writes it), or the error
-    ("error"). Returns the note to give."""
+    ("skip"), a copy ("copy": ``copy()`` makes it; ``copied`` says what it left out), or
+    the error ("error"). Returns the note to give."""
     if policy == "error":
         raise error
     if policy == "copy":
         copy()
-        return ["no face found: copied without metadata"]
+        return [f"no face found: {copied}"]
     return ["no face found: nothing written"]
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import faces, images, media
+from .. import batch, faces, images, media
 from ..diffusion.backends import backend_for, get_model
 from ..errors import FaceveilError, InputError, NoFaceError
 from ..format import auth, clip
@@ -165,14 +165,13 @@ def anonymize_video(src: str | os.PathLike, dst: str | os.PathLike, key: KeySour
             if result.faces:
                 staged.commit()
                 return result
-            if out.no_face == "error":
-                raise NoFaceError(f"no face found in the {result.frames} frame(s) of "
-                                  f"{str(src)!r}")
-            if out.no_face == "copy":
-                io.copy_without_records(staged.temps[0], dst, replace=out.force)
-                result.notes.append("no face found: copied without faceveil records")
-            else:
-                result.notes.append("no face found: nothing written")
+            error = NoFaceError(f"no face found in the {result.frames} frame(s) of "
+                                f"{str(src)!r}")
+            result.notes += batch.no_face(
+                out.no_face, error, lambda: io.copy_without_records(staged.temps[0], dst,
+                                                                   replace=out.force),
+                copied="copied without faceveil records")
+            if out.no_face != "copy":
                 result.output = None
             return result
     finally:
