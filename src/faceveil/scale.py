@@ -7,11 +7,12 @@ On a laptop a local Ray runs every CPU core (or GPU) in parallel; on a cluster
             existing outputs) -> a Ray Dataset of (name, path) rows
     Ray:    map_batches -> one model actor per worker (model loaded once, on its CPU
             or GPU) reads each file, runs the faceveil API, returns the output bytes
-    driver: writes each output atomically under the input's name, as results stream in
+    driver: publishes each output as results stream in (pipeline.results.publish)
 
 The driver writes every output, so the rules of the plain folder run hold unchanged:
 atomic writes (never half a file, even on Ctrl-C), no input ever overwritten, existing
-outputs refused without ``force``. Workers must see DIR at the same path (a shared
+outputs refused without ``force`` (and a name another run takes meanwhile never
+overwritten), ``skip_existing`` to resume. Workers must see DIR at the same path (a shared
 file system on a cluster); outputs only need to be reachable from the driver.
 
 Keys never travel in clear. The driver starts a key-broker actor, which makes an
@@ -24,8 +25,8 @@ of the driver, the broker and the model actors, and the broker is killed when th
 ends. Ray itself is not a security boundary: anyone who can run code on the cluster's
 nodes can read those processes' memory, so run on nodes you trust.
 
-A file that fails (unreadable, no face with ``no_face="error"``, wrong key) is reported
-and the others go on. If a worker process dies (a crash, the OOM killer), the files it
+A file that fails (unreadable, no face with ``no_face="error"``, wrong key, an output
+that cannot be written) is reported and the others go on. If a worker process dies (a crash, the OOM killer), the files it
 held are tried once more, each on its own; a file that kills its worker twice is
 reported as failed and the others are written.
 """
