@@ -26,9 +26,9 @@ ends. Ray itself is not a security boundary: anyone who can run code on the clus
 nodes can read those processes' memory, so run on nodes you trust.
 
 A file that fails (unreadable, no face with ``no_face="error"``, wrong key, an output
-that cannot be written) is reported and the others go on. If a worker process dies (a crash, the OOM killer), the files it
-held are tried once more, each on its own; a file that kills its worker twice is
-reported as failed and the others are written.
+that cannot be written) is reported and the others go on. If a worker process dies (a
+crash, the OOM killer), the files it held are tried once more, each on its own; a file
+that kills its worker twice is reported as failed and the others are written.
 """
 
 from __future__ import annotations
