@@ -266,11 +266,9 @@ def box_region(pixels: np.ndarray, box: Sequence[int], *, model: Backbone | str 
 
 def resolution_notes(regions: Sequence[FaceRegion], model: Backbone | str | None = None
                      ) -> list[str]:
-    """Warnings for faces much larger than the model's crops (they come out soft)."""
-    from . import faces
-
-    return faces.resolution_notes(regions,
-                                  backends.get_model(model, backend="auto").image_size)
+    """Warnings for faces much larger than the model's crops (they come out soft), with
+    what to do about it."""
+    return anon.resolution_notes(regions, backends.get_model(model, backend="auto"))
 
 
 # ---------------------------------------------------------------------------

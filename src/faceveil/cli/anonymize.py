@@ -33,6 +33,7 @@ from .common import (
     handle_errors,
     key_options,
     model_option,
+    note,
     print_timings,
     process_age,
     ray_options,
@@ -273,6 +274,12 @@ def anonymize(input, output, key_file, passphrase_stdin, model, mask, report, qu
     and moved with their head, and each frame's original faces are sealed in the clip.
     """
     options = build_options(params)
+    if model is None and not quiet:  # which model runs, when something chose the default
+        from ..diffusion.hub import default_model
+
+        said = default_model().note()
+        if said:
+            note(said)
     key = get_key(key_file, passphrase_stdin, confirm=True)
     src, dst = Path(input), Path(output)
     if use_ray or ray_address:

@@ -145,7 +145,9 @@ def serve_command(host, port, model, steps, detector, threshold, min_face, devic
     sock = bind(host, port)
     app = None
     try:
-        click.echo("loading the model...", err=True)
+        from ..diffusion.hub import default_model
+
+        click.echo(f"loading the model {model or default_model().name}...", err=True)
         app = create_app(settings)
         url = url_of(sock, host)
         logging.basicConfig(format="faceveil: %(message)s", level=logging.INFO, stream=sys.stderr)
