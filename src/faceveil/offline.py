@@ -3,9 +3,13 @@
 Anonymizing, recovering, detecting, inspecting and the web page never reach the network
 (``tests/test_network.py`` watches every socket call). Two libraries would otherwise:
 
-* onnxruntime carries a telemetry client (Microsoft's 1DS, ``*.events.data.microsoft.com``)
-  that its Python API switches off: :func:`onnxruntime` imports it that way, for the face
-  detector and the built-in model alike;
+* onnxruntime (1.32 on Linux) carries a telemetry client (Microsoft's 1DS): each
+  process that made a session looked up ``mobile.events.data.microsoft.com`` and kept a
+  device id and a queue of events in ``~/.cache/Microsoft/DeveloperTools/.onnxruntime``.
+  ``onnxruntime.disable_telemetry_events()`` alone did not stop the lookups; the
+  environment variable ``ORT_DISABLE_TELEMETRY=1``, set before onnxruntime is imported,
+  stops both (measured with strace). :func:`onnxruntime` is the one door through which
+  faceveil imports it (the face detector and the built-in model);
 * the Hugging Face libraries look things up on the hub and send telemetry unless told
   not to; faceveil only ever reads their cache (``local_files_only``), and the command
   line also sets their offline and no-telemetry switches (:func:`hub_offline`) for every
@@ -31,7 +35,9 @@ def hub_offline(offline: bool = True) -> None:
 
 
 def onnxruntime() -> ModuleType:
-    """onnxruntime, imported with its telemetry events switched off."""
+    """onnxruntime, imported with its telemetry switched off (a program that imported it
+    before faceveil did must set ``ORT_DISABLE_TELEMETRY=1`` itself)."""
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # read by onnxruntime's native code
     import onnxruntime as ort
 
     ort.disable_telemetry_events()
