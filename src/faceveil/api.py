@@ -97,7 +97,7 @@ def anonymize(image: ImageInput, key: KeySource, *, options: Options | None = No
         options: :class:`~faceveil.options.Options` (sampling, detection, protection,
             runtime); default: :data:`faceveil.options.DEFAULTS`.
         model: a loaded backbone, a preset name, a diffusers folder or a hub id
-            (default: the built-in model).
+            (default: the default model, :func:`faceveil.diffusion.hub.default_model`).
         regions: explicit face regions (skips detection).
         mask: boolean (H, W) mask of what to replace (white = replace); implies an
             aligned input.

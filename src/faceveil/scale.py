@@ -457,7 +457,7 @@ def anonymize_folder(
         options: the run's :class:`~faceveil.options.Options` (sampling, detection,
             protection; ``runtime.device``: "cpu", "cuda" (one GPU per worker) or
             "auto"; ``output``: sidecar, no-face policy, force).
-        model: a preset, folder or hub id (each worker loads it; default: built-in).
+        model: a preset, folder or hub id (each worker loads it; default: the default model).
         address: a Ray cluster (``"auto"``, ``"ray://head:10001"``); default: the Ray
             already initialized in this process, else a new local one.
         workers: model actors (default: one per GPU, or one per CPU).

@@ -185,7 +185,8 @@ class _Anonymizer:
               help="Output PNG, clip (.mkv or .mp4) for a video INPUT, or output folder "
                    "when INPUT is a folder.")
 @key_options
-@model_option("Preset name, local diffusers folder or Hugging Face id (default: built-in).")
+@model_option("Preset name, local diffusers folder or Hugging Face id (default: the "
+              "default model, see `faceveil models`).")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None,
               help=f"DDIM steps [default: {_S.steps} with sealed originals, {_D.steps} "
                    "without].")

@@ -27,7 +27,8 @@ from .common import (
               help="Preview image (format from the extension: .png, .jpg, ...): boxes, "
                    "masks and numbers of the faces found; for a clip, a preview clip "
                    "(.mkv or .mp4) with each face's track number.")
-@model_option("Model whose crop framing and resolution to use (default: built-in).")
+@model_option("Model whose crop framing and resolution to use (default: the default "
+              "model, see `faceveil models`).")
 @click.option("--box", "boxes", multiple=True, metavar="X,Y,W,H", help="Add a face (repeatable).")
 @click.option("--exclude", multiple=True, type=int, metavar="N", help="Leave face N out.")
 @detection_options

@@ -85,7 +85,8 @@ def url_of(sock: socket.socket, host: str) -> str:
               type=click.IntRange(0, 65535), help="Port; 0 picks a free one (printed).")
 @click.option("--model", "-m", default=None, metavar="ID_OR_DIR",
               help="Model to anonymize with: preset, local diffusers folder or Hugging Face "
-                   "id (default: built-in). Recovery uses the model each file names.")
+                   "id (default: the default model, see `faceveil models`). Recovery uses "
+                   "the model each file names.")
 @click.option("--steps", default=None, type=click.IntRange(1, 1000),
               help="DDIM steps for anonymization [default: as anonymize: 25 with "
                    "sealed originals].")
