@@ -344,9 +344,11 @@ def _run(op: str, src, dst, key: KeySource, *, options: Options, name,
 
     t0 = time.perf_counter()
     _require_ray()
-    if model is not None:
-        from .diffusion.hub import parse_reference
+    from .diffusion.hub import default_model, parse_reference
 
+    if model is None and op == "anonymize":
+        model = default_model().name  # this machine's default, not each worker's
+    if model is not None:
         parse_reference(model)  # fail early on a --model that names nothing
     report = Report()
     plan = _plan(Path(src), Path(dst), name, protected, options, report)
