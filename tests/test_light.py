@@ -48,16 +48,17 @@ def test_the_default_path_runs_without_the_models_extra(tmp_path):
         ["recover", tmp_path / "diffused.png", "-o", tmp_path / "x3.png", *k],
         ["anonymize", photo, "-o", tmp_path / "x4.png", "--model", "someone/model", *k],
         ["models", "pull", "ldm-celebahq-256"],
+        ["eval", tmp_path / "none", "-o", tmp_path / "report"],
     ], tmp_path, hidden=MODELS_EXTRA,
         trace=tmp_path / "strace.log" if strace_works() else None)
     codes = [r["code"] for r in report["results"]]
-    assert codes == [0, 0, 0, 0, 0, 5, 5, 5, 5, 5], report["results"]
+    assert codes == [0, 0, 0, 0, 0, 5, 5, 5, 5, 5, 5], report["results"]
     for r in report["results"][5:]:
         assert EXTRA in r["stderr"] and "Traceback" not in r["stderr"], r["stderr"]
     assert not any(m in report["loaded"] for m in MODELS_EXTRA)
     assert "onnxruntime" in report["loaded"]
     assert report["network"] == [] and not (tmp_path / ".cache" / "Microsoft").exists()
-    assert not list(tmp_path.glob("x*.png"))
+    assert not list(tmp_path.glob("x*.png")) and not (tmp_path / "report").exists()
     # Sealed originals: bit-exact without torch.
     assert np.array_equal(images.load_image(tmp_path / "back.png").pixels,
                           images.load_image(photo).pixels)

@@ -43,7 +43,8 @@ def handle_errors(func):
         except MemoryError:
             fail("out of memory (try a smaller --batch-size or a smaller image)", 1)
         except Exception as e:  # a bug: say so briefly, full trace on request
-            missing = MissingExtraError.of(e)  # eval, Ray, training: torch at their root
+            ctx = click.get_current_context(silent=True)  # `models pull`, Ray: torch at root
+            missing = MissingExtraError.of(e, ctx.command_path if ctx else "this command")
             if missing is not None:
                 fail(str(missing), missing.exit_code)
             if os.environ.get("FACEVEIL_DEBUG"):

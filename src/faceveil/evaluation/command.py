@@ -96,6 +96,9 @@ def eval_command(data, report_dir, key_file, model, aligned, pairs, pairs_by_nam
     faceveil eval frl/ -o report/ --pairs-by-name --jpeg none --diversity-keys 1
     """
     try:
+        from ..diffusion.backends import require_torch
+
+        require_torch("faceveil eval")  # its measures run on torch: exit 5 without it
         from . import evaluate
         from .report import summary_table
 
