@@ -110,6 +110,13 @@ def test_a_deleted_default_is_exit_5_with_the_pull_command_never_a_fallback(mach
     assert r.exit_code == 5, r.output
     assert f"faceveil models pull {REPO}" in r.output and "models default builtin" in r.output
     assert not (tmp / "a.png").exists()
+    # A default folder that went away: the same, naming where the default came from.
+    folder = make_pixel_model(tmp / "mine")
+    assert run("models", "default", folder).exit_code == 0
+    shutil.rmtree(folder)
+    r = anonymize(tmp, "a.png")
+    assert r.exit_code == 5 and "settings.json" in r.output and "default builtin" in r.output
+    assert not (tmp / "a.png").exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])

@@ -255,7 +255,14 @@ def set_default_model(name: str) -> DefaultModel:
 def parse_reference(spec: str | None) -> dict:
     """Turn what a user typed into a model reference: preset, folder or hub id (None:
     the default model, :func:`default_model`)."""
-    spec = spec or default_model().name
+    if not spec:
+        chosen = default_model()
+        try:
+            return parse_reference(chosen.name)
+        except ModelError as e:  # a default folder that went away, a bad $FACEVEIL_MODEL
+            raise ModelError(f"{e} (the default model, chosen by {chosen.source}; `faceveil "
+                             f"models default {BUILTIN}` goes back to the built-in model)"
+                             ) from None
     if spec in PRESETS:
         return {"preset": spec}
     path = Path(spec).expanduser()
