@@ -23,6 +23,7 @@ from faceveil.pipeline.anonymize import resolution_notes
 from .conftest import smooth_image
 from .tinymodels import make_latent_model, make_pixel_model
 
+pytestmark = pytest.mark.slow  # tiny models built and loaded through torch
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPO = "someone/tiny-default"
 
