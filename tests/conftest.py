@@ -13,6 +13,9 @@ from faceveil import keys
 from .tinymodels import make_pixel_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+# Runs without --model use the built-in model, whatever default this machine has chosen
+# (tests of the default model itself unset it).
+os.environ["FACEVEIL_MODEL"] = "builtin"
 # As the command line does (faceveil.cli): OpenMP threads wait passively, so test modules
 # that load torch before the CLI do not spin on a busy machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

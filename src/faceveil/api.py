@@ -108,7 +108,7 @@ def anonymize(image: ImageInput, key: KeySource, *, options: Options | None = No
         options: :class:`~faceveil.options.Options` (sampling, detection, protection,
             runtime); default: :data:`faceveil.options.DEFAULTS`.
         model: a loaded backbone, a preset name, a diffusers folder or a hub id
-            (default: the built-in model).
+            (default: the default model, :func:`faceveil.diffusion.hub.default_model`).
         regions: explicit face regions (skips detection).
         mask: boolean (H, W) mask of what to replace (white = replace); implies an
             aligned input.
@@ -277,11 +277,9 @@ def box_region(pixels: np.ndarray, box: Sequence[int], *, model: Backbone | str 
 
 def resolution_notes(regions: Sequence[FaceRegion], model: Backbone | str | None = None
                      ) -> list[str]:
-    """Warnings for faces much larger than the model's crops (they come out soft)."""
-    from . import faces
-
-    return faces.resolution_notes(regions,
-                                  backends.get_model(model, backend="auto").image_size)
+    """Warnings for faces much larger than the model's crops (they come out soft), with
+    what to do about it."""
+    return anon.resolution_notes(regions, backends.get_model(model, backend="auto"))
 
 
 # ---------------------------------------------------------------------------

@@ -39,6 +39,30 @@ class ModelError(FaceveilError):
     exit_code = 5
 
 
+MODELS_EXTRA = "pip install 'faceveil[models]'"
+# The packages of the models extra (pyproject.toml), by their import names.
+MODELS_MODULES = ("torch", "diffusers", "huggingface_hub")
+
+
+class MissingExtraError(ModelError):
+    """Part of faceveil needs packages of the ``models`` extra (torch, diffusers,
+    huggingface_hub) that this installation lacks: exit status 5, naming the extra."""
+
+    def __init__(self, what: str, module: str) -> None:
+        super().__init__(
+            f"{what} needs {module}, which is not installed (faceveil's light install "
+            f"runs only the built-in model through onnxruntime): {MODELS_EXTRA}")
+
+    @classmethod
+    def of(cls, error: BaseException, what: str = "this command") -> MissingExtraError | None:
+        """The error to report for ``error`` when it is an import of the models extra
+        that failed (else None)."""
+        name = getattr(error, "name", None) or ""
+        if isinstance(error, ImportError) and name.partition(".")[0] in MODELS_MODULES:
+            return cls(what, name.partition(".")[0])
+        return None
+
+
 class NoFaceError(FaceveilError):
     """No face was found in an image where one was required."""
 

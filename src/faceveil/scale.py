@@ -359,9 +359,11 @@ def _run(op: str, src, dst, key: KeySource, *, options: Options, name,
 
     t0 = time.perf_counter()
     _require_ray()
-    if model is not None:
-        from .diffusion.hub import parse_reference
+    from .diffusion.hub import default_model, parse_reference
 
+    if model is None and op == "anonymize":
+        model = default_model().name  # this machine's default, not each worker's
+    if model is not None:
         parse_reference(model)  # fail early on a --model that names nothing
     report = Report()
     plan = _plan(Path(src), Path(dst), op, name, protected, options, report)
@@ -475,7 +477,7 @@ def anonymize_folder(
         options: the run's :class:`~faceveil.options.Options` (sampling, detection,
             protection; ``runtime.device``: "cpu", "cuda" (one GPU per worker) or
             "auto"; ``output``: sidecar, no-face policy, force).
-        model: a preset, folder or hub id (each worker loads it; default: built-in).
+        model: a preset, folder or hub id (each worker loads it; default: the default model).
         address: a Ray cluster (``"auto"``, ``"ray://head:10001"``); default: the Ray
             already initialized in this process, else a new local one.
         workers: model actors (default: one per GPU, or one per CPU).

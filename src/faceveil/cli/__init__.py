@@ -90,7 +90,8 @@ SHORT_HELP = {
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="faceveil")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Secure, reversible face anonymization with diffusion models.
 
     \b
@@ -100,3 +101,7 @@ def main() -> None:
     faceveil inspect anon.png
     faceveil serve                  # the same in a web page on this machine
     """
+    from ..offline import hub_offline
+
+    # Only `faceveil models pull` goes online (the models group decides for its own).
+    hub_offline(ctx.invoked_subcommand != "models")

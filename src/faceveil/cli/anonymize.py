@@ -35,6 +35,7 @@ from .common import (
     handle_errors,
     key_options,
     model_option,
+    note,
     print_timings,
     process_age,
     ray_options,
@@ -180,7 +181,8 @@ class _Anonymizer:
               help="Output PNG, clip (.mkv or .mp4) for a video INPUT, or output folder "
                    "when INPUT is a folder.")
 @key_options
-@model_option("Preset name, local diffusers folder or Hugging Face id (default: built-in).")
+@model_option("Preset name, local diffusers folder or Hugging Face id (default: the "
+              "default model, see `faceveil models`).")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None,
               help=f"DDIM steps [default: {_S.steps} with sealed originals, {_D.steps} "
                    "without].")
@@ -269,6 +271,12 @@ def anonymize(input, output, key_file, passphrase_stdin, model, mask, report, qu
     and moved with their head, and each frame's original faces are sealed in the clip.
     """
     options = build_options(params)
+    if model is None and not quiet:  # which model runs, when something chose the default
+        from ..diffusion.hub import default_model
+
+        said = default_model().note()
+        if said:
+            note(said)
     key = get_key(key_file, passphrase_stdin, confirm=True)
     src, dst = Path(input), Path(output)
     if use_ray or ray_address:

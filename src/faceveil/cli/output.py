@@ -19,7 +19,7 @@ import warnings
 
 import click
 
-from ..errors import FaceveilError
+from ..errors import FaceveilError, MissingExtraError
 
 
 def fail(message: str, code: int) -> None:
@@ -49,6 +49,10 @@ def handle_errors(func):
         except MemoryError:
             fail("out of memory (try a smaller --batch-size or a smaller image)", 1)
         except Exception as e:  # a bug: say so briefly, full trace on request
+            ctx = click.get_current_context(silent=True)  # `models pull`, Ray: torch at root
+            missing = MissingExtraError.of(e, ctx.command_path if ctx else "this command")
+            if missing is not None:
+                fail(str(missing), missing.exit_code)
             if os.environ.get("FACEVEIL_DEBUG"):
                 raise
             fail(f"unexpected {type(e).__name__}: {e} (set FACEVEIL_DEBUG=1 for details)", 70)

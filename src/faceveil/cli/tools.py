@@ -27,7 +27,8 @@ from .common import (
               help="Preview image (format from the extension: .png, .jpg, ...): boxes, "
                    "masks and numbers of the faces found; for a clip, a preview clip "
                    "(.mkv or .mp4) with each face's track number.")
-@model_option("Model whose crop framing and resolution to use (default: built-in).")
+@model_option("Model whose crop framing and resolution to use (default: the default "
+              "model, see `faceveil models`).")
 @click.option("--box", "boxes", multiple=True, metavar="X,Y,W,H", help="Add a face (repeatable).")
 @click.option("--exclude", multiple=True, type=int, metavar="N", help="Leave face N out.")
 @detection_options
@@ -81,7 +82,7 @@ def detect(input, output, model, quiet, **params) -> None:
         "faces": [batch.face_json(i, r) for i, r in enumerate(regions)],
         "skipped": [s for s in skipped if s.get("kind") != "low-score"],
         "candidates": [s for s in skipped if s.get("kind") == "low-score"],
-        "notes": faces.resolution_notes(regions, backbone.image_size),
+        "notes": api.resolution_notes(regions, backbone),
     }
     click.echo(json.dumps(report, indent=2, default=float))
 
@@ -93,14 +94,19 @@ def detect(input, output, model, quiet, **params) -> None:
 def models(ctx, as_json) -> None:
     """List the named models: resolution, size, and whether they are on this machine.
 
-    `faceveil models pull NAME` fetches one into the Hugging Face cache.
+    `faceveil models pull NAME` fetches one into the Hugging Face cache and makes it the
+    default; `faceveil models default NAME` (or builtin) chooses the default.
     """
+    from ..offline import hub_offline
+
+    hub_offline(ctx.invoked_subcommand != "pull")
     if ctx.invoked_subcommand is not None:
         return
-    from ..diffusion.hub import DEFAULT_MODEL, PRESETS, available_locally
+    from ..diffusion.hub import BUILTIN, PRESETS, available_locally, default_model
 
+    chosen = default_model()
     rows = [{"name": p.name, "source": p.repo or "built-in", "resolution": p.resolution,
-             "size": p.size, "available": available_locally(p), "default": p.name == DEFAULT_MODEL,
+             "size": p.size, "available": available_locally(p), "default": p.name == chosen.name,
              "description": p.description} for p in PRESETS.values()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -110,7 +116,10 @@ def models(ctx, as_json) -> None:
         where = "available" if r["available"] else f"missing: faceveil models pull {r['name']}"
         click.echo(f"{mark} {r['name']:<18} {r['resolution']:>4}px  {r['size']:>8}  {where}")
         click.echo(f"    {r['description']}")
-    click.echo("(* default; --model also takes a local diffusers folder or a Hugging Face id)")
+    click.echo(f"default: {chosen.name} ("
+               + (f"chosen by {chosen.source}" if not chosen.builtin else "built-in") + ")")
+    click.echo("(* default; --model also takes a local diffusers folder or a Hugging Face id; "
+               f"`faceveil models default NAME|{BUILTIN}` chooses the default)")
 
 
 def _pullable(ctx, param, value: str) -> str:
@@ -131,9 +140,38 @@ def _pullable(ctx, param, value: str) -> str:
 def pull(name: str, revision: str | None) -> None:
     """Download model NAME (a preset, or a Hugging Face id owner/name) into the Hugging
     Face cache, with a progress bar; an interrupted download resumes. The commit and the
-    weights' SHA-256 are recorded, so later loads check them."""
+    weights' SHA-256 are recorded, so later loads check them. The pulled model becomes
+    the default."""
+    from ..diffusion.hub import set_default_model
     from ..diffusion.pull import pull as fetch
 
     done = fetch(name, revision)
     note(f"pulled {done.repo} at {done.revision or 'main'} into {done.folder} "
          f"(weights sha256 {done.sha256[:16]}...)")
+    # A pinned commit stays pinned as the default (a preset names none).
+    _say_default(set_default_model(f"{done.repo}@{done.revision}" if revision else name))
+
+
+@models.command("default")
+@click.argument("name")
+@handle_errors
+def default(name: str) -> None:
+    """Make model NAME the default of runs without --model: a preset, a local diffusers
+    folder or a Hugging Face id on this machine, or `builtin` for the built-in model.
+    $FACEVEIL_MODEL, when set, still comes first."""
+    from ..diffusion.hub import set_default_model
+
+    _say_default(set_default_model(name))
+
+
+def _say_default(chosen) -> None:
+    """Say which model runs without --model now, and what chose it."""
+    from ..diffusion.hub import BUILTIN, MODEL_ENV
+
+    if chosen.source == f"${MODEL_ENV}":
+        note(f"saved; ${MODEL_ENV} is set, so runs without --model still use {chosen.name}")
+    elif chosen.builtin:
+        note(f"the default model is now the built-in {chosen.name}")
+    else:
+        note(f"the default model is now {chosen.name}; `faceveil models default {BUILTIN}` "
+             "goes back to the built-in model")

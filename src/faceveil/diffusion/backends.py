@@ -10,14 +10,15 @@ what the pipeline, the API and the command line ask for a model.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError, ModelError
-from .hub import locate, parse_reference
+from ..errors import InputError, MissingExtraError, ModelError
+from .hub import locate, parse_reference, reference_name
 
 if TYPE_CHECKING:
     from ..options import Options
@@ -32,6 +33,16 @@ def gpu_present() -> bool:
     ``nvidia-smi``), found without importing torch."""
     return (any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
             or shutil.which("nvidia-smi") is not None)
+
+
+def require_torch(what: str) -> None:
+    """Raise :class:`MissingExtraError` (exit status 5, naming ``faceveil[models]``) when
+    torch or diffusers cannot be imported: the light install has neither."""
+    for module in ("torch", "diffusers"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise MissingExtraError(what, module) from None
 
 
 def backend_for(options: Options) -> str:
@@ -126,6 +137,8 @@ def get_model(model: Any = None, device: str | None = None, expect_sha256: str |
         if backend == "onnx":
             raise ModelError(f"the model {reference} has no onnxruntime graph ("
                              "unet.onnx) or does not run on the CPU: use the torch backend")
+    require_torch(f"the model {reference_name(reference)} on torch (real checkpoints, "
+                  "--no-lossless, --deniable, diffusion recovery)")
     from .models import resolve_device
 
     return cached_torch(key, resolve_device(device), expect_sha256)

@@ -7,18 +7,23 @@ Loading never downloads: a model that is not on this machine is a clear
 what it fetched (repository, commit and the SHA-256 of the weights as faceveil hashes
 them, :func:`faceveil.diffusion.models.weights_hash`) in faceveil's own cache folder, so a
 later load can check that the weights on disk are still the ones pulled.
+
+The model a run uses without ``--model`` is decided here, once (:func:`default_model`):
+``$FACEVEIL_MODEL``, else the default that ``faceveil models default`` or the last
+``faceveil models pull`` wrote to faceveil's settings file, else the built-in model.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
-from ..media import cache_dir
+from ..errors import MissingExtraError, ModelError
+from ..media import cache_dir, write_atomic
 
 WEIGHTS_DIR = Path(__file__).parent.parent / "weights"
 
@@ -77,8 +82,10 @@ PRESETS: dict[str, Preset] = {
         ),
     )
 }
-DEFAULT_MODEL = "face64-v2"
+DEFAULT_MODEL = "face64-v2"  # the built-in model: the default until another is chosen
 DEFAULT = PRESETS[DEFAULT_MODEL]
+MODEL_ENV = "FACEVEIL_MODEL"
+BUILTIN = "builtin"  # what `models default` and $FACEVEIL_MODEL take for the built-in model
 
 # Only what a backbone needs; skips safety checkers, fp16 and EMA-only copies.
 HUB_IGNORE = [
@@ -161,9 +168,101 @@ def model_record(backbone: Any) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------
+# The default model
+# ---------------------------------------------------------------------------
+
+
+def settings_path() -> Path:
+    """faceveil's settings on this machine (the default model): ``settings.json`` in
+    faceveil's cache folder, beside the record of pulls, so that clearing the cache (and
+    the models in it) also resets the default."""
+    return cache_dir() / "settings.json"
+
+
+def settings() -> dict:
+    """The settings file's contents ({} when there is none); an unreadable one is a
+    :class:`ModelError`, never silently ignored (it may name the default model)."""
+    path = settings_path()
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read faceveil's settings {str(path)!r} ({e}): choose the "
+                         "default model again with `faceveil models default NAME` (or "
+                         f"{BUILTIN})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"faceveil's settings {str(path)!r} are not a JSON object: choose "
+                         "the default model again with `faceveil models default NAME`")
+    return data
+
+
+@dataclass(frozen=True)
+class DefaultModel:
+    """The model a run without ``--model`` uses, and what chose it (``source``: the
+    environment variable, the settings file, or "" for the built-in model)."""
+
+    name: str
+    source: str = ""
+
+    @property
+    def builtin(self) -> bool:
+        """Whether nothing chose another model than the built-in one."""
+        return not self.source
+
+    def note(self) -> str:
+        """What a run without ``--model`` says about the model it uses ("" for the
+        built-in model, unless something chose it)."""
+        return f"model: {self.name} (the default, chosen by {self.source})" if self.source else ""
+
+
+def default_model() -> DefaultModel:
+    """``$FACEVEIL_MODEL``, else the settings file's default (``faceveil models default``,
+    or the last ``faceveil models pull``), else the built-in model."""
+    env = os.environ.get(MODEL_ENV, "").strip()
+    if env:
+        return DefaultModel(DEFAULT_MODEL if env == BUILTIN else env, f"${MODEL_ENV}")
+    name = settings().get("default_model")
+    if isinstance(name, str) and name:
+        return DefaultModel(name, str(settings_path()))
+    return DefaultModel(DEFAULT_MODEL)
+
+
+def set_default_model(name: str) -> DefaultModel:
+    """Make ``name`` (a preset, folder or hub id on this machine; ``builtin``: the
+    built-in model) the default, written atomically to :func:`settings_path`. A model
+    that is not on this machine is refused, naming the pull command."""
+    if name == BUILTIN:
+        value = None
+    else:
+        reference = parse_reference(name)
+        locate(reference)  # on this machine, or the error that says how to get it
+        value = reference.get("path", name)
+    try:
+        data = settings()
+    except ModelError:
+        data = {}  # an unreadable file is what this command repairs
+    data.pop("default_model", None)
+    if value is not None:
+        data["default_model"] = value
+    path = settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    return default_model()
+
+
 def parse_reference(spec: str | None) -> dict:
-    """Turn what a user typed into a model reference: preset, folder or hub id."""
-    spec = spec or DEFAULT_MODEL
+    """Turn what a user typed into a model reference: preset, folder or hub id (None:
+    the default model, :func:`default_model`)."""
+    if not spec:
+        chosen = default_model()
+        try:
+            return parse_reference(chosen.name)
+        except ModelError as e:  # a default folder that went away, a bad $FACEVEIL_MODEL
+            raise ModelError(f"{e} (the default model, chosen by {chosen.source}; `faceveil "
+                             f"models default {BUILTIN}` goes back to the built-in model)"
+                             ) from None
     if spec in PRESETS:
         return {"preset": spec}
     path = Path(spec).expanduser()
@@ -219,15 +318,29 @@ def locate(reference: dict) -> Path:
     raise ModelError(f"cannot understand model reference {reference!r}")
 
 
+def reference_name(reference: dict) -> str:
+    """A reference as a person would type it: preset, hub id or folder."""
+    return str(reference.get("preset") or reference.get("hub") or reference.get("path")
+               or reference)
+
+
 def _snapshot(repo: str, revision: str | None, name: str) -> Path:
     """The cached snapshot of ``repo`` (local files only)."""
-    from huggingface_hub import snapshot_download
-
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise MissingExtraError(f"the model {name!r} (in the Hugging Face cache)",
+                                "huggingface_hub") from None
     try:
         return Path(snapshot_download(repo, revision=revision, local_files_only=True,
                                       ignore_patterns=HUB_IGNORE))
     except Exception:  # noqa: BLE001 - any failure means: not (all) in the cache
-        raise ModelError(f"model {repo!r} is not on this machine: "
+        chosen = default_model()
+        why = ""
+        if not chosen.builtin and chosen.name.partition("@")[0] in (name, repo):
+            why = (f" (it is the default model, chosen by {chosen.source}; `faceveil models "
+                   f"default {BUILTIN}` goes back to the built-in model)")
+        raise ModelError(f"model {repo!r} is not on this machine{why}: "
                          + pull_hint(name, revision)) from None
 
 
@@ -242,12 +355,36 @@ def available_locally(preset: Preset) -> bool:
         return (WEIGHTS_DIR / preset.folder / "model_index.json").exists()
     try:
         from huggingface_hub import snapshot_download
-
+    except ImportError:  # the light install cannot look (or use it)
+        return False
+    try:
         snapshot_download(preset.repo, revision=preset.revision, local_files_only=True,
                           ignore_patterns=HUB_IGNORE)
         return True
     except Exception:  # noqa: BLE001 - not in the cache
         return False
+
+
+def real_models() -> list[str]:
+    """The presets of real checkpoints that are on this machine (none without the
+    models extra, which is needed to use them)."""
+    return [p.name for p in PRESETS.values() if p.repo and available_locally(p)]
+
+
+def resolution_advice(reference: dict) -> str:
+    """What to do about faces much larger than the model in use (``reference``) renders:
+    a real model already on this machine, else (for a built-in model) the command that
+    fetches one; "" when there is nothing to suggest."""
+    using = reference_name(reference)
+    here = [name for name in real_models()
+            if name != using and PRESETS[name].repo != reference.get("hub")]
+    if here:
+        return f"for a higher-resolution model on this machine add --model {here[0]}"
+    preset = PRESETS.get(reference.get("preset", ""))
+    if preset is not None and preset.folder is not None:
+        return ("for a higher-resolution model run 'faceveil models pull ldm-celebahq-256' "
+                "once (it then becomes the default model)")
+    return ""
 
 
 # ---------------------------------------------------------------------------

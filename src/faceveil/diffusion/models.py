@@ -224,12 +224,22 @@ def _component(folder: Path, index: dict, name: str, dtype: torch.dtype):
     cls = getattr(diffusers, class_name, None)
     if library != "diffusers" or cls is None:
         raise ModelError(f"component {name!r} has unsupported class {library}.{class_name}")
+    # diffusers tries safetensors first and logs an error when a folder has only .bin
+    # weights (CompVis/ldm-celebahq-256's unet/), although the load then succeeds.
+    weights = sorted(p for p in (folder / name).glob("*") if p.suffix in (".safetensors", ".bin"))
+    safetensors = any(p.suffix == ".safetensors" for p in weights)
     try:
         # low_cpu_mem_usage needs accelerate, which faceveil does not require.
         return cls.from_pretrained(folder, subfolder=name, torch_dtype=dtype,
-                                   low_cpu_mem_usage=False).eval()
+                                   low_cpu_mem_usage=False,
+                                   use_safetensors=safetensors or not weights).eval()
     except Exception as e:
-        raise ModelError(f"cannot load {name!r} from {str(folder)!r}: {e}") from None
+        used = [p for p in weights if p.suffix == ".safetensors" or not safetensors]
+        files = ", ".join(repr(str(p)) for p in used) or repr(str(folder / name))
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise ModelError(f"cannot load {name!r} from {files} (damaged, truncated or not "
+                         f"diffusers weights: {reason}); fetch it again (`faceveil models "
+                         "pull NAME` for a pulled model)") from None
 
 
 @torch.no_grad()

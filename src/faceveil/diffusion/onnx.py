@@ -77,7 +77,9 @@ def session_options(threads: int | None = None):
     """onnxruntime's options for the UNet: threads that sleep while they wait (spinning
     ones took one call from 27 to 53 ms on a busy 2-core CPU), and as many threads as
     ``threads``, ``$FACEVEIL_THREADS`` or onnxruntime's default (the physical cores)."""
-    import onnxruntime as ort
+    from ..offline import onnxruntime
+
+    ort = onnxruntime()
 
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -159,8 +161,11 @@ class OnnxBackbone:
 
 def load(folder: Path, reference: dict, threads: int | None = None) -> OnnxBackbone:
     """The model in ``folder`` through its ``unet.onnx`` (see :func:`has_graph`)."""
-    import onnxruntime as ort
     from safetensors.numpy import load_file
+
+    from ..offline import onnxruntime
+
+    ort = onnxruntime()
 
     config = read_json(folder / "unet" / "config.json")
     extra = faceveil_json(folder)

@@ -32,7 +32,8 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 @click.option("--key-file", "-k", type=click.Path(dir_okay=False),
               help="Key file to anonymize with (default: a random key kept in memory only).")
 @click.option("--model", "-m", default=None, metavar="ID_OR_DIR",
-              help="Preset, local diffusers folder or Hugging Face id (default: built-in).")
+              help="Preset, local diffusers folder or Hugging Face id (default: the default "
+                   "model, see `faceveil models`).")
 @click.option("--aligned", is_flag=True, help="DATA holds aligned face crops: no detection.")
 @click.option("--pairs", type=click.Path(dir_okay=False),
               help="LFW-style pairs file: adds TAR at FAR = 1e-3 and at the recognizer's "
@@ -95,6 +96,9 @@ def eval_command(data, report_dir, key_file, model, aligned, pairs, pairs_by_nam
     faceveil eval frl/ -o report/ --pairs-by-name --jpeg none --diversity-keys 1
     """
     try:
+        from ..diffusion.backends import require_torch
+
+        require_torch("faceveil eval")  # its measures run on torch: exit 5 without it
         from . import evaluate
         from .report import summary_table
 

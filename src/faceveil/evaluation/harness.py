@@ -462,7 +462,7 @@ def evaluate(
         report_dir: where results and the report go (created if needed).
         key: a :class:`~faceveil.keys.KeySource`, 32 raw bytes or a key file; None makes a
             random key that only lives in memory.
-        model: backbone, preset, folder or hub id (default: the built-in model).
+        model: backbone, preset, folder or hub id (default: the default model).
         pairs: an LFW-style pairs file: adds verification (TAR at FAR = 1e-3 and at the
             recognizer's own threshold) and restricts the images to those the pairs name.
         pairs_by_name: pair the images by name instead (``PERSON_VARIANT.ext``:

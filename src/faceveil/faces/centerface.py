@@ -61,7 +61,10 @@ def centerface_path() -> Path:
 def _centerface_session():
     try:
         import onnx
-        import onnxruntime as ort
+
+        from ..offline import onnxruntime
+
+        ort = onnxruntime()
     except ImportError as e:
         raise ModelError(f"the CenterFace detector needs {e.name}, which is not installed: "
                          f"pip install {e.name}; or choose another --detector (hog, cnn)") from None

@@ -273,7 +273,8 @@ def face_number(region: FaceRegion, position: int) -> int:
 
 def resolution_notes(regions: Sequence[FaceRegion], crop_size: int) -> list[str]:
     """One note when faces are much larger than the model's crops (they come out soft),
-    naming them and how to get a higher-resolution model; none otherwise."""
+    naming them; none otherwise (what to do about it depends on the models on this
+    machine: :func:`faceveil.pipeline.anonymize.resolution_notes` adds it)."""
     shrunk = []
     for i, r in enumerate(regions):
         scale = float(np.sqrt(abs(np.linalg.det(np.asarray(r.transform)[:, :2]))))
@@ -285,6 +286,4 @@ def resolution_notes(regions: Sequence[FaceRegion], crop_size: int) -> list[str]
     most = max(f for _, f in shrunk)
     which = f"face {names} is" if len(shrunk) == 1 else f"faces {names} are"
     return [f"{which} shrunk up to {most:.1f}x to fit the {crop_size} px model, so "
-            "the new faces look soft; for a higher-resolution model run "
-            "'faceveil models pull ldm-celebahq-256' once, then add "
-            "--model ldm-celebahq-256"]
+            "the new faces look soft"]

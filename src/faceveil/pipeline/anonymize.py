@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import __version__, faces, images
+from ..diffusion import hub
 from ..diffusion.engine import Engine, Progress
 from ..errors import InputError, NoFaceError
 from ..format import auth, records
@@ -290,7 +291,16 @@ def _record(job: Job, backbone: Backbone, sampler: Sampler, options: Options,
     if job.video is not None:
         body["video"] = {"frame": int(job.video["frame"]), "pts": int(job.video["pts"])}
     record = auth.seal(body, None if deniable else secret)
-    notes += faces.resolution_notes(job.regions, backbone.image_size)
+    notes += resolution_notes(job.regions, backbone)
     notes += convergence_notes(residuals, "recovery",
                                [faces.face_number(r, i) for i, r in enumerate(job.regions)])
     return Anonymized(out, record, job.regions, job.skipped, notes)
+
+
+def resolution_notes(regions: Sequence[faces.FaceRegion], backbone) -> list[str]:
+    """The note for faces much larger than ``backbone`` renders
+    (:func:`faceveil.faces.resolution_notes`), with what to do about it: a real model on
+    this machine, or the command that fetches one (only when none is here)."""
+    notes = faces.resolution_notes(regions, backbone.image_size)
+    advice = hub.resolution_advice(backbone.reference) if notes else ""
+    return [f"{n}; {advice}" for n in notes] if advice else notes

@@ -19,7 +19,7 @@ from .. import faces, images
 from ..diffusion.backends import get_model
 from ..diffusion.engine import Engine, Progress
 from ..diffusion.hub import PRESETS
-from ..errors import FaceveilError, InputError, MetadataError, ModelError
+from ..errors import FaceveilError, InputError, MetadataError, MissingExtraError, ModelError
 from ..format.records import Opened
 from ..options import Runtime
 from ..timings import Timings
@@ -148,6 +148,8 @@ def recovery_model(opened: Opened, model: Backbone | str | None, device: str) ->
     try:
         return get_model(model if model is not None else reference, device,
                          expect_sha256=recorded.get("sha256"))
+    except MissingExtraError:
+        raise  # the light install: the file needs torch, said as such
     except ModelError:
         preset = reference.get("preset")
         if model is None and preset and PRESETS.get(preset) and PRESETS[preset].folder:

@@ -85,7 +85,8 @@ def url_of(sock: socket.socket, host: str) -> str:
               type=click.IntRange(0, 65535), help="Port; 0 picks a free one (printed).")
 @click.option("--model", "-m", default=None, metavar="ID_OR_DIR",
               help="Model to anonymize with: preset, local diffusers folder or Hugging Face "
-                   "id (default: built-in). Recovery uses the model each file names.")
+                   "id (default: the default model, see `faceveil models`). Recovery uses "
+                   "the model each file names.")
 @click.option("--steps", default=None, type=click.IntRange(1, 1000),
               help="DDIM steps for anonymization [default: as anonymize: 25 with "
                    "sealed originals].")
@@ -145,7 +146,9 @@ def serve_command(host, port, model, steps, detector, threshold, min_face, devic
     sock = bind(host, port)
     app = None
     try:
-        click.echo("loading the model...", err=True)
+        from ..diffusion.hub import default_model
+
+        click.echo(f"loading the model {model or default_model().name}...", err=True)
         app = create_app(settings)
         url = url_of(sock, host)
         logging.basicConfig(format="faceveil: %(message)s", level=logging.INFO, stream=sys.stderr)
