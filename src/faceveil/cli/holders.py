@@ -8,7 +8,7 @@ import click
 
 from .. import media
 from .common import get_holder, handle_errors, identity_option, key_options, recipient_options
-from .output import note
+from .output import fail, note
 
 
 @click.command()
@@ -33,6 +33,9 @@ def share(input, face, output, key_file, passphrase_stdin, identities, meta, for
     from .. import api
     from ..keys import write_private
 
+    record = api.read_record(input, meta)
+    if face >= len(record.faces):
+        fail(f"--face {face}: this file has {len(record.faces)} face(s), numbered from 0", 2)
     key = get_holder(key_file, passphrase_stdin, confirm=False, identities=identities)
     media.check_output(output, [input, meta, key_file, *identities], force)
     shared = api.share_face(input, key, face, meta=meta)
