@@ -188,8 +188,9 @@ class KeyInfo:
         if version < 4:
             return cls(kind, salt, kdf, check)
         if check is None:
-            raise MetadataError("faceveil metadata was modified: a format 4 record has no "
-                                "key check (an attempt to switch off tamper protection)")
+            raise MetadataError("faceveil metadata was modified: the key check of a format 4 "
+                                "record was removed (an attempt to switch off tamper "
+                                "protection)")
         wrapped = b64d(d.get("wrapped"), "wrapped file key", 1 << 20)
         recipients = d.get("recipients", []) if kind == "age" else []
         if (not isinstance(recipients, list) or len(recipients) > MAX_RECIPIENTS
