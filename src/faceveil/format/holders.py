@@ -80,7 +80,10 @@ def open_face(record: Record, share: FaceShare) -> Opened:
     Raises:
         WrongKeyError: the face key belongs to another file or face, or was altered.
     """
-    if record.version < 4 or share.salt != record.key.salt:
+    if record.version < 4:
+        raise WrongKeyError(f"a face key opens a face of a format 4 file; this file is "
+                            f"format {record.version}")
+    if share.salt != record.key.salt:
         raise WrongKeyError("this face key belongs to another file")
     index = next((i for i, f in enumerate(record.faces) if f.nonce == share.nonce), None)
     if index is None:
