@@ -120,7 +120,7 @@ def recover(input, output, key_file, passphrase_stdin, identities, face_key, mod
             spent.add("imports", process_age())
         if media.is_video(src):
             return video(src, dst, prefix)
-        media.check_output(dst, [src, meta, key_file], force)
+        media.check_output(dst, [src, meta, key_file, *identities], force)
         fmt = media.output_format(dst)
         progress = Progress(not quiet, prefix)
         try:
