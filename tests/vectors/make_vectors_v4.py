@@ -119,20 +119,14 @@ manifest = {
              "never regenerated). tests/test_vectors_v4.py checks these hashes first.",
     "made_by": made_by,
     "files": {str(p.relative_to(HERE)): sha(p.read_bytes()) for p in files},
-    "vectors": {
-        "v4-aligned": {"file": "v4-aligned.png", "key": "-k golden.key",
-                       "recovered_sha256": sha(np.ascontiguousarray(
-                           api.recover(HERE / "v4-aligned.png", KEY).pixels).tobytes())},
-        "v4-age": {"file": "v4-age.png", "key": "-i golden-age.txt",
-                   "recovered_sha256": sha(np.ascontiguousarray(
-                       api.recover(HERE / "v4-age.png", IDS).pixels).tobytes())},
-        "v4-age-ssh": {"file": "v4-age.png", "key": "-i golden-ssh",
-                       "recovered_sha256": sha(np.ascontiguousarray(
-                           api.recover(HERE / "v4-age.png", IDS).pixels).tobytes())},
-        "v4-age-face-0": {"file": "v4-age.png", "key": "--face-key v4-age.face-0.key",
-                          "recovered_sha256": sha(np.ascontiguousarray(
-                              api.recover(HERE / "v4-age.png", share).pixels).tobytes())},
-    },
+    "vectors": {name: {"file": file, "key": args, "recovered_sha256": sha(
+        np.ascontiguousarray(api.recover(HERE / file, key).pixels).tobytes())}
+        for name, file, args, key in (
+            ("v4-aligned", "v4-aligned.png", "-k golden.key", KEY),
+            ("v4-age", "v4-age.png", "-i golden-age.txt", IDS),
+            ("v4-age-ssh", "v4-age.png", "-i golden-ssh",
+             Identities.read([HERE / "golden-ssh"])),
+            ("v4-age-face-0", "v4-age.png", "--face-key v4-age.face-0.key", share))},
     "failures": cases,
 }
 (HERE / "manifest_v4.json").write_text(json.dumps(manifest, indent=1) + "\n")
