@@ -88,6 +88,9 @@ def recover(input, output, key_file, passphrase_stdin, identities, face_key, mod
         key = get_holder(key_file, passphrase_stdin, confirm=False, identities=identities)
     src, dst = Path(input), Path(output)
     if use_ray or ray_address:
+        if identities or face_key:
+            raise InputError("-i and --face-key cannot be used with --ray yet: give a key "
+                             "file")
         if meta:
             raise InputError("--meta cannot be used with --ray (each file carries its own)")
         run_on_ray("recovered", "recover_folder", quiet, src=src, dst=dst, key=key,
