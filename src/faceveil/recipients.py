@@ -113,8 +113,8 @@ class Recipients:
         return {"type": "age", "salt": secrets.token_bytes(SALT_BYTES)}
 
     def resolve(self, params: dict):
-        raise KeyMaterialError("public-key recipients (-r, -R) anonymize photos; a clip or "
-                               "a --deniable file needs a key file or a passphrase")
+        raise KeyMaterialError("public-key recipients (-r, -R) cannot make a --deniable "
+                               "file: it needs a key file or a passphrase")
 
     def __repr__(self) -> str:
         return f"Recipients({len(self.texts)})"

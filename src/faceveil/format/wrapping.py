@@ -55,6 +55,8 @@ def open_file_key(info: KeyInfo, key) -> SecretKey:
         WrongKeyError: not a key, passphrase or identity this file was made for (exit 3).
         MetadataError: the wrapped key is corrupt (exit 4).
     """
+    if hasattr(key, "open_file_key"):  # a clip's key, opened once for all its frames
+        return key.open_file_key(info)
     if info.wrapped is None:
         return key.resolve(info.params())
     if info.type == "age":
