@@ -22,8 +22,7 @@ def photo_record(*, params: dict, secret: SecretKey, model: dict, sampler: Sampl
                  width: int, height: int, faces: list[FaceData], metadata: dict[str, bytes],
                  deniable: bool, video: dict | None = None) -> Record:
     """A new photo (or frame) record, sealed: format 4 when the key parameters carry a
-    wrapped file key, format 3 otherwise (deniable records, and the frames of a clip,
-    whose key the clip record holds)."""
+    wrapped file key, format 3 otherwise (deniable records)."""
     key = key_info(params, secret, deniable)
     body = {
         "format": records.FORMAT,
