@@ -362,6 +362,19 @@ def test_clip_to_recipients_recovers_with_each_identity(work, clip, tiny64, tmp_
     r = run("recover", out, "-o", tmp_path / "x.mkv", "-i", ids[1][0])
     assert r.exit_code == 3 and "none of the given identities" in r.output
     assert not (tmp_path / "x.mkv").exists()
+    # Re-wrapped from the first identity to the second: the clip's other packets stay.
+    before, video_before = out.read_bytes(), packets(out, "video")
+    r = run("rewrap", out, "-i", ids[1][0], "-r", ids[1][1])
+    assert r.exit_code == 3 and out.read_bytes() == before
+    r = run("rewrap", out, "-i", ids[0][0], "-r", ids[1][1], "--remove-recipient", ids[0][1])
+    assert r.exit_code == 0, r.output
+    assert clips.scan(video_io.raw_records(out, None)).clip.key.recipients == (ids[1][1],)
+    assert packets(out, "video") == video_before
+    assert run("recover", out, "-o", tmp_path / "y.mkv", "-i", ids[1][0], "-q").exit_code == 0
+    for (_, a), (_, c) in zip(frames(clip), frames(tmp_path / "y.mkv"), strict=True):
+        assert np.array_equal(a, c)
+    r = run("recover", out, "-o", tmp_path / "z.mkv", "-i", ids[0][0])
+    assert r.exit_code == 3 and not (tmp_path / "z.mkv").exists()
 
 
 def test_wrong_key_is_refused(work, anon_mkv, tmp_path):

@@ -260,22 +260,35 @@ def share_face(image: ImageInput, key: Key, face: int, *, meta: Meta = None) -> 
 
 def rewrap(path: str | os.PathLike, key: Key, *, add: Recipients | None = None,
            remove: Sequence[str] = (), to_key: KeySource | None = None,
-           output: str | os.PathLike | None = None) -> Record:
-    """Wrap the file key of an anonymized PNG anew (to ``to_key``, or to its recipients
-    plus ``add`` minus ``remove``) and write the file again, atomically, at ``output``
-    (default: in place). Only the faceveil chunk changes: every other byte of the PNG is
-    kept. Returns the new record.
+           output: str | os.PathLike | None = None) -> None:
+    """Wrap the file key of an anonymized PNG or clip anew (to ``to_key``, or to its
+    recipients plus ``add`` minus ``remove``) and write it again, atomically, at
+    ``output`` (default: in place). Only the records change: a PNG's other chunks are
+    kept byte for byte, a clip's other packets as they are.
 
     Raises:
         WrongKeyError: ``key`` does not open the file; nothing is written.
     """
+    from pathlib import Path
+
     from . import media
 
+    def new_key(info, secret):
+        return holders.new_key_info(info, secret, add=add, remove=remove, to_key=to_key)
+
+    path = Path(path)
+    dst = Path(output) if output is not None else path
+    if media.is_video(path):
+        from .format import clip
+        from .video import io as video_io
+
+        records = clip.rewrap(video_io.raw_records(path, None), key, new_key)
+        video_io.replace_records(path, dst, records)
+        return
     with media.reading(path, "anonymized image", InputError) as f:
         src = f.read()
-    record = holders.rewrap(read_record(src), key, add=add, remove=remove, to_key=to_key)
-    media.write_atomic(output if output is not None else path, png.replace_record(src, record))
-    return record
+    record = holders.rewrap(read_record(src), key, new_key)
+    media.write_atomic(dst, png.replace_record(src, record))
 
 
 # ---------------------------------------------------------------------------

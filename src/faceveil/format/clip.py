@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from .. import __version__
-from ..errors import MetadataError
+from ..errors import InputError, MetadataError
 from ..keys import KeySource, SecretKey
 from . import auth, wrapping
 from .fields import MAX_CHUNK, MAX_FACES, MAX_SIDE, as_int, b64d, b64e
@@ -232,3 +232,34 @@ def open_frames(raw: Iterable[bytes | str], key: ClipKey) -> Iterator[Opened | C
     key check and MAC checked once, its faces unsealed), then the clip record."""
     for record in _walk(raw):
         yield record if isinstance(record, ClipRecord) else auth.open(record, key)
+
+
+def rewrap(raw: Iterable[bytes | str], key, new_key: Callable[[KeyInfo, SecretKey], KeyInfo]
+           ) -> list[bytes]:
+    """A clip's records with its file key wrapped anew: every record verified with
+    ``key`` first, then each frame record and the clip record stored again with the key
+    information ``new_key(info, secret)`` gives, their MACs made again under the same
+    file key and the chain recomputed. Frames and faces do not change.
+
+    Raises:
+        InputError: a clip older than record version 3 (its frames use the key itself).
+    """
+    raw = list(raw)
+    scanned = scan(raw)
+    if scanned.clip.version < 3:
+        raise InputError(f"this clip's records are version {scanned.clip.version}: only "
+                         "version 3 clips can be re-wrapped (recover it and anonymize it "
+                         "again)")
+    ck = verify_clip(scanned.clip, key)
+    info = new_key(scanned.clip.key, ck.secret).to_json()
+    out, chain = [], chain_start(scanned.clip.key.salt)
+    for opened in open_frames(raw, ck):  # each frame record's MAC and faces verified
+        if isinstance(opened, ClipRecord):
+            body = {**opened.body, "key": info, "chain": chain.hex()}
+            stored, digest, mac = auth.stored_body(body, ck.secret)
+            out.append(auth.dumps(_clip_from_body(body, stored, digest, mac)).encode())
+        else:
+            record = auth.seal({**opened.record.body, "key": info}, ck.secret)
+            chain = chain_next(chain, record)
+            out.append(auth.dumps(record).encode())
+    return out

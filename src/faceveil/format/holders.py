@@ -3,10 +3,10 @@ key for other holders, both after the whole record was verified with the file's 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..errors import InputError, WrongKeyError
-from ..keys import DEFAULT_KDF, FaceShare, KeySource
+from ..keys import DEFAULT_KDF, FaceShare, FileKey, KeySource
 from ..recipients import Recipients, parse_recipient
 from . import auth
 from .label import xmp_packet
@@ -32,12 +32,10 @@ def share_face(record: Record, key, index: int) -> FaceShare:
     return FaceShare(record.key.salt, nonce, index, opened.secret.face_secret(nonce))
 
 
-def rewrap(record: Record, key, *, add: Recipients | None = None,
-           remove: Iterable[str] = (), to_key: KeySource | None = None) -> Record:
-    """The same record with its file key wrapped anew: to ``to_key`` (a key file or
-    passphrase), or to the file's recipients plus ``add`` minus ``remove``. Faces,
-    pixels and everything else stay as they are; the MAC is made again under the same
-    file key.
+def rewrap(record: Record, key, new_key: Callable[[KeyInfo, FileKey], KeyInfo]) -> Record:
+    """The same record with its file key wrapped anew, with the key information
+    ``new_key(info, file key)`` gives (:func:`new_key_info`). Faces, pixels and
+    everything else stay as they are; the MAC is made again under the same file key.
 
     Raises:
         WrongKeyError: ``key`` does not open the file (exit 3).
@@ -47,29 +45,33 @@ def rewrap(record: Record, key, *, add: Recipients | None = None,
         raise InputError(f"this file is format {record.version}: only format 4 files can "
                          "be re-wrapped (recover it and anonymize it again)")
     opened = auth.open(record, key)  # the key check, the MAC and every face verified
-    secret = opened.secret
+    new = new_key(record.key, opened.secret)
+    return auth.seal({**record.body, "key": new.to_json()}, opened.secret)
+
+
+def new_key_info(info: KeyInfo, secret: FileKey, *, add: Recipients | None = None,
+                 remove: Iterable[str] = (), to_key: KeySource | None = None) -> KeyInfo:
+    """The key information of a re-wrapped file (or clip): the same salt, check and file
+    key, wrapped to ``to_key``, or to the recipients of ``info`` plus ``add`` minus
+    ``remove``."""
     removed = [parse_recipient(r, "--remove-recipient")[1] for r in remove]
-    info = record.key
     if to_key is not None:
         if add is not None or removed:
             raise InputError("--to-key replaces every recipient: give it without -r, -R or "
                              "--remove-recipient")
         params = {**to_key.new_params(DEFAULT_KDF), "salt": info.salt}
         wrapped = to_key.resolve(params).seal(WRAP_LABEL, secret.file_key())
-        new = KeyInfo(to_key.kind, info.salt, params.get("kdf"), info.check, wrapped)
-    else:
-        current = list(info.recipients) if info.type == "age" else []
-        missing = [r for r in removed if r not in current]
-        if missing:
-            raise InputError(f"{missing[0][:80]!r} is not a recipient of this file")
-        texts = [t for t in current if t not in removed] + (list(add.texts) if add else [])
-        if not texts:
-            raise InputError("no recipient would be left: give -r, or --to-key")
-        target = Recipients(tuple(dict.fromkeys(texts)))
-        new = KeyInfo("age", info.salt, None, info.check,
-                      target.wrap(secret.file_key()), target.texts)
-    body = {**record.body, "key": new.to_json()}
-    return auth.seal(body, secret)
+        return KeyInfo(to_key.kind, info.salt, params.get("kdf"), info.check, wrapped)
+    current = list(info.recipients) if info.type == "age" else []
+    missing = [r for r in removed if r not in current]
+    if missing:
+        raise InputError(f"{missing[0][:80]!r} is not a recipient of this file")
+    texts = [t for t in current if t not in removed] + (list(add.texts) if add else [])
+    if not texts:
+        raise InputError("no recipient would be left: give -r, or --to-key")
+    target = Recipients(tuple(dict.fromkeys(texts)))
+    return KeyInfo("age", info.salt, None, info.check, target.wrap(secret.file_key()),
+                   target.texts)
 
 
 def open_face(record: Record, share: FaceShare) -> Opened:

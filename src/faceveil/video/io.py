@@ -483,3 +483,33 @@ def copy_without_records(src: Path, dst: Path) -> None:
                     out.mux(packet)
         staged.commit()
 
+
+
+def replace_records(src: Path, dst: Path, records: list[bytes]) -> None:
+    """Copy a clip with its record packets replaced, in order, by ``records`` (as many as
+    it has), every other packet and every timestamp kept (``rewrap``); atomically, and
+    ``dst`` may be ``src``."""
+    av = require_av()
+    with media.Staged([dst]) as staged:
+        with av.open(str(src)) as inp, av.open(str(staged.temps[0]), "w",
+                                               format=MUXERS[dst.suffix.lower()]) as out:
+            streams = {}
+            for s in inp.streams:
+                streams[s.index] = out.add_stream_from_template(s)
+                streams[s.index].disposition = s.disposition
+                streams[s.index].metadata.update(s.metadata)
+            pending = iter(records)
+            for packet in inp.demux():
+                if not packet.size or packet.dts is None:
+                    continue
+                o = streams[packet.stream.index]
+                if record_title(packet.stream):
+                    new = av.Packet(next(pending))
+                    new.pts, new.dts, new.duration = packet.pts, packet.dts, packet.duration
+                    new.time_base = packet.time_base
+                    packet = new
+                packet.stream = o
+                out.mux(packet)
+            if next(pending, None) is not None:
+                raise MetadataError("the clip holds fewer record packets than its records")
+        staged.commit()
