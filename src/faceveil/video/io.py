@@ -467,43 +467,36 @@ def read_frames(path: str | os.PathLike) -> Iterator[tuple[float, np.ndarray]]:
 
 def copy_without_records(src: Path, dst: Path) -> None:
     """Copy a clip without its record stream (``--no-face copy``), atomically."""
-    av = require_av()
-    with media.Staged([dst]) as staged:
-        with av.open(str(src)) as inp, av.open(str(staged.temps[0]), "w",
-                                               format=MUXERS[dst.suffix.lower()]) as out:
-            keep = {}
-            for s in inp.streams:
-                if not record_title(s):
-                    keep[s.index] = out.add_stream_from_template(s)
-                    keep[s.index].disposition = s.disposition
-            for packet in inp.demux():
-                o = keep.get(packet.stream.index)
-                if o is not None and packet.size and packet.dts is not None:
-                    packet.stream = o
-                    out.mux(packet)
-        staged.commit()
-
+    _remux(src, dst, None)
 
 
 def replace_records(src: Path, dst: Path, records: list[bytes]) -> None:
     """Copy a clip with its record packets replaced, in order, by ``records`` (as many as
     it has), every other packet and every timestamp kept (``rewrap``); atomically, and
     ``dst`` may be ``src``."""
+    _remux(src, dst, records)
+
+
+def _remux(src: Path, dst: Path, records: list[bytes] | None) -> None:
+    """Copy a clip's packets to ``dst`` atomically: without its record stream (None), or
+    with its record packets' contents replaced by ``records``."""
     av = require_av()
+    pending = iter(records or [])
     with media.Staged([dst]) as staged:
         with av.open(str(src)) as inp, av.open(str(staged.temps[0]), "w",
                                                format=MUXERS[dst.suffix.lower()]) as out:
-            streams = {}
+            keep = {}
             for s in inp.streams:
-                streams[s.index] = out.add_stream_from_template(s)
-                streams[s.index].disposition = s.disposition
-                streams[s.index].metadata.update(s.metadata)
-            pending = iter(records)
+                if records is not None or not record_title(s):
+                    keep[s.index] = out.add_stream_from_template(s)
+                    keep[s.index].disposition = s.disposition
+                    if records is not None:  # the record stream is found by its title
+                        keep[s.index].metadata.update(s.metadata)
             for packet in inp.demux():
-                if not packet.size or packet.dts is None:
+                o = keep.get(packet.stream.index)
+                if o is None or not packet.size or packet.dts is None:
                     continue
-                o = streams[packet.stream.index]
-                if record_title(packet.stream):
+                if records is not None and record_title(packet.stream):
                     new = av.Packet(next(pending))
                     new.pts, new.dts, new.duration = packet.pts, packet.dts, packet.duration
                     new.time_base = packet.time_base
