@@ -88,7 +88,7 @@ def test_inspect_prints_one_json_document_without_secrets(anon, face_files):
     r = run("inspect", anon)
     assert r.exit_code == 0
     record = json.loads(r.stdout)  # exactly one JSON document on stdout
-    assert record["format"] == "faceveil" and record["version"] == 3
+    assert record["format"] == "faceveil" and record["version"] == 4
     assert record["sampler"]["steps"] == 20 and len(record["faces"]) == 1
     # The default with sealed originals: fresh keyed noise, no noise norm to hide.
     assert record["sampler"]["flip"] == "fresh" and record["sampler"]["norm"] == "none"

@@ -21,7 +21,7 @@ from faceveil.diffusion import mixing
 from faceveil.diffusion.engine import Engine
 from faceveil.diffusion.models import load_model
 from faceveil.errors import MetadataError, WrongKeyError
-from faceveil.format import auth, fields
+from faceveil.format import auth, fields, wrapping
 from faceveil.options import Options
 from faceveil.pipeline import generate, pixels
 
@@ -479,7 +479,7 @@ def test_damaged_or_swapped_sealed_originals_are_refused(two_faces, tmp_path, ed
     body = json.loads(json.dumps(a.record.body))
     damage(body)
     k = a.record.key
-    secret = KEY.resolve({"type": k.type, "salt": k.salt, "kdf": k.kdf})
+    secret = wrapping.open_file_key(k, KEY)  # format 4: the file key wrapped under KEY
     with pytest.raises(MetadataError, match="face 0: the lossless data does not authenticate"):
         auth.open(auth.seal(body, secret), KEY)
     assert np.array_equal(api.recover(path, KEY).pixels, x)  # the file itself is intact

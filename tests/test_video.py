@@ -338,6 +338,45 @@ def test_memory_stays_bounded(work, clip, key, tiny64):
 # ---------------------------------------------------------------------------
 
 
+def test_clip_to_recipients_recovers_with_each_identity(work, clip, tiny64, tmp_path):
+    """A clip anonymized for public keys: one file key per clip, wrapped in its clip
+    record (and the same in each frame record); each identity recovers it bit-exactly, a
+    key file or another identity is a wrong key."""
+    from faceveil.recipients import new_identity
+
+    ids = []
+    for name in ("a.txt", "b.txt"):
+        text, public = new_identity()
+        (tmp_path / name).write_text(text)
+        ids.append((tmp_path / name, public))
+    out = tmp_path / "anon.mkv"
+    r = run("anonymize", clip, "-o", out, "-r", ids[0][1], "-m", tiny64, "--steps", STEPS,
+            "-q")
+    assert r.exit_code == 0, r.output
+    scanned = clips.scan(video_io.raw_records(out, None))
+    assert scanned.clip.version == 3 and scanned.clip.key.type == "age"
+    back = tmp_path / "back.mkv"
+    assert run("recover", out, "-o", back, "-i", ids[0][0], "-q").exit_code == 0
+    for (_, a), (_, c) in zip(frames(clip), frames(back), strict=True):
+        assert np.array_equal(a, c)
+    r = run("recover", out, "-o", tmp_path / "x.mkv", "-i", ids[1][0])
+    assert r.exit_code == 3 and "none of the given identities" in r.output
+    assert not (tmp_path / "x.mkv").exists()
+    # Re-wrapped from the first identity to the second: the clip's other packets stay.
+    before, video_before = out.read_bytes(), packets(out, "video")
+    r = run("rewrap", out, "-i", ids[1][0], "-r", ids[1][1])
+    assert r.exit_code == 3 and out.read_bytes() == before
+    r = run("rewrap", out, "-i", ids[0][0], "-r", ids[1][1], "--remove-recipient", ids[0][1])
+    assert r.exit_code == 0, r.output
+    assert clips.scan(video_io.raw_records(out, None)).clip.key.recipients == (ids[1][1],)
+    assert packets(out, "video") == video_before
+    assert run("recover", out, "-o", tmp_path / "y.mkv", "-i", ids[1][0], "-q").exit_code == 0
+    for (_, a), (_, c) in zip(frames(clip), frames(tmp_path / "y.mkv"), strict=True):
+        assert np.array_equal(a, c)
+    r = run("recover", out, "-o", tmp_path / "z.mkv", "-i", ids[0][0])
+    assert r.exit_code == 3 and not (tmp_path / "z.mkv").exists()
+
+
 def test_wrong_key_is_refused(work, anon_mkv, tmp_path):
     other = tmp_path / "other.key"
     keys.generate_key_file(other)

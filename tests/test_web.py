@@ -287,6 +287,30 @@ def test_passphrase_round_trip_and_nothing_secret_logged(client, obama, caplog):
     assert PASSPHRASE not in json.dumps(status)
 
 
+def test_recipients_and_identity_round_trip(client, obama):
+    """The page's API anonymizes to a public key and recovers with its identity."""
+    from faceveil.recipients import new_identity
+
+    photo, original = obama
+    identity, public = new_identity()
+    status, job = run_job(client, "/api/anonymize", {"photo": photo["id"],
+                                                     "key": {"recipients": [public]}})
+    assert status["state"] == "done", status
+    png = client.get(f"/api/jobs/{job}/output", headers=H).content
+    assert png_records.from_png_bytes(png).key.type == "age"
+    spec = {"identity": base64.b64encode(identity.encode()).decode()}
+    status, job = recover_job(client, png, spec)
+    assert status["state"] == "done", status
+    back = images.load_image(client.get(f"/api/jobs/{job}/output", headers=H).content)
+    assert np.array_equal(back.pixels, original)
+    other = {"identity": base64.b64encode(new_identity()[0].encode()).decode()}
+    status, _ = recover_job(client, png, other)
+    assert status["error"]["kind"] == "wrong-key" and status["error"]["code"] == 3
+    r = client.post("/api/anonymize", json={"photo": photo["id"],
+                                            "key": {"recipients": ["age1nope"]}}, headers=H)
+    assert r.status_code == 400 and r.json()["error"]["code"] == 2
+
+
 # ---------------------------------------------------------------------------
 # Errors, as the command line's exit statuses
 # ---------------------------------------------------------------------------

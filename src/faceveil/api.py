@@ -31,9 +31,9 @@ from .diffusion import backends
 from .diffusion.engine import Progress
 from .errors import FaceveilError, InputError
 from .faces import FaceRegion
-from .format import auth, png
+from .format import auth, holders, png
 from .format.records import Opened, Record
-from .keys import KeySource, SecretKey
+from .keys import FaceShare, KeySource, SecretKey
 from .options import DEFAULTS, FixedKeys, Options
 from .pipeline import anonymize as anon
 from .pipeline import generate as gen
@@ -50,6 +50,7 @@ from .pipeline.results import (
     recovered_outputs,
     resume_check,
 )
+from .recipients import Identities, Recipients
 from .timings import Timings
 
 if TYPE_CHECKING:
@@ -61,10 +62,13 @@ __all__ = [
     "anonymized_outputs", "publish", "recovered_outputs", "resume_check",
     "anonymize_sequence", "anonymize_video", "box_region", "detect_video", "find_regions",
     "generate_faces", "get_model", "inspect", "inspect_video", "open_record", "read_record",
-    "recover", "recover_many", "recover_video", "resolution_notes", "Timings",
+    "recover", "recover_many", "recover_video", "resolution_notes", "rewrap", "share_face",
+    "Timings",
 ]
 
 Meta = str | os.PathLike | dict | Record | None
+Key = KeySource | Identities
+"""What opens a file: a key file or passphrase, or the identities of its recipients."""
 
 
 def get_model(model: Backbone | str | dict | None = None, device: str | None = None,
@@ -95,7 +99,7 @@ def _model(model: Backbone | str | None, options: Options,
 # ---------------------------------------------------------------------------
 
 
-def anonymize(image: ImageInput, key: KeySource, *, options: Options | None = None,
+def anonymize(image: ImageInput, key: KeySource | Recipients, *, options: Options | None = None,
               model: Backbone | str | None = None,
               regions: Sequence[FaceRegion] | None = None, mask: np.ndarray | None = None,
               progress: Progress | None = None, fixed: FixedKeys | None = None,
@@ -104,7 +108,9 @@ def anonymize(image: ImageInput, key: KeySource, *, options: Options | None = No
 
     Args:
         image: a path, PNG or JPEG bytes, PIL image or uint8 (H, W, 3) array.
-        key: the secret (:class:`~faceveil.keys.KeySource`).
+        key: the secret (:class:`~faceveil.keys.KeySource`), or public-key recipients
+            (:class:`~faceveil.recipients.Recipients`): then nothing this process keeps
+            can recover the faces, only the recipients' identities can.
         options: :class:`~faceveil.options.Options` (sampling, detection, protection,
             runtime); default: :data:`faceveil.options.DEFAULTS`.
         model: a loaded backbone, a preset name, a diffusers folder or a hub id
@@ -136,7 +142,7 @@ def anonymize(image: ImageInput, key: KeySource, *, options: Options | None = No
     return anon.anonymize_jobs([job], backbone, options, progress, timings)[0]
 
 
-def anonymize_many(sources: Sequence[ImageInput], key: KeySource, *,
+def anonymize_many(sources: Sequence[ImageInput], key: KeySource | Recipients, *,
                    options: Options | None = None, model: Backbone | str | None = None,
                    progress: Progress | None = None, timings: Timings | None = None
                    ) -> list[Anonymized | Exception]:
@@ -176,7 +182,7 @@ def inspect(image: ImageInput | None = None, meta: Meta = None) -> dict:
     return read_record(image, meta).public()
 
 
-def open_record(image: ImageInput, key: KeySource, *, meta: Meta = None,
+def open_record(image: ImageInput, key: Key, *, meta: Meta = None,
                 deniable: bool = False) -> Opened:
     """The key holder's view of an anonymized file: its record opened with the key (key
     check and MAC verified, per-face geometry, residuals, sealed originals and original
@@ -186,7 +192,7 @@ def open_record(image: ImageInput, key: KeySource, *, meta: Meta = None,
     return (auth.open_unauthenticated if deniable else auth.open)(record, key)
 
 
-def recover(image: ImageInput, key: KeySource, *, meta: Meta = None,
+def recover(image: ImageInput, key: Key | FaceShare, *, meta: Meta = None,
             options: Options | None = None, model: Backbone | str | None = None,
             method: str | None = None, deniable: bool = False,
             progress: Progress | None = None, residual: bool = True,
@@ -200,7 +206,9 @@ def recover(image: ImageInput, key: KeySource, *, meta: Meta = None,
     file without key check and MAC (made with ``--deniable``): nothing in it is
     authenticated, a wrong key yields other faces, and its model reference is only
     followed when it names a preset. ``residual=False`` ignores the stored precision
-    residual (to measure the paper's method as it was).
+    residual (to measure the paper's method as it was). ``key`` is a key file or
+    passphrase, the :class:`~faceveil.recipients.Identities` of a recipient, or a face
+    key (:func:`share_face`): that face alone comes back, the others stay anonymized.
 
     Raises:
         WrongKeyError: the key is not the one the file was made with.
@@ -216,7 +224,7 @@ def recover(image: ImageInput, key: KeySource, *, meta: Meta = None,
     return result
 
 
-def recover_many(sources: Sequence[ImageInput], key: KeySource, *,
+def recover_many(sources: Sequence[ImageInput], key: Key | FaceShare, *,
                  metas: Sequence[Meta] | None = None, options: Options | None = None,
                  model: Backbone | str | None = None, method: str | None = None,
                  deniable: bool = False, progress: Progress | None = None,
@@ -236,7 +244,8 @@ def recover_many(sources: Sequence[ImageInput], key: KeySource, *,
     metas = [None] * len(sources) if metas is None else list(metas)
     if len(metas) != len(sources):
         raise InputError("one metadata source per image is needed")
-    opener = auth.open_unauthenticated if deniable else auth.open
+    opener = (holders.open_face if isinstance(key, FaceShare) else
+              auth.open_unauthenticated if deniable else auth.open)
     planned: list[rec.Restore | FaceveilError] = []
     for source, meta in zip(sources, metas, strict=True):
         try:
@@ -247,6 +256,51 @@ def recover_many(sources: Sequence[ImageInput], key: KeySource, *,
             planned.append(e)
     return rec.recover_planned(planned, model=model, runtime=options.runtime,
                                progress=progress, residual=residual, timings=timings)
+
+
+def share_face(image: ImageInput, key: Key, face: int, *, meta: Meta = None) -> FaceShare:
+    """The key of one face of a format 4 file (``FaceShare.to_bytes()`` is its file): it
+    recovers that face alone, and nothing of the other faces or of other files.
+
+    Raises:
+        WrongKeyError: ``key`` does not open the file. InputError: no such face, or an
+            older format.
+    """
+    return holders.share_face(read_record(image, meta), key, face)
+
+
+def rewrap(path: str | os.PathLike, key: Key, *, add: Recipients | None = None,
+           remove: Sequence[str] = (), to_key: KeySource | None = None,
+           output: str | os.PathLike | None = None, force: bool = False) -> None:
+    """Wrap the file key of an anonymized PNG or clip anew (to ``to_key``, or to its
+    recipients plus ``add`` minus ``remove``) and write it again, atomically, at
+    ``output`` (default: in place). Only the records change: a PNG's other chunks are
+    kept byte for byte, a clip's other packets as they are.
+
+    Raises:
+        WrongKeyError: ``key`` does not open the file; nothing is written.
+    """
+    from pathlib import Path
+
+    from . import media
+
+    def new_key(info, secret):
+        return holders.new_key_info(info, secret, add=add, remove=remove, to_key=to_key)
+
+    path = Path(path)
+    dst = Path(output) if output is not None else path
+    replace = force or dst == path  # in place is the point; another name only with force
+    if media.is_video(path):
+        from .format import clip
+        from .video import io as video_io
+
+        records = clip.rewrap(video_io.raw_records(path, None), key, new_key)
+        video_io.replace_records(path, dst, records, replace=replace)
+        return
+    with media.reading(path, "anonymized image", InputError) as f:
+        src = f.read()
+    record = holders.rewrap(read_record(src), key, new_key)
+    media.write_atomic(dst, png.replace_record(src, record), replace=replace)
 
 
 # ---------------------------------------------------------------------------

@@ -21,6 +21,13 @@ class KeyMaterialError(FaceveilError):
     """A key file or passphrase cannot be read."""
 
 
+class RecipientError(FaceveilError):
+    """A public-key recipient (``-r``, ``-R``) is malformed or of a type age does not
+    support: exit 2, as for a malformed command line."""
+
+    exit_code = 2
+
+
 class WrongKeyError(FaceveilError):
     """The key does not match the one the file was anonymized with."""
 

@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from . import media
 from .errors import KeyMaterialError, MetadataError, WrongKeyError
 
 if TYPE_CHECKING:  # numpy is imported where signs are made: keygen starts without it
@@ -137,30 +138,39 @@ def generate_key_file(path: str | os.PathLike, *, overwrite: bool = False) -> No
     The file is created with mode 0600 from the start (never world-readable, even
     briefly) and an existing file is refused unless ``overwrite``.
     """
+    write_private(path, new_key_file(), overwrite=overwrite, what="key")
+
+
+def write_private(path: str | os.PathLike, data: bytes, *, overwrite: bool = False,
+                  what: str = "key") -> None:
+    """Write secret ``data`` to ``path`` atomically, mode 0600 from the start (never
+    world-readable, even briefly); an existing file is refused unless ``overwrite``."""
     path = Path(path)
     if not path.parent.exists():
         raise KeyMaterialError(f"folder {str(path.parent)!r} does not exist")
     if path.exists() and not overwrite:
-        raise KeyMaterialError(f"{str(path)!r} exists; refusing to overwrite a key (use --force)")
-    text = new_key_file().decode("ascii")
+        raise KeyMaterialError(f"{str(path)!r} exists; refusing to overwrite a {what} "
+                               "(use --force)")
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:
-        raise KeyMaterialError(f"cannot write the key file {str(path)!r}: "
+        raise KeyMaterialError(f"cannot write the {what} file {str(path)!r}: "
                                f"{e.strerror or e}") from None
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise KeyMaterialError(f"cannot write the key file {str(path)!r}: "
-                                   f"{e.strerror or e}") from None
-        raise
+        media.publish_file(tmp, path, replace=overwrite)  # never over a key made meanwhile
+    except media.OutputExistsError:
+        raise KeyMaterialError(f"{str(path)!r} exists; refusing to overwrite a {what} "
+                               "(use --force)") from None
+    except OSError as e:
+        raise KeyMaterialError(f"cannot write the {what} file {str(path)!r}: "
+                               f"{e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after a replace; the spare link after a link
 
 
 _MAX_KEY_FILE = 4096  # a key file is about 82 bytes; anything much larger is not one
@@ -301,6 +311,10 @@ class SecretKey:
         """The key material of one face (format version 2), bound to this file's salt."""
         return FaceKey(self._master, self.salt, nonce)
 
+    def derive(self, label: str) -> bytes:
+        """A 256-bit value for one named purpose (format 4: a repeatable file key)."""
+        return _hkdf(self._master, self.salt, f"faceveil/v4/{label}")
+
     def check_value(self) -> bytes:
         """A value that identifies the key for this file without revealing it."""
         return _hkdf(self._master, self.salt, "faceveil/v1/key-check", CHECK_BYTES)
@@ -407,3 +421,83 @@ class FaceKey:
                                              label.encode() + associated)
         except (InvalidTag, ValueError):
             return None
+
+
+# ---------------------------------------------------------------------------
+# Format 4: a random file key, one secret per face
+# ---------------------------------------------------------------------------
+
+FACE_KEY_HEADER = "faceveil-face-key-v1"
+
+
+class FileKey(SecretKey):
+    """Format 4: a random 256-bit key made for one file and wrapped for its holders
+    (:mod:`faceveil.format.wrapping`). Each face's material comes from its own secret,
+    ``HKDF(F, salt=salt || nonce, info="faceveil/v4/face")``, so one face can be
+    disclosed (:class:`FaceShare`) without the others."""
+
+    def __repr__(self) -> str:
+        return "FileKey(<hidden>)"
+
+    def file_key(self) -> bytes:
+        """The file key itself, to wrap it anew (re-wrap); never stored in clear."""
+        return self._master
+
+    def face_secret(self, nonce: bytes) -> bytes:
+        """The secret of the face with this nonce (what a face key holds)."""
+        return _hkdf(self._master, self.salt + bytes(nonce), "faceveil/v4/face")
+
+    def face(self, nonce: bytes) -> FaceKey:
+        return FaceKey(self.face_secret(nonce), self.salt, nonce)
+
+
+@dataclass(frozen=True)
+class FaceShare:
+    """The key of one face of one file (format 4): its secret, bound to the file's salt
+    and the face's nonce. It opens that face and nothing else."""
+
+    salt: bytes
+    nonce: bytes
+    index: int
+    secret: bytes
+
+    kind = "face"
+
+    def face(self) -> FaceKey:
+        return FaceKey(self.secret, self.salt, self.nonce)
+
+    def to_bytes(self) -> bytes:
+        """The text of a face key file."""
+        return (f"{FACE_KEY_HEADER}\n{self.index} {self.salt.hex()} {self.nonce.hex()} "
+                f"{self.secret.hex()}\n").encode("ascii")
+
+    @classmethod
+    def parse(cls, data: bytes, name: str = "the face key") -> FaceShare:
+        lines = bytes(data).decode("utf-8-sig", errors="replace").splitlines()
+        lines = [line.split() for line in lines if line.strip()]
+        try:
+            if len(data) > _MAX_KEY_FILE or lines[0] != [FACE_KEY_HEADER] or len(lines) != 2:
+                raise ValueError
+            index, salt, nonce, secret = lines[1]
+            share = cls(bytes.fromhex(salt), bytes.fromhex(nonce), int(index),
+                        bytes.fromhex(secret))
+        except (ValueError, IndexError):
+            raise KeyMaterialError(f"{name} is not a faceveil face key (one starts with "
+                                   f"the line {FACE_KEY_HEADER!r})") from None
+        if (len(share.salt), len(share.nonce), len(share.secret)) != (
+                SALT_BYTES, NONCE_BYTES, KEY_BYTES) or share.index < 0:
+            raise KeyMaterialError(f"face key {name} is malformed")
+        return share
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> FaceShare:
+        from .media import reading
+
+        with reading(path, "face key", KeyMaterialError) as f:
+            return cls.parse(f.read(_MAX_KEY_FILE + 1), repr(str(path)))
+
+    def resolve(self, params: dict):
+        raise WrongKeyError("a face key opens one face (recover --face-key), not a file")
+
+    def __repr__(self) -> str:
+        return f"FaceShare(face={self.index})"

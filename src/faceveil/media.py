@@ -132,7 +132,7 @@ class OutputExistsError(InputError):
     another program): nothing was overwritten."""
 
 
-def _published(tmp: Path, dst: Path, replace: bool) -> None:
+def publish_file(tmp: Path, dst: Path, *, replace: bool) -> None:
     """Give the finished file ``tmp`` the name ``dst``: ``os.replace`` when ``replace``;
     otherwise only while the name is free at that very moment (a hard link, which fails
     when ``dst`` exists), so a file another run wrote meanwhile is never overwritten.
@@ -221,7 +221,7 @@ class Staged:
                     os.fsync(f.fileno())
                     st = os.fstat(f.fileno())
                 os.chmod(tmp, 0o666 & ~umask)
-                _published(tmp, dst, self.replace)
+                publish_file(tmp, dst, replace=self.replace)
                 done.append((dst, st))
         except OutputExistsError:
             for dst, st in done:  # take back what this commit published, if still ours

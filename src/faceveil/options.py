@@ -251,13 +251,16 @@ class Output:
     """What a file or folder run writes: ``sidecar`` (the record also as JSON beside
     the output), ``no_face`` (an image without faces: write nothing, "skip"; write it
     stripped of metadata, "copy"; or fail, "error"), ``force`` (overwrite existing
-    outputs; an input is never overwritten) and ``skip_existing`` (a folder run keeps the
-    outputs that are already complete and valid and makes the others: resuming)."""
+    outputs; an input is never overwritten), ``skip_existing`` (a folder run keeps the
+    outputs that are already complete and valid and makes the others: resuming) and
+    ``label`` (an anonymized photo says in its XMP that its faces are synthetic: IPTC
+    Digital Source Type)."""
 
     sidecar: bool = False
     no_face: str = "skip"
     force: bool = False
     skip_existing: bool = False
+    label: bool = True
 
     def __post_init__(self) -> None:
         _choice(self.no_face, NO_FACE, "no_face")
@@ -273,6 +276,9 @@ class FixedKeys:
 
     salt: bytes | None = None
     nonces: tuple[bytes, ...] | None = None
+    # Format 4's random file key; with a fixed salt and a key file or passphrase it is
+    # derived from them instead, so that the run repeats.
+    file_key: bytes | None = None
 
 
 @dataclass(frozen=True)

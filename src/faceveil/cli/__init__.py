@@ -61,6 +61,8 @@ COMMANDS = {
     "anonymize": "faceveil.cli.anonymize:anonymize",
     "recover": "faceveil.cli.recover:recover",
     "keygen": "faceveil.cli.basic:keygen",
+    "share": "faceveil.cli.holders:share",
+    "rewrap": "faceveil.cli.holders:rewrap",
     "detect": "faceveil.cli.tools:detect",
     "models": "faceveil.cli.tools:models",
     "inspect": "faceveil.cli.basic:inspect",
@@ -83,6 +85,8 @@ SHORT_HELP = {
     "models": "List the named models: resolution, size, and whether they are on this "
               "machine.",
     "recover": "Restore the original faces of an anonymized image or clip (needs the key).",
+    "rewrap": "Change who can recover a file, without anonymizing it again.",
+    "share": "Write a key that recovers one face of one file, and nothing else.",
     "serve": "Start the local web page: anonymize photos (review the detected faces first) "
              "and recover them, in a browser on this machine.",
 }

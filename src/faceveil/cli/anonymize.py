@@ -31,7 +31,7 @@ from .common import (
     each,
     folder_only,
     force_options,
-    get_key,
+    get_holder,
     handle_errors,
     key_options,
     model_option,
@@ -39,6 +39,7 @@ from .common import (
     print_timings,
     process_age,
     ray_options,
+    recipient_options,
     run_folder,
     run_on_ray,
     run_one,
@@ -181,6 +182,7 @@ class _Anonymizer:
               help="Output PNG, clip (.mkv or .mp4) for a video INPUT, or output folder "
                    "when INPUT is a folder.")
 @key_options
+@recipient_options
 @model_option("Preset name, local diffusers folder or Hugging Face id (default: the "
               "default model, see `faceveil models`).")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None,
@@ -225,6 +227,10 @@ class _Anonymizer:
                    "input's metadata is not kept.")
 @click.option("--sidecar", is_flag=True,
               help="Also write the metadata to OUT.faceveil.json (survives re-encoding).")
+@click.option("--label/--no-label", default=None,
+              help="Say in the PNG's XMP that its faces are synthetic (IPTC Digital Source "
+                   "Type compositeWithTrainedAlgorithmicMedia, with the model's name) "
+                   "[default: on]. Keep it: viewers, newsrooms and platforms read it.")
 @click.option("--aligned", is_flag=True, help="INPUT is an aligned face crop: no detection.")
 @click.option("--mask", type=click.Path(dir_okay=False),
               help="Mask image, same size as INPUT: white = replace, black = keep.")
@@ -261,8 +267,9 @@ class _Anonymizer:
                    "synthetic face changes from frame to frame, and it is about 10x slower.")
 @ray_options
 @handle_errors
-def anonymize(input, output, key_file, passphrase_stdin, model, mask, report, quiet, use_ray,
-              ray_address, ray_workers, timings, **params) -> None:
+def anonymize(input, output, key_file, passphrase_stdin, recipients, recipients_files, model,
+              mask, report, quiet, use_ray, ray_address, ray_workers, timings,
+              **params) -> None:
     """Replace every face in INPUT with another identity, reversibly.
 
     INPUT is an image, a video clip or a folder of them; OUTPUT is a PNG, a clip (.mkv:
@@ -277,8 +284,11 @@ def anonymize(input, output, key_file, passphrase_stdin, model, mask, report, qu
         said = default_model().note()
         if said:
             note(said)
-    key = get_key(key_file, passphrase_stdin, confirm=True)
+    key = get_holder(key_file, passphrase_stdin, confirm=True, recipients=recipients,
+                     recipients_files=recipients_files)
     src, dst = Path(input), Path(output)
+    if (recipients or recipients_files) and (use_ray or ray_address):
+        raise InputError("-r and -R cannot be used with --ray yet: give a key file")
     if use_ray or ray_address:
         if mask or options.detection.parser_weights or report:
             raise InputError("--mask, --parser-weights and --report cannot be used with --ray")

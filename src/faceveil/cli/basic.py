@@ -17,13 +17,26 @@ from .output import handle_errors, note
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the new key file (mode 0600).")
 @click.option("--force", is_flag=True, help="Overwrite an existing key file.")
+@click.option("--identity", is_flag=True,
+              help="Write an age X25519 identity instead (the text age-keygen writes) and "
+                   "print its public recipient age1…, for `anonymize -r`.")
 @handle_errors
-def keygen(output: str, force: bool) -> None:
+def keygen(output: str, force: bool, identity: bool) -> None:
     """Write a new random 256-bit key file, readable by its owner only.
 
     Keep it safe: without it the original faces cannot be recovered, and anyone who
-    has it can recover them.
+    has it can recover them. With --identity, the file is a private age identity and
+    the line printed is its public recipient, which may be shared freely.
     """
+    if identity:
+        from ..keys import write_private
+        from ..recipients import new_identity
+
+        text, public = new_identity()
+        write_private(output, text.encode("ascii"), overwrite=force, what="identity")
+        note(f"wrote identity {output}")
+        click.echo(public)
+        return
     from ..keys import generate_key_file
 
     generate_key_file(output, overwrite=force)

@@ -83,6 +83,55 @@ def stdin_passphrase() -> str:
                                "(save it as UTF-8)") from None
 
 
+def recipient_options(func):
+    """``-r`` and ``-R``: anonymize to public keys (age, SSH) instead of a secret."""
+    func = click.option("--recipients-file", "-R", "recipients_files", multiple=True,
+                        type=click.Path(dir_okay=False),
+                        help="A file of recipients, one per line (# comments; repeatable)."
+                        )(func)
+    return click.option("--recipient", "-r", "recipients", multiple=True, metavar="PUBKEY",
+                        help="Anonymize for this public key (age1… from `faceveil keygen "
+                             "--identity` or age-keygen, or ssh-ed25519 / ssh-rsa): only "
+                             "its identity can recover; this machine keeps nothing that "
+                             "can (repeatable).")(func)
+
+
+def identity_option(func):
+    """``-i``: the private side of a recipient."""
+    return click.option("--identity", "-i", "identities", multiple=True,
+                        type=click.Path(dir_okay=False),
+                        help="Identity file of a recipient: an age identity (`faceveil "
+                             "keygen --identity`, age-keygen) or an SSH private key "
+                             "(repeatable).")(func)
+
+
+def ssh_passphrase(name: str) -> str:
+    """Ask for an encrypted SSH key's passphrase on the terminal."""
+    if not sys.stdin.isatty():
+        raise KeyMaterialError(f"{name} is protected by a passphrase: run on a terminal "
+                               "to type it, or give an unencrypted identity")
+    return click.prompt(f"Passphrase for {name}", hide_input=True, err=True)
+
+
+def get_holder(key_file: str | None, passphrase_stdin: bool, *, confirm: bool,
+               recipients: Sequence[str] = (), recipients_files: Sequence[str] = (),
+               identities: Sequence[str] = ()):
+    """The key of a command: public-key recipients (anonymize), identities (recover,
+    share, rewrap), or else a key file or passphrase (:func:`get_key`)."""
+    if (recipients or recipients_files or identities) and (key_file or passphrase_stdin):
+        raise InputError("give either recipients/identities (-r, -R, -i) or a key "
+                         "(--key-file, --passphrase-stdin), not both")
+    if recipients or recipients_files:
+        from ..recipients import Recipients
+
+        return Recipients.parse(recipients, recipients_files)
+    if identities:
+        from ..recipients import Identities
+
+        return Identities.read(identities, ssh_passphrase)
+    return get_key(key_file, passphrase_stdin, confirm=confirm)
+
+
 def ray_options(func):
     """``--ray``, ``--ray-address``, ``--ray-workers``: process a folder on Ray."""
     func = click.option("--ray-workers", type=click.IntRange(1), metavar="N",

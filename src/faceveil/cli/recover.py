@@ -17,8 +17,9 @@ from .common import (
     each,
     folder_only,
     force_options,
-    get_key,
+    get_holder,
     handle_errors,
+    identity_option,
     key_options,
     model_option,
     print_timings,
@@ -44,6 +45,10 @@ PATHS = {"lossless": "from the sealed originals (bit-exact, no model)",
                    "clip (.mkv: lossless; .mp4: re-encoded), or output folder when INPUT "
                    "is a folder.")
 @key_options
+@identity_option
+@click.option("--face-key", type=click.Path(dir_okay=False),
+              help="A face key made by `faceveil share`: recover that face alone (the "
+                   "others stay anonymized).")
 @model_option("Where to find the model the file names (overrides its stored reference).")
 @click.option("--method", type=click.Choice(list(RECOVERY_METHODS)), default=None,
               help="Recovery method (default: lossless when the file has it, else the "
@@ -64,17 +69,30 @@ PATHS = {"lossless": "from the sealed originals (bit-exact, no model)",
 @video_options
 @ray_options
 @handle_errors
-def recover(input, output, key_file, passphrase_stdin, model, method, meta, deniable, quiet,
-            use_ray, ray_address, ray_workers, timings, **params) -> None:
+def recover(input, output, key_file, passphrase_stdin, identities, face_key, model, method,
+            meta, deniable, quiet, use_ray, ray_address, ray_workers, timings,
+            **params) -> None:
     """Restore the original faces of an anonymized image or clip (needs the key)."""
     from ..timings import Timings
 
     spent = Timings()
     options = build_options(params)
     force = options.output.force
-    key = get_key(key_file, passphrase_stdin, confirm=False)
+    if face_key:
+        from ..keys import FaceShare
+
+        if key_file or passphrase_stdin or identities:
+            raise InputError("--face-key opens one face by itself: give it without a key "
+                             "or identity")
+        key = FaceShare.read(face_key)
+        key_file = face_key  # an input the outputs must not overwrite
+    else:
+        key = get_holder(key_file, passphrase_stdin, confirm=False, identities=identities)
     src, dst = Path(input), Path(output)
     if use_ray or ray_address:
+        if identities or face_key:
+            raise InputError("-i and --face-key cannot be used with --ray yet: give a key "
+                             "file")
         if meta:
             raise InputError("--meta cannot be used with --ray (each file carries its own)")
         run_on_ray("recovered", "recover_folder", quiet, src=src, dst=dst, key=key,
@@ -107,7 +125,7 @@ def recover(input, output, key_file, passphrase_stdin, model, method, meta, deni
             spent.add("imports", process_age())
         if media.is_video(src):
             return video(src, dst, prefix)
-        media.check_output(dst, [src, meta, key_file], force)
+        media.check_output(dst, [src, meta, key_file, *identities], force)
         media.output_format(dst)  # before the model runs
         progress = Progress(not quiet, prefix)
         try:

@@ -248,7 +248,8 @@ def set_default_model(name: str) -> DefaultModel:
         data["default_model"] = value
     path = settings_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(),
+                 replace=True)
     return default_model()
 
 

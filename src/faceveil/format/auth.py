@@ -34,8 +34,8 @@ import zlib
 from typing import Protocol
 
 from ..errors import MetadataError, WrongKeyError
-from ..keys import SecretKey
-from . import records
+from ..keys import FaceKey, SecretKey
+from . import records, wrapping
 from .fields import MAX_SEALED, as_dict, b64d, b64e, corrupt, inflate, pack_mask, pack_residual
 from .records import FaceData, Opened, Record
 
@@ -250,11 +250,20 @@ def _open_face(record: Record, i: int, secret: SecretKey) -> FaceData:
             if lossless is None:
                 raise MetadataError(f"face {i}: the lossless data does not authenticate")
         return records.face_from_payload(face, i, face.clear, None, lossless)
-    fk = secret.face(face.nonce)
-    associated = _associated(record.version, secret.salt, face)
+    data = open_face_with(record, i, secret.face(face.nonce))
+    if data is None:
+        raise MetadataError(f"face {i}: its sealed data does not authenticate (tampered)")
+    return data
+
+
+def open_face_with(record: Record, i: int, fk: FaceKey) -> FaceData | None:
+    """Face ``i`` of a record of format 2 or later unsealed with its key material (None:
+    its sealed data does not authenticate under it)."""
+    face = record.faces[i]
+    associated = _associated(record.version, record.key.salt, face)
     plain = fk.open(SEAL_FACE, face.sealed, associated)
     if plain is None:
-        raise MetadataError(f"face {i}: its sealed data does not authenticate (tampered)")
+        return None
     try:
         payload = json.loads(inflate(plain, MAX_SEALED, f"face {i} sealed data"))
     except ValueError:
@@ -284,7 +293,7 @@ def open(record: Record, key: Resolver) -> Opened:  # noqa: A001 - the format's 
             "someone removed them to switch off tamper protection. Its metadata cannot be "
             "authenticated; recover it only if you expect a deniable file "
             "(`recover --deniable`)")
-    secret = key.resolve(record.key.params())
+    secret = wrapping.open_file_key(record.key, key)
     verify(record.key, record.stored, record.mac, secret)
     faces = [_open_face(record, i, secret) for i in range(len(record.faces))]
     return Opened(record, secret, faces, True,
@@ -297,7 +306,7 @@ def open_unauthenticated(record: Record, key: Resolver) -> Opened:
     verified is verified (:func:`open`)."""
     if record.authenticated:
         return open(record, key)
-    secret = key.resolve(record.key.params())
+    secret = wrapping.open_file_key(record.key, key)
     faces = []
     for i, face in enumerate(record.faces):
         fk = secret.face(face.nonce) if record.version >= 2 else None

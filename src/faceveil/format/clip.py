@@ -5,11 +5,11 @@ covered by its MAC::
 
     "video": {"frame": N, "pts": P}     # frame number (0-based, decode order) and time
 
-After the last frame comes the clip record (version 2 is stored in an envelope, as a
-format-3 photo record: the digest and MAC cover its stored text)::
+After the last frame comes the clip record (versions 2 and 3 are stored in an envelope,
+as a format-3 photo record: the digest and MAC cover its stored text)::
 
-    {"format": "faceveil-video", "version": 2, "created_by": ...,
-     "key":  {"type", "salt", "kdf", "check"},          # as in the frame records
+    {"format": "faceveil-video", "version": 3, "created_by": ...,
+     "key":  {"type", "salt", "kdf", "check", "wrapped", "recipients"},  # as in the frames
      "clip": {"frames": N, "records": R, "faces": F, "tracks": T, "width": W,
               "height": H, "rotation": 0|90|180|270, "codec": "ffv1"|"h264",
               "time_base": [num, den]},
@@ -31,19 +31,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from .. import __version__
-from ..errors import MetadataError
+from ..errors import InputError, MetadataError
 from ..keys import KeySource, SecretKey
-from . import auth
+from . import auth, wrapping
 from .fields import MAX_CHUNK, MAX_FACES, MAX_SIDE, as_int, b64d, b64e
 from .records import KeyInfo, Opened, Record
 
 CLIP_FORMAT = "faceveil-video"
-CLIP_VERSION = 2
-READABLE_CLIP_VERSIONS = (1, 2)
+CLIP_VERSION = 3
+READABLE_CLIP_VERSIONS = (1, 2, 3)
 CODECS = ("ffv1", "h264")
 MAX_FRAMES = 1 << 31
 
@@ -82,7 +82,8 @@ def chain_next(chain: bytes, record: Record) -> bytes:
 
 def clip_record(key: KeyInfo, secret: SecretKey, clip: dict, chain: bytes,
                 metadata: dict[str, bytes]) -> ClipRecord:
-    """A new clip record (version 2), with its MAC."""
+    """A new clip record (version 3: its key information as format 4's, the file key
+    wrapped), with its MAC."""
     body = {"format": CLIP_FORMAT, "version": CLIP_VERSION,
             "created_by": f"faceveil {__version__}", "key": key.to_json(), "clip": clip,
             "chain": chain.hex(), "original_metadata": auth.seal_metadata(secret, metadata)}
@@ -109,7 +110,7 @@ def _clip_from_body(body: dict, stored: bytes, digest: str, mac: bytes | None) -
         raise _corrupt("clip rotation or codec")
     if not isinstance(body["chain"], str) or len(body["chain"]) != 64:
         raise _corrupt("chain")
-    key = KeyInfo.from_json(body["key"])
+    key = KeyInfo.from_json(body["key"], 4 if version >= 3 else 3)
     if key.check is None or mac is None:
         raise MetadataError("the clip's faceveil records carry no key check or MAC "
                             "(removed to switch off tamper protection?); refusing them")
@@ -139,17 +140,19 @@ def parse(data: bytes | str) -> Record | ClipRecord:
 
 
 class ClipKey:
-    """A key source resolved once for a clip's key parameters (a passphrase is
-    stretched once, not once per frame); refuses the parameters of another clip."""
+    """A clip's key opened once (a passphrase stretched, a file key unwrapped once, not
+    once per frame) for its key information; refuses the frame records of another
+    clip."""
 
-    def __init__(self, key: KeySource, params: dict) -> None:
-        self.kind = key.kind
-        self.params = params
-        self.secret = key.resolve(params)
+    def __init__(self, key, info: KeyInfo) -> None:
+        self.info = info
+        self.secret = wrapping.open_file_key(info, key)
 
-    def resolve(self, params: dict) -> SecretKey:
-        if (params.get("type") != self.params["type"] or params.get("salt") != self.params["salt"]
-                or params.get("kdf") != self.params.get("kdf")):
+    def open_file_key(self, info: KeyInfo) -> SecretKey:
+        """The clip's key, for a frame record whose key information is the clip's."""
+        mine = self.info
+        if (info.type, info.salt, info.kdf, info.wrapped) != (
+                mine.type, mine.salt, mine.kdf, mine.wrapped):
             raise MetadataError("the clip's faceveil records mix several clips (their key "
                                 "salts differ)")
         return self.secret
@@ -219,7 +222,7 @@ def verify_clip(clip: ClipRecord, key: KeySource) -> ClipKey:
         WrongKeyError: the key is not the clip's.
         MetadataError: the clip record was modified.
     """
-    ck = ClipKey(key, clip.key.params())
+    ck = ClipKey(key, clip.key)
     auth.verify(clip.key, clip.stored, clip.mac, ck.secret, "this clip")
     return ck
 
@@ -229,3 +232,34 @@ def open_frames(raw: Iterable[bytes | str], key: ClipKey) -> Iterator[Opened | C
     key check and MAC checked once, its faces unsealed), then the clip record."""
     for record in _walk(raw):
         yield record if isinstance(record, ClipRecord) else auth.open(record, key)
+
+
+def rewrap(raw: Iterable[bytes | str], key, new_key: Callable[[KeyInfo, SecretKey], KeyInfo]
+           ) -> list[bytes]:
+    """A clip's records with its file key wrapped anew: every record verified with
+    ``key`` first, then each frame record and the clip record stored again with the key
+    information ``new_key(info, secret)`` gives, their MACs made again under the same
+    file key and the chain recomputed. Frames and faces do not change.
+
+    Raises:
+        InputError: a clip older than record version 3 (its frames use the key itself).
+    """
+    raw = list(raw)
+    scanned = scan(raw)
+    if scanned.clip.version < 3:
+        raise InputError(f"this clip's records are version {scanned.clip.version}: only "
+                         "version 3 clips can be re-wrapped (recover it and anonymize it "
+                         "again)")
+    ck = verify_clip(scanned.clip, key)
+    info = new_key(scanned.clip.key, ck.secret).to_json()
+    out, chain = [], chain_start(scanned.clip.key.salt)
+    for opened in open_frames(raw, ck):  # each frame record's MAC and faces verified
+        if isinstance(opened, ClipRecord):
+            body = {**opened.body, "key": info, "chain": chain.hex()}
+            stored, digest, mac = auth.stored_body(body, ck.secret)
+            out.append(auth.dumps(_clip_from_body(body, stored, digest, mac)).encode())
+        else:
+            record = auth.seal({**opened.record.body, "key": info}, ck.secret)
+            chain = chain_next(chain, record)
+            out.append(auth.dumps(record).encode())
+    return out

@@ -11,15 +11,19 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
+import zlib
 
 from PIL import Image, PngImagePlugin
 
 from ..errors import MetadataError
 from . import auth
 from .fields import MAX_CHUNK
+from .label import XMP_KEYWORD, xmp_packet
 from .records import Record
 
 CHUNK_KEYWORD = "faceveil"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def allow_large_chunks() -> None:
@@ -38,9 +42,46 @@ def loads(text: str | bytes) -> Record:
     return auth.load(obj)
 
 
-def png_text(record: Record) -> dict[str, str]:
-    """The PNG text chunks that carry a record (used when encoding the output)."""
-    return {CHUNK_KEYWORD: auth.dumps(record)}
+def png_text(record: Record, label: bool = True) -> dict[str, str]:
+    """The PNG text chunks that carry a record (used when encoding the output) and,
+    with ``label``, the XMP packet that says the faces are synthetic
+    (:mod:`.label`)."""
+    text = {CHUNK_KEYWORD: auth.dumps(record)}
+    if label:
+        text[XMP_KEYWORD] = xmp_packet(record)
+    return text
+
+
+def replace_record(data: bytes, record: Record) -> bytes:
+    """The PNG ``data`` with its faceveil chunk replaced by ``record``'s: every other
+    chunk (pixels, label, colour profile) is kept byte for byte (``rewrap``).
+
+    Raises:
+        MetadataError: not a PNG, or one without exactly one faceveil chunk.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        raise MetadataError("not a PNG file: only a PNG's faceveil chunk can be rewritten")
+    out, at, found = [data[:8]], 8, 0
+    while at + 12 <= len(data):
+        length = struct.unpack(">I", data[at:at + 4])[0]
+        end = at + 12 + length
+        kind, body = data[at + 4:at + 8], data[at + 8:at + 8 + length]
+        if end > len(data):
+            raise MetadataError("the PNG file is truncated")
+        if kind == b"iTXt" and body.startswith(CHUNK_KEYWORD.encode() + b"\0"):
+            found += 1
+            new = (CHUNK_KEYWORD.encode() + b"\0\1\0\0\0"
+                   + zlib.compress(auth.dumps(record).encode("utf-8"), 9))
+            chunk = b"iTXt" + new
+            out.append(struct.pack(">I", len(new)) + chunk
+                       + struct.pack(">I", zlib.crc32(chunk)))
+        else:
+            out.append(data[at:end])
+        at = end
+    if found != 1:
+        raise MetadataError("the PNG holds no faceveil chunk (or several): nothing to "
+                            "rewrite")
+    return b"".join(out)
 
 
 def from_text_chunks(text: dict[str, str]) -> Record | None:

@@ -71,8 +71,10 @@ from .fields import (
 )
 
 FORMAT = "faceveil"
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4
+DENIABLE_VERSION = 3  # deniable records keep format 3: a wrapped key would authenticate
+READABLE_VERSIONS = (1, 2, 3, 4)
+MAX_RECIPIENTS = 256
 _REQUIRED = ("format", "version", "model", "sampler", "key", "image", "faces")
 
 
@@ -143,25 +145,37 @@ class Sampler:
 
 @dataclass(frozen=True)
 class KeyInfo:
-    """The public key parameters: kind, salt, KDF and (unless deniable) the key check."""
+    """The public key parameters: kind, salt, KDF and (unless deniable) the key check.
+
+    Format 4 adds ``wrapped``, the file key wrapped for its holders (sealed under a key
+    file or passphrase, or an age file to ``recipients``, the public keys of kind
+    ``"age"``): see :mod:`faceveil.format.wrapping`."""
 
     type: str
     salt: bytes
     kdf: dict | None = None
     check: bytes | None = None
+    wrapped: bytes | None = None
+    recipients: tuple[str, ...] = ()
 
     def params(self) -> dict:
         """What :meth:`faceveil.keys.KeySource.resolve` takes."""
         return {"type": self.type, "salt": self.salt, "kdf": self.kdf}
 
     def to_json(self) -> dict:
-        return {"type": self.type, "salt": b64e(self.salt), "kdf": self.kdf,
-                "check": None if self.check is None else b64e(self.check)}
+        out = {"type": self.type, "salt": b64e(self.salt), "kdf": self.kdf,
+               "check": None if self.check is None else b64e(self.check)}
+        if self.wrapped is not None:
+            out["wrapped"] = b64e(self.wrapped)
+            if self.type == "age":
+                out["recipients"] = list(self.recipients)
+        return out
 
     @classmethod
-    def from_json(cls, value: object) -> KeyInfo:
+    def from_json(cls, value: object, version: int = 3) -> KeyInfo:
         d = as_dict(value, "key")
-        kind = as_str(d, "type", "key", ("file", "passphrase"))
+        kind = as_str(d, "type", "key", ("file", "passphrase", "age") if version >= 4
+                      else ("file", "passphrase"))
         salt = b64d(d.get("salt"), "key salt", 64)
         if len(salt) != SALT_BYTES:
             raise corrupt(f"the key salt must be {SALT_BYTES} bytes")
@@ -171,7 +185,19 @@ class KeyInfo:
         elif kdf is not None:
             raise corrupt("a key-file record has KDF parameters")
         check = None if d.get("check") is None else b64d(d["check"], "key check", 64)
-        return cls(kind, salt, kdf, check)
+        if version < 4:
+            return cls(kind, salt, kdf, check)
+        if check is None:
+            raise MetadataError("faceveil metadata was modified: the key check of a format 4 "
+                                "record was removed (an attempt to switch off tamper "
+                                "protection)")
+        wrapped = b64d(d.get("wrapped"), "wrapped file key", 1 << 20)
+        recipients = d.get("recipients", []) if kind == "age" else []
+        if (not isinstance(recipients, list) or len(recipients) > MAX_RECIPIENTS
+                or (kind == "age" and not recipients)
+                or not all(isinstance(r, str) and 0 < len(r) <= 2048 for r in recipients)):
+            raise corrupt("key recipients")
+        return cls(kind, salt, kdf, check, wrapped, tuple(recipients))
 
 
 @dataclass(frozen=True)
@@ -199,7 +225,7 @@ class PublicFace:
 
 @dataclass(frozen=True)
 class Record:
-    """A parsed, shape-checked record (version 1, 2 or 3).
+    """A parsed, shape-checked record (version 1 to 4).
 
     ``body`` is the record as JSON (what ``faceveil inspect`` prints); ``stored`` the
     bytes its ``digest`` and ``mac`` cover (format 3: the body's JSON text exactly as
@@ -354,7 +380,7 @@ def from_body(body: object, *, stored: bytes, digest: str, mac: bytes | None) ->
     missing = [k for k in _REQUIRED if k not in body]
     if missing:
         raise MetadataError(f"faceveil metadata is incomplete (missing {', '.join(missing)})")
-    key = KeyInfo.from_json(body["key"])
+    key = KeyInfo.from_json(body["key"], version)
     deniable = key.check is None
     if deniable != (mac is None):
         raise MetadataError("faceveil metadata was modified (key check and MAC disagree)")

@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import __version__, faces, images
+from .. import faces, images
 from ..diffusion import hub
 from ..diffusion.engine import Engine, Progress
 from ..errors import InputError, NoFaceError
-from ..format import auth, records
-from ..format.records import FaceData, KeyInfo, Sampler
+from ..format import photo, wrapping
+from ..format.records import FaceData, Sampler
 from ..keys import NONCE_BYTES, KeySource, SecretKey
 from ..options import RECOVERY_METHODS, FixedKeys, Options
+from ..recipients import Recipients
 from ..timings import Timings
 from . import harmonize
 from . import pixels as px
@@ -71,11 +72,14 @@ def find_regions(pixels: np.ndarray, backbone: Backbone, options: Options,
                               detection=options.detection, mask=mask)
 
 
-def prepare(source: ImageInput, key: KeySource, backbone: Backbone, options: Options, *,
+def prepare(source: ImageInput, key: KeySource | Recipients, backbone: Backbone,
+            options: Options, *,
             regions: Sequence[faces.FaceRegion] | None = None,
             mask: np.ndarray | None = None, fixed: FixedKeys | None = None,
             timings: Timings | None = None) -> Job:
-    """Decode an image, find its faces and resolve its key (a fresh salt per file)."""
+    """Decode an image, find its faces and make its key: a fresh salt per file and, but
+    for deniable files, a random file key wrapped for ``key`` (a key file, passphrase
+    or public-key recipients)."""
     timings = timings or Timings()
     with timings.phase("reading"):
         loaded = load(source)
@@ -109,7 +113,11 @@ def prepare(source: ImageInput, key: KeySource, backbone: Backbone, options: Opt
             raise InputError(f"a salt must be {len(params['salt'])} bytes")
         params["salt"] = bytes(fixed.salt)
     with timings.phase("key"):
-        secret = key.resolve(params)
+        if options.protection.deniable:  # format 3: nothing in the file authenticates
+            secret = key.resolve(params)
+        else:
+            secret, params = wrapping.new_file_key(key, params, file_key=fixed.file_key,
+                                                   repeatable=fixed.salt is not None)
     return Job(loaded, regions, skipped, mask, nonces, params, secret)
 
 
@@ -277,24 +285,14 @@ def _record(job: Job, backbone: Backbone, sampler: Sampler, options: Options,
         notes.append("deniable mode: the input's own metadata (" + ", ".join(sorted(metadata))
                      + ") was removed and not kept, since nothing in a deniable file may "
                      "authenticate")
-    secret = job.secret
-    key = KeyInfo(job.params["type"], bytes(job.params["salt"]), job.params.get("kdf"),
-                  None if deniable else secret.check_value())
-    body = {
-        "format": records.FORMAT, "version": records.VERSION,
-        "created_by": f"faceveil {__version__}", "model": backbone.describe(),
-        "sampler": sampler.to_json(), "key": key.to_json(),
-        "image": {"width": int(pixels.shape[1]), "height": int(pixels.shape[0])},
-        "faces": [auth.face_entry(f, secret, deniable) for f in face_data],
-        "original_metadata": None if deniable else auth.seal_metadata(secret, metadata),
-    }
-    if job.video is not None:
-        body["video"] = {"frame": int(job.video["frame"]), "pts": int(job.video["pts"])}
-    record = auth.seal(body, None if deniable else secret)
+    record = photo.photo_record(
+        params=job.params, secret=job.secret, model=backbone.describe(), sampler=sampler,
+        width=pixels.shape[1], height=pixels.shape[0], faces=face_data, metadata=metadata,
+        deniable=deniable, video=job.video)
     notes += resolution_notes(job.regions, backbone)
     notes += convergence_notes(residuals, "recovery",
                                [faces.face_number(r, i) for i, r in enumerate(job.regions)])
-    return Anonymized(out, record, job.regions, job.skipped, notes)
+    return Anonymized(out, record, job.regions, job.skipped, notes, options.output.label)
 
 
 def resolution_notes(regions: Sequence[faces.FaceRegion], backbone) -> list[str]:

@@ -54,10 +54,12 @@ class Anonymized:
     regions: list[FaceRegion] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    label: bool = True  # the XMP label that says the faces are synthetic
 
     def png_bytes(self) -> bytes:
-        """The anonymized PNG, its record in the ``faceveil`` chunk."""
-        return images.encode_image(self.pixels, "PNG", text=png.png_text(self.record))
+        """The anonymized PNG, its record in the ``faceveil`` chunk (and its label)."""
+        return images.encode_image(self.pixels, "PNG",
+                                   text=png.png_text(self.record, self.label))
 
     def sidecar_bytes(self) -> bytes:
         """The record as a sidecar file holds it (``--sidecar``, ``recover --meta``)."""

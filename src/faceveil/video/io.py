@@ -468,19 +468,42 @@ def read_frames(path: str | os.PathLike) -> Iterator[tuple[float, np.ndarray]]:
 def copy_without_records(src: Path, dst: Path, *, replace: bool) -> None:
     """Copy a clip without its record stream (``--no-face copy``), atomically (an existing
     ``dst`` replaced only with ``replace``)."""
+    _remux(src, dst, None, replace=replace)
+
+
+def replace_records(src: Path, dst: Path, records: list[bytes], *, replace: bool) -> None:
+    """Copy a clip with its record packets replaced, in order, by ``records`` (as many as
+    it has), every other packet and every timestamp kept (``rewrap``); atomically, and
+    ``dst`` may be ``src`` (with ``replace``)."""
+    _remux(src, dst, records, replace=replace)
+
+
+def _remux(src: Path, dst: Path, records: list[bytes] | None, *, replace: bool) -> None:
+    """Copy a clip's packets to ``dst`` atomically: without its record stream (None), or
+    with its record packets' contents replaced by ``records``."""
     av = require_av()
+    pending = iter(records or [])
     with media.Staged([dst], replace=replace) as staged:
         with av.open(str(src)) as inp, av.open(str(staged.temps[0]), "w",
                                                format=MUXERS[dst.suffix.lower()]) as out:
             keep = {}
             for s in inp.streams:
-                if not record_title(s):
+                if records is not None or not record_title(s):
                     keep[s.index] = out.add_stream_from_template(s)
                     keep[s.index].disposition = s.disposition
+                    if records is not None:  # the record stream is found by its title
+                        keep[s.index].metadata.update(s.metadata)
             for packet in inp.demux():
                 o = keep.get(packet.stream.index)
-                if o is not None and packet.size and packet.dts is not None:
-                    packet.stream = o
-                    out.mux(packet)
+                if o is None or not packet.size or packet.dts is None:
+                    continue
+                if records is not None and record_title(packet.stream):
+                    new = av.Packet(next(pending))
+                    new.pts, new.dts, new.duration = packet.pts, packet.dts, packet.duration
+                    new.time_base = packet.time_base
+                    packet = new
+                packet.stream = o
+                out.mux(packet)
+            if next(pending, None) is not None:
+                raise MetadataError("the clip holds fewer record packets than its records")
         staged.commit()
-

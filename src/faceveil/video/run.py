@@ -29,8 +29,7 @@ import numpy as np
 from .. import batch, faces, images, media
 from ..diffusion.backends import backend_for, get_model
 from ..errors import FaceveilError, InputError, NoFaceError
-from ..format import auth, clip
-from ..format.records import KeyInfo
+from ..format import auth, clip, photo, wrapping
 from ..keys import KeySource, SecretKey
 from ..options import DEFAULTS, Options
 from ..pipeline import anonymize as anon
@@ -143,7 +142,7 @@ def anonymize_video(src: str | os.PathLike, dst: str | os.PathLike, key: KeySour
     _check_outputs(outputs, [src, *protected], out.force)
     backbone = get_model(model, options.runtime.device, backend=backend_for(options))
     params = key.new_params(options.protection.kdf)
-    secret = key.resolve(params)
+    secret, params = wrapping.new_file_key(key, params)  # one file key per clip
     t0 = time.perf_counter()
     inp = io.Input(src)
     if inp.records is not None:
@@ -295,8 +294,7 @@ class _AnonymizeRun:
                    "width": int(w), "height": int(h), "rotation": 90 * self.inp.turns,
                    "codec": self.codec,
                    "time_base": [self.inp.time_base.numerator, self.inp.time_base.denominator]}
-        key = KeyInfo(self.params["type"], bytes(self.params["salt"]), self.params.get("kdf"),
-                      self.secret.check_value())
+        key = photo.key_info(self.params, self.secret, deniable=False)
         record = clip.clip_record(key, self.secret, summary, self.chain, self.inp.metadata)
         self._write_record(auth.dumps(record).encode(), last.pts + last.duration,
                            last.duration)

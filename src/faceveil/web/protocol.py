@@ -25,10 +25,12 @@ from ..errors import (
     MetadataError,
     ModelError,
     NoFaceError,
+    RecipientError,
     WrongKeyError,
 )
 from ..format.records import Record
 from ..keys import KeySource
+from ..recipients import Identities, Recipients
 
 log = logging.getLogger("faceveil.web")
 
@@ -76,6 +78,7 @@ _KINDS: tuple[tuple[type[FaceveilError], str, int], ...] = (
     (ModelError, "model", 500),
     (NoFaceError, "no-face", 422),
     (KeyMaterialError, "bad-key", 400),
+    (RecipientError, "bad-key", 400),
     (InputError, "bad-input", 400),
     (FaceveilError, "bad-input", 400),
 )
@@ -170,23 +173,35 @@ def field_of(data: dict, name: str, kind: type, what: str):
     return value
 
 
-def key_from(data: dict) -> KeySource:
-    """The key of a request: ``{"key_file": BASE64}`` or ``{"passphrase": TEXT}``."""
+def key_from(data: dict):
+    """The key of a request: ``{"key_file": BASE64}``, ``{"passphrase": TEXT}``,
+    ``{"recipients": [PUBKEY, ...]}`` (anonymize to public keys) or ``{"identity":
+    BASE64}`` (an age identity file or unencrypted SSH private key, to recover)."""
     spec = data.get("key")
     if not isinstance(spec, dict) or not spec:
         raise KeyMaterialError("no key: choose a key file (or generate one), or type a "
                                "passphrase")
+    if "recipients" in spec:
+        listed = spec["recipients"]
+        if not isinstance(listed, list) or not all(isinstance(r, str) for r in listed):
+            raise RecipientError("'recipients' must be a list of public keys")
+        return Recipients.parse(listed)
+    if "identity" in spec:
+        return Identities.parse(_b64_field(spec["identity"]), "the chosen identity file")
     if "key_file" in spec:
-        text = spec["key_file"]
-        try:
-            raw = base64.b64decode(text if isinstance(text, str) else "", validate=True)
-        except (binascii.Error, ValueError):
-            raw = b""
-        return KeySource.from_key_file_bytes(raw, "the chosen key file")
+        return KeySource.from_key_file_bytes(_b64_field(spec["key_file"]),
+                                             "the chosen key file")
     phrase = spec.get("passphrase")
     if not isinstance(phrase, str):
         raise KeyMaterialError("the key must be a key file or a passphrase")
     return KeySource.from_passphrase(phrase)
+
+
+def _b64_field(text: object) -> bytes:
+    try:
+        return base64.b64decode(text if isinstance(text, str) else "", validate=True)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def upload_name(request: Request) -> str:

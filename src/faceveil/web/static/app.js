@@ -31,7 +31,7 @@
     bug: "Unexpected error",
   };
   const HINTS = {
-    "wrong-key": "Nothing was recovered: use the key or passphrase the file was anonymized with.",
+    "wrong-key": "Nothing was recovered: use the key, passphrase or identity the file was anonymized for.",
     metadata: "The file was changed after anonymization, or it is not the anonymized PNG.",
   };
   const PHASES = {
@@ -228,12 +228,20 @@
     const generate = fresh ? el("button", { type: "button", class: "key-generate" },
       "Generate a new key file") : null;
     const state = el("p", { class: "key-state", role: "status" });
+    // Public keys: anonymize for recipients (age1…, ssh-ed25519 …); recover with an
+    // identity file (age-keygen's, or an unencrypted SSH private key).
+    const publicKeys = fresh
+      ? el("label", {}, "Recipients, one per line (age1… or ssh-ed25519 …): ",
+        el("textarea", { class: "key-recipients", rows: 3, spellcheck: "false" }))
+      : el("label", {}, "Identity file: ", el("input", { type: "file", class: "key-identity" }));
     root.prepend(root.querySelector("legend"),
       el("div", { class: "key-kinds" }, radio("file", "Key file", true),
-        radio("passphrase", "Passphrase", false)),
+        radio("passphrase", "Passphrase", false),
+        radio("age", fresh ? "Public keys" : "Identity", false)),
       el("div", { class: "key-file" }, el("label", {}, "Key file: ", fileInput), generate),
       el("div", { class: "key-passphrase", hidden: true }, secret("passphrase", "Passphrase"),
         fresh ? secret("passphrase2", "Repeat it") : null),
+      el("div", { class: "key-age", hidden: true }, publicKeys),
       state);
     const pass = root.querySelector(".passphrase");
     const pass2 = root.querySelector(".passphrase2");
@@ -245,6 +253,7 @@
       radio.addEventListener("change", () => {
         root.querySelector(".key-file").hidden = kind() !== "file";
         root.querySelector(".key-passphrase").hidden = kind() !== "passphrase";
+        root.querySelector(".key-age").hidden = kind() !== "age";
         state.textContent = "";
       });
     }
@@ -270,6 +279,18 @@
     }
     return {
       async get() {
+        if (kind() === "age") {
+          if (fresh) {
+            const lines = root.querySelector(".key-recipients").value.split("\n")
+              .map((line) => line.trim()).filter((line) => line && !line.startsWith("#"));
+            if (!lines.length) throw fail("bad-key", "give at least one recipient");
+            return { recipients: lines };
+          }
+          const id = root.querySelector(".key-identity").files[0];
+          if (!id) throw fail("bad-key", "choose the identity file");
+          if (id.size > 1 << 20) throw fail("bad-key", `${id.name} is not an identity file`);
+          return { identity: base64(new Uint8Array(await id.arrayBuffer())) };
+        }
         if (kind() === "passphrase") {
           if (!pass.value) throw fail("bad-key", "type the passphrase");
           if (confirm && pass.value !== pass2.value) {
@@ -656,7 +677,8 @@
 
   function describeRecord(record) {
     if (!record) return "no faceveil metadata in this file: add the sidecar JSON saved with it";
-    const key = record.key_type === "file" ? "a key file" : "a passphrase";
+    const key = { file: "a key file", passphrase: "a passphrase" }[record.key_type] ||
+      "public keys (recover with an identity)";
     return `${plural(record.faces, "anonymized face")} · made with ${key}` +
       (record.created_by ? ` · ${record.created_by}` : "");
   }
