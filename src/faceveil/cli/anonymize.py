@@ -29,6 +29,7 @@ from .common import (
     build_options,
     detection_options,
     each,
+    existing_input,
     get_key,
     handle_errors,
     key_options,
@@ -272,9 +273,9 @@ def anonymize(input, output, key_file, passphrase_stdin, model, mask, report, qu
     except the key. In a clip, each person (a track) keeps one synthetic face, made once
     and moved with their head, and each frame's original faces are sealed in the clip.
     """
+    src, dst = existing_input(input), Path(output)
     options = build_options(params)
     key = get_key(key_file, passphrase_stdin, confirm=True)
-    src, dst = Path(input), Path(output)
     if use_ray or ray_address:
         if mask or options.detection.parser_weights or report:
             raise InputError("--mask, --parser-weights and --report cannot be used with --ray")

@@ -15,6 +15,7 @@ from .common import (
     Progress,
     build_options,
     each,
+    existing_input,
     get_key,
     handle_errors,
     key_options,
@@ -68,10 +69,10 @@ def recover(input, output, key_file, passphrase_stdin, model, method, meta, deni
     from ..timings import Timings
 
     spent = Timings()
+    src, dst = existing_input(input), Path(output)
     options = build_options(params)
     force = options.output.force
     key = get_key(key_file, passphrase_stdin, confirm=False)
-    src, dst = Path(input), Path(output)
     if use_ray or ray_address:
         if meta:
             raise InputError("--meta cannot be used with --ray (each file carries its own)")
