@@ -1,12 +1,20 @@
 """Hostile and careless inputs met with a clear word (issue 27): a missing input, key
 files others can read, short passphrases, a folder given as key file."""
 
+import io
 import os
+import struct
+import tracemalloc
+import zlib
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
+from faceveil import images
 from faceveil.cli import main
+from faceveil.errors import InputError
 
 
 def run(*args, input=None, env=None):
@@ -75,3 +83,79 @@ def test_a_short_passphrase_is_warned_about(tmp_path, face_files, pixel_model):
     r = run("recover", out, "-o", tmp_path / "b.png", "-q", "--passphrase-stdin",
             input="eight ch\n")
     assert r.exit_code == 0 and "warning" not in r.output, r.output
+
+
+# --- memory: whole-image steps in bands, text chunks under Pillow's limits --------------
+
+
+def _png_chunk(ctype: bytes, body: bytes) -> bytes:
+    return (struct.pack(">I", len(body)) + ctype + body
+            + struct.pack(">I", zlib.crc32(ctype + body)))
+
+
+def _with_chunk(png_bytes: bytes, chunk: bytes) -> bytes:
+    """PNG bytes with ``chunk`` inserted before IEND."""
+    return png_bytes[:-12] + chunk + png_bytes[-12:]
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_alpha_is_flattened_without_a_float_copy_of_the_image(tmp_path):
+    """A semi-transparent photo decodes with temporaries of a few bands, not the
+    whole-image float64 arrays (8 bytes a sample) it took before."""
+    h, w = 1200, 1000
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    rgba[:, :, 3] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]  # every level
+    path = tmp_path / "alpha.png"
+    Image.fromarray(rgba, "RGBA").save(path, compress_level=1)
+    tracemalloc.start()
+    try:
+        loaded = images.load_image(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = h * w * 3  # the decoded RGB pixels, uint8
+    assert loaded.pixels.dtype == np.uint8 and loaded.pixels.shape == (h, w, 3)
+    assert peak < 4 * size, f"peak {peak / size:.1f}x the decoded pixels"
+    # Composited onto white exactly, rounded to nearest.
+    a = rgba[:, :, 3:].astype(np.float64) / 255
+    expect = np.round(rgba[:, :, :3] * a + 255 * (1 - a)).astype(np.uint8)
+    assert (loaded.pixels == expect).all()
+
+
+def test_a_text_chunk_bomb_of_another_keyword_is_not_inflated():
+    """A zTXt chunk that inflates to 200 MB is refused within Pillow's own limit."""
+    z = zlib.compressobj(9)
+    block = bytes(1 << 20)
+    body = b"Comment\0\0" + b"".join(z.compress(block) for _ in range(200)) + z.flush()
+    bomb = _with_chunk(_png(Image.new("RGB", (8, 8))), _png_chunk(b"zTXt", body))
+    assert len(bomb) < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match="too large|corrupt"):
+            images.load_image(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak >> 20} MB inflated"
+
+
+def test_faceveil_s_own_chunk_is_read_past_pillow_s_limit():
+    """The record chunk is read with faceveil's bound (large records still open)."""
+    text = "x" * (3 << 20)  # three times Pillow's default text-chunk limit
+    body = b"faceveil\0\x01\x00\0\0" + zlib.compress(text.encode())
+    data = _with_chunk(_png(Image.new("RGB", (8, 8), (1, 2, 3))), _png_chunk(b"iTXt", body))
+    loaded = images.load_image(data)
+    assert loaded.text["faceveil"] == text
+    assert (loaded.pixels == (1, 2, 3)).all()
+    assert images.record_text(data) == text
+    # Another keyword of that size keeps Pillow's limit.
+    other = _with_chunk(_png(Image.new("RGB", (8, 8))),
+                        _png_chunk(b"iTXt", b"Other\0\x01\x00\0\0" + zlib.compress(text.encode())))
+    with pytest.raises(InputError):
+        images.load_image(other)

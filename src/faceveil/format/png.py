@@ -8,11 +8,8 @@ neither the model nor torch, so ``faceveil inspect`` starts fast.
 
 from __future__ import annotations
 
-import io
 import json
 import os
-
-from PIL import Image, PngImagePlugin
 
 from ..errors import MetadataError
 from . import auth
@@ -23,8 +20,9 @@ CHUNK_KEYWORD = "faceveil"
 
 
 def allow_large_chunks() -> None:
-    """Let Pillow read faceveil chunks larger than its 1 MB default."""
-    PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, MAX_CHUNK)
+    """Nothing to do any more (kept for callers): faceveil's record chunk is read by
+    :func:`faceveil.images.load_image` with its own bound (:data:`MAX_CHUNK`), and Pillow
+    keeps its default limits for every other text chunk."""
 
 
 def loads(text: str | bytes) -> Record:
@@ -80,7 +78,6 @@ def read(image: object = None, meta: str | os.PathLike | dict | Record | None = 
     if isinstance(image, (str, os.PathLike, bytes)):
         from ..images import load_image
 
-        allow_large_chunks()
         image = load_image(image)
     text = getattr(image, "text", None)
     if isinstance(text, dict):
@@ -95,8 +92,8 @@ def read(image: object = None, meta: str | os.PathLike | dict | Record | None = 
 
 
 def from_png_bytes(data: bytes) -> Record | None:
-    """The record inside PNG bytes (None when it has none)."""
-    allow_large_chunks()
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        return from_text_chunks(getattr(img, "text", {}))
+    """The record inside PNG bytes (None when it has none); the pixels are not decoded."""
+    from ..images import record_text
+
+    text = record_text(data)
+    return None if text is None else loads(text)

@@ -247,7 +247,6 @@ class WebApp:
         name = upload_name(request)
 
         def work():
-            png.allow_large_chunks()
             loaded = images.load_image(data)
             return loaded, png.from_text_chunks(loaded.text)
 
