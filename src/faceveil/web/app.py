@@ -73,8 +73,10 @@ from ..options import Options
 from .protocol import (
     DEFAULT_MAX_UPLOAD,
     LOOPBACK_HOSTS,
+    MAX_REQUESTS,
     Guard,
     HttpProblem,
+    Limit,
     boxes_of,
     endpoint,
     error_info,
@@ -109,7 +111,8 @@ class Settings:
     max_upload: int = DEFAULT_MAX_UPLOAD  # bytes of one upload (and of one JSON body)
     max_memory: int = DEFAULT_MAX_MEMORY  # bytes the store may hold
     keep_seconds: float = DEFAULT_KEEP_SECONDS  # unused entries are forgotten after this
-    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS  # Host header values; "*": any
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS  # Host names (and the address called)
+    max_requests: int = MAX_REQUESTS  # requests in progress at once (not connections)
 
 
 class WebApp:
@@ -353,4 +356,5 @@ def create_app(settings: Settings | None = None, *, token: str | None = None) ->
     app = Starlette(routes=web.routes())
     app.state.web = web
     app.add_middleware(Guard, token=web.token, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(Limit, requests=settings.max_requests)  # outermost: counts all
     return app

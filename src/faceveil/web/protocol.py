@@ -234,15 +234,53 @@ def record_summary(record: Record) -> dict:
             "deniable": not record.authenticated}
 
 
+MAX_REQUESTS = 64
+"""Requests in progress at once; the next is answered 503 (open connections do not count:
+an idle one is closed by the server's read timeout)."""
+
+
+class Limit:
+    """ASGI middleware: at most ``requests`` HTTP requests in progress; one more is
+    answered 503 at once. It counts requests, not connections, so idle sockets cannot
+    use the places up (one event loop: the count needs no lock)."""
+
+    def __init__(self, app, requests: int = MAX_REQUESTS) -> None:
+        self.app = app
+        self.free = requests
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.free <= 0:
+            busy = HttpProblem(503, "busy", "the server is busy: try again in a moment")
+            await problem_response(busy)(scope, receive, send)
+            return
+        self.free -= 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.free += 1
+
+
+def _address_literal(address: str) -> str:
+    """An IP address as it appears in a Host header (IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address else address
+
+
 class Guard:
     """ASGI middleware: the Host check, the token on ``/api/``, no cross-site requests
     (``Sec-Fetch-Site``, ``Origin``),
-    and the security headers on every response."""
+    and the security headers on every response.
+
+    A request's ``Host`` must be one of ``allowed_hosts`` or the very address the
+    connection came in on (a DNS-rebinding page names its own domain, never an
+    address), so a server on every interface (``--host 0.0.0.0``) answers to this
+    machine's addresses and the names it was given, and to no other name."""
 
     def __init__(self, app, token: str, allowed_hosts: tuple[str, ...]) -> None:
         self.app = app
         self.token = token.encode()
-        self.any_host = "*" in allowed_hosts
         self.hosts = {h.lower() for h in allowed_hosts}
 
     def _refusal(self, scope) -> HttpProblem | None:
@@ -250,7 +288,8 @@ class Guard:
         host = headers.get("host", "").lower()
         name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host \
             else host.rsplit(":", 1)[0]
-        if not self.any_host and name not in self.hosts:
+        server = scope.get("server") or ("", None)
+        if name not in self.hosts and name != _address_literal(str(server[0]).lower()):
             return HttpProblem(421, "forbidden", "this server does not answer to that host "
                                "name (use the address that `faceveil serve` printed)")
         origin = headers.get("origin")

@@ -1,0 +1,102 @@
+"""The web page against idle clients and foreign host names (issue 27): a real uvicorn
+on loopback, bounded in time, stopping by itself."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("starlette", reason="the web extra is not installed")
+pytest.importorskip("uvicorn", reason="the web extra is not installed")
+pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx (the dev extra)")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from faceveil.options import Options  # noqa: E402
+from faceveil.web import app as web  # noqa: E402
+from faceveil.web import command, server  # noqa: E402
+
+from .tinymodels import make_pixel_model  # noqa: E402
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return make_pixel_model(tmp_path_factory.mktemp("web-limits") / "tiny")
+
+
+@pytest.fixture
+def live(model, monkeypatch):
+    """A real server on a free loopback port, with a 1 s read timeout; stopped after."""
+    monkeypatch.setattr(server.TimedH11, "read_timeout", 1.0)
+    settings = web.Settings(model=str(model), options=Options.of(steps=2))
+    app = web.create_app(settings, token=TOKEN)
+    sock = command.bind("127.0.0.1", 0)
+    uv = server.uvicorn.Server(server.config(app, access_log=False))
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    end = time.monotonic() + 20
+    while not uv.started and time.monotonic() < end:
+        time.sleep(0.02)
+    assert uv.started
+    yield sock.getsockname()[1]
+    uv.should_exit = True
+    thread.join(10)
+    app.state.web.shutdown()
+    sock.close()
+
+
+def test_64_idle_connections_do_not_deny_the_page(live):
+    idle = []
+    try:
+        for _ in range(64):
+            s = socket.create_connection(("127.0.0.1", live), timeout=5)
+            idle.append(s)
+        s = idle[0]
+        s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # a request head never finished
+        t0 = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", live, timeout=5)
+        conn.request("POST", "/api/keygen", headers={"X-Faceveil-Token": TOKEN})
+        response = conn.getresponse()
+        assert response.status == 200 and response.read().startswith(b"faceveil-key-v1")
+        assert time.monotonic() - t0 < 5
+        conn.close()
+        # Idle connections, and one that never finishes its request head, are closed by
+        # the server after its read timeout (1 s here, 5 s by default).
+        for s in idle[:8]:
+            s.settimeout(5)
+            assert s.recv(1) == b""
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_requests_in_progress_are_limited_not_connections(model):
+    """The limit counts requests: past it, 503 at once, with the page's JSON error."""
+    settings = web.Settings(model=str(model), options=Options.of(steps=2), max_requests=0)
+    with TestClient(web.create_app(settings, token=TOKEN),
+                    base_url="http://127.0.0.1:8765") as client:
+        r = client.get("/")
+        assert r.status_code == 503 and r.json()["error"]["kind"] == "busy"
+
+
+def test_every_interface_keeps_a_host_check(model):
+    """Bound to 0.0.0.0, the page answers to the address it was called at, this
+    machine's names and --allow-host names; any other name is refused (DNS rebinding)."""
+    hosts = command.allowed_hosts("0.0.0.0", ("faces.lan",))
+    assert socket.gethostname().lower() in hosts and "faces.lan" in hosts
+    settings = web.Settings(model=str(model), options=Options.of(steps=2),
+                            allowed_hosts=hosts)
+    with TestClient(web.create_app(settings, token=TOKEN),
+                    base_url="http://192.168.7.9:8765") as client:
+        assert client.get("/").status_code == 200  # the address it was reached at
+        for name in ("faces.lan", "localhost", socket.gethostname()):
+            assert client.get("/", headers={"Host": f"{name}:8765"}).status_code == 200
+        for name in ("evil.example", "192.168.7.10", "faces.lan.evil.example"):
+            r = client.get("/", headers={"Host": f"{name}:8765"})
+            assert r.status_code == 421, name
