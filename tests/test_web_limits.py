@@ -7,6 +7,7 @@ import http.client
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,79 @@ def test_every_interface_keeps_a_host_check(model):
         for name in ("evil.example", "192.168.7.10", "faces.lan.evil.example"):
             r = client.get("/", headers={"Host": f"{name}:8765"})
             assert r.status_code == 421, name
+
+
+@pytest.mark.parametrize("lossless", [False, True])
+def test_the_progress_bar_keeps_step_with_the_engine(model, monkeypatch, lossless):
+    """The page's progress (what GET /api/jobs/ID says) at each real model call, wrapped
+    around the denoiser: it rises with the work and is near its end at the last call,
+    for anonymization and for recovery by diffusion (--no-lossless made the page count 3
+    passes where the engine makes 2, so its bar stopped near two thirds)."""
+    from faceveil.diffusion import models, onnx
+    from faceveil.web.store import Job
+
+    options = Options.of(steps=3, lossless=lossless)
+    settings = web.Settings(model=str(model), options=options)
+    headers = {"X-Faceveil-Token": TOKEN}
+    seen: list[float] = []
+    state = {"job": None}
+
+    def watch(cls, name):
+        real = getattr(cls, name)
+
+        def wrapped(self, *args, **kwargs):
+            job = state["job"]
+            if job is not None:
+                seen.append(job.fraction)
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, wrapped)
+
+    for cls in (models.Backbone, onnx.OnnxBackbone):
+        for name in ("predict", "predict_steps"):
+            if hasattr(cls, name):
+                watch(cls, name)
+
+    def run_job(client, path, body):
+        r = client.post(path, json=body, headers=headers)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job"]
+        state["job"] = client.app.state.web.store.get(job_id, Job, "job")
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            status = client.get(f"/api/jobs/{job_id}", headers=headers).json()
+            if status["state"] in ("done", "error"):
+                break
+            time.sleep(0.02)
+        assert status["state"] == "done", status
+        assert status["fraction"] == 1.0
+        state["job"] = None
+        return job_id
+
+    data = (Path(__file__).parent / "data" / "obama.jpg").read_bytes()
+    key = {"passphrase": "correct horse battery staple"}
+    with TestClient(web.create_app(settings, token=TOKEN),
+                    base_url="http://127.0.0.1:8765") as client:
+        r = client.post("/api/photos", content=data,
+                        headers={**headers, "X-Faceveil-Name": "obama.jpg"})
+        assert r.status_code == 200, r.text
+        job_id = run_job(client, "/api/anonymize", {"photo": r.json()["id"], "key": key})
+        checks = [("anonymize", list(seen))]
+        seen.clear()
+        anon = client.get(f"/api/jobs/{job_id}/output", headers=headers).content
+        r = client.post("/api/files", content=anon,
+                        headers={**headers, "X-Faceveil-Name": "anon.png"})
+        assert r.status_code == 200, r.text
+        run_job(client, "/api/recover", {"file": r.json()["id"], "key": key})
+        checks.append(("recover", list(seen)))
+    for what, fractions in checks:
+        if what == "recover" and lossless:
+            assert fractions == []  # sealed originals: no model call, nothing to count
+            continue
+        assert len(fractions) >= 2 * 3, (what, fractions)
+        assert fractions == sorted(fractions), (what, fractions)
+        # Each engine step (one or more model calls) moves the bar by one equal share: at
+        # the last call, all but that last step's share is done. A miscount of the
+        # engine's passes stops short (too many) or stalls at 99% early (too few).
+        steps = len(set(fractions))
+        assert fractions[-1] == pytest.approx(1 - 1 / steps), (what, fractions)

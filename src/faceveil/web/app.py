@@ -69,7 +69,7 @@ from ..errors import (
     NoFaceError,
 )
 from ..format import png
-from ..options import Options
+from ..options import Options, plan_recovery
 from .protocol import (
     DEFAULT_MAX_UPLOAD,
     LOOPBACK_HOSTS,
@@ -274,11 +274,11 @@ class WebApp:
         key = key_from(data)
         record = meta or file.record
         options = self.settings.options
-        # Sealed originals come back without the model: no engine pass to count.
-        sealed = all(f.lossless is not None for f in record.faces)
-        per_batch = 0 if sealed else 3 if record.sampler.context == "masked" else 2
-        batches = -(-len(record.faces) // options.runtime.batch_size)
-        job = Job("recover", file.name, phases=per_batch * batches)
+        # The engine passes recovery will make, as the pipeline plans them (sealed
+        # originals come back without the model).
+        how = plan_recovery(record.sampler, [f.lossless is not None for f in record.faces])
+        job = Job("recover", file.name,
+                  phases=how.engine_passes(options.runtime.batch_size))
 
         def work():
             result = api.recover(file.loaded, key, meta=meta, options=options,
