@@ -177,3 +177,34 @@ def test_the_progress_bar_keeps_step_with_the_engine(model, monkeypatch, lossles
         # engine's passes stops short (too many) or stalls at 99% early (too few).
         steps = len(set(fractions))
         assert fractions[-1] == pytest.approx(1 - 1 / steps), (what, fractions)
+
+
+def test_pixels_are_checked_against_the_memory_bound_before_decoding(model, monkeypatch):
+    """A photo whose header says it would not fit --max-memory-mb is refused with a
+    clear message, and never decoded; one that fits is."""
+    import io
+
+    from PIL import Image
+
+    from faceveil import images
+
+    decoded = []
+    real = images.load_image
+    monkeypatch.setattr(images, "load_image", lambda *a: decoded.append(1) or real(*a))
+    buf = io.BytesIO()
+    Image.new("RGB", (1000, 1000), (200, 180, 160)).save(buf, "PNG")  # 1 MP: about 12 MB
+    settings = web.Settings(model=str(model), options=Options.of(steps=2),
+                            max_memory=8 * 1024 * 1024)
+    headers = {"X-Faceveil-Token": TOKEN, "X-Faceveil-Name": "big.png"}
+    with TestClient(web.create_app(settings, token=TOKEN),
+                    base_url="http://127.0.0.1:8765") as client:
+        for path in ("/api/photos", "/api/files"):
+            r = client.post(path, content=buf.getvalue(), headers=headers)
+            assert r.status_code == 413, r.text
+            message = r.json()["error"]["message"]
+            assert "1000x1000 pixels" in message and "--max-memory-mb of 8 MB" in message
+        assert decoded == []
+        small = io.BytesIO()
+        Image.new("RGB", (300, 300), (200, 180, 160)).save(small, "PNG")
+        r = client.post("/api/files", content=small.getvalue(), headers=headers)
+        assert r.status_code == 200 and decoded == [1]

@@ -130,6 +130,21 @@ def record_text(data: bytes) -> str | None:
     return _record_chunks(io.BytesIO(data), _name(data)).text
 
 
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of encoded image bytes from their header, nothing decoded
+    (None when Pillow cannot tell: :func:`load_image` then says why)."""
+    try:
+        record = _RecordChunks(io.BytesIO(data))
+        view = io.BufferedReader(_Without(io.BytesIO(data), record.ranges, record.size)) \
+            if record.ranges else io.BytesIO(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(view) as img:
+                return img.size
+    except Exception:  # noqa: BLE001 - any failure is load_image's to explain
+        return None
+
+
 def _chunk_text(ctype: bytes, rest: bytes) -> tuple[str | None, str | None]:
     """A text chunk's value after its keyword, inflated with faceveil's own bound:
     ``(text, None)`` or ``(None, why not)``."""

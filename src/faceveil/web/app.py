@@ -78,6 +78,7 @@ from .protocol import (
     HttpProblem,
     Limit,
     boxes_of,
+    check_fits,
     endpoint,
     error_info,
     field_of,
@@ -178,6 +179,7 @@ class WebApp:
     @endpoint
     async def add_photo(self, request: Request) -> Response:
         data = await read_body(request, self.settings.max_upload)
+        check_fits(data, self.settings.max_memory)
         name = upload_name(request)
         options = self.settings.options
 
@@ -247,6 +249,7 @@ class WebApp:
     @endpoint
     async def add_file(self, request: Request) -> Response:
         data = await read_body(request, self.settings.max_upload)
+        check_fits(data, self.settings.max_memory)
         name = upload_name(request)
 
         def work():

@@ -152,6 +152,30 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+WORK_BYTES_PER_PIXEL = 12
+"""Memory one photo's work takes per pixel, about: a 64-megapixel photo took 620 MB
+beyond the model's (docs/measured.md, issue 27), so 9.7, with a margin."""
+
+
+def check_fits(data: bytes, max_memory: int) -> None:
+    """Refuse (413) an image whose pixels, read from its header before anything is
+    decoded, would take more than the server's memory bound to work on."""
+    from ..images import header_size
+
+    size = header_size(data)
+    if size is None:
+        return
+    width, height = size
+    need = width * height * WORK_BYTES_PER_PIXEL
+    if need > max_memory:
+        raise HttpProblem(
+            413, "too-large",
+            f"the photo is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels): "
+            f"working on it takes about {need / MB:.0f} MB, more than this server's "
+            f"--max-memory-mb of {max_memory / MB:g} MB; send a smaller photo, or start "
+            "the server with a larger --max-memory-mb")
+
+
 async def read_json(request: Request, limit: int) -> dict:
     body = await read_body(request, limit)
     try:
