@@ -69,6 +69,7 @@ from ..errors import (
     NoFaceError,
 )
 from ..format import png
+from ..keys import short_passphrase
 from ..options import Options, plan_recovery
 from .protocol import (
     DEFAULT_MAX_UPLOAD,
@@ -235,8 +236,10 @@ class WebApp:
                                                     // options.runtime.batch_size)
             result = api.anonymize(photo.loaded, key, options=options, model=backbone,
                                    regions=regions, progress=job.progress)
+            weak = short_passphrase(key)
             summary = {"faces": len(result.regions),
-                       "notes": result.notes + batch.left_out_notes(result.skipped),
+                       "notes": ([weak] if weak else []) + result.notes
+                       + batch.left_out_notes(result.skipped),
                        "anonymized": [batch.face_json(r.index, r) for r in result.regions],
                        "excluded": sorted(excluded)}
             side = result.sidecar_bytes() if sidecar else None
