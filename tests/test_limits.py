@@ -107,7 +107,7 @@ def _png(img: Image.Image) -> bytes:
 def test_alpha_is_flattened_without_a_float_copy_of_the_image(tmp_path):
     """A semi-transparent photo decodes with temporaries of a few bands, not the
     whole-image float64 arrays (8 bytes a sample) it took before."""
-    h, w = 1200, 1000
+    h, w = 2000, 2000
     rng = np.random.default_rng(0)
     rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
     rgba[:, :, 3] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]  # every level
@@ -159,3 +159,33 @@ def test_faceveil_s_own_chunk_is_read_past_pillow_s_limit():
                         _png_chunk(b"iTXt", b"Other\0\x01\x00\0\0" + zlib.compress(text.encode())))
     with pytest.raises(InputError):
         images.load_image(other)
+
+
+def test_short_passphrase_rule():
+    from faceveil.keys import MIN_PASSPHRASE, KeySource, new_key_file, short_passphrase
+
+    assert short_passphrase(KeySource.from_passphrase("é" * (MIN_PASSPHRASE - 1)))
+    assert short_passphrase(KeySource.from_passphrase("é" * MIN_PASSPHRASE)) is None
+    assert short_passphrase(KeySource.from_key_file_bytes(new_key_file())) is None
+
+
+def test_the_alpha_channel_is_restored_without_a_float_copy_of_the_image():
+    """Recovery writes a transparent input back with its alpha (unflattening in bands)."""
+    h, w = 2000, 2000
+    pixels = np.zeros((h, w, 3), np.uint8)  # compressible: the PNG itself stays small
+    pixels[:, :, 0] = np.arange(h, dtype=np.uint8)[:, None]
+    pixels[:, :, 2] = 200
+    alpha = np.linspace(1, 255, w, dtype=np.uint8)[None, :].repeat(h, axis=0)
+    buf = io.BytesIO()
+    Image.fromarray(alpha, "L").save(buf, "PNG")
+    tracemalloc.start()
+    try:
+        data = images.encode_image(pixels, "PNG", metadata={"alpha": buf.getvalue()})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = h * w * 3
+    assert peak < 4 * size, f"peak {peak / size:.1f}x the pixels"
+    with Image.open(io.BytesIO(data)) as back:
+        assert back.mode == "RGBA"
+        assert (np.asarray(back)[:, :, 3] == alpha).all()

@@ -312,17 +312,19 @@ def _decode(source, name: str, notes: list[str]) -> Image.Image:
     return img
 
 
-BAND_ROWS = 256
-"""Rows converted at a time: whole-image steps work on bands of rows (a 64-megapixel
-photo is converted with a few megabytes of temporaries, never a float64 copy of it)."""
+BAND_PIXELS = 1 << 18
+"""Pixels converted at a time: whole-image steps work on bands of rows of about this
+many pixels (a 64-megapixel photo is converted with temporaries of a few megabytes,
+never a float64 copy of it)."""
 
 
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-def _bands(height: int) -> list[slice]:
-    return [slice(y, min(y + BAND_ROWS, height)) for y in range(0, height, BAND_ROWS)]
+def _bands(height: int, width: int) -> list[slice]:
+    rows = max(1, BAND_PIXELS // max(1, width))
+    return [slice(y, min(y + rows, height)) for y in range(0, height, rows)]
 
 
 def _band(img: Image.Image, rows: slice) -> Image.Image:
@@ -336,7 +338,7 @@ def _alpha(img: Image.Image) -> np.ndarray | None:
     if "transparency" in img.info:
         out = np.empty((img.height, img.width), np.uint8)
         try:
-            for rows in _bands(img.height):
+            for rows in _bands(img.height, img.width):
                 out[rows] = np.asarray(_band(img, rows).convert("RGBA").getchannel("A"))
         except ValueError:  # a mode Pillow cannot convert: treated as opaque, said
             return None
@@ -357,7 +359,7 @@ def _wide_gray(img: Image.Image, rows: slice, top: float) -> np.ndarray:
 def flatten(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``rgb`` (uint8) composited onto white with ``alpha`` (uint8), in place: in integers,
     rounded to nearest (an exact half never occurs: the divisor 255 is odd)."""
-    for rows in _bands(rgb.shape[0]):
+    for rows in _bands(*rgb.shape[:2]):
         a = alpha[rows, :, None].astype(np.uint16)
         mixed = rgb[rows] * a + BACKGROUND * (255 - a)  # at most 255 * 255: fits uint16
         rgb[rows] = (mixed + 127) // 255
@@ -376,7 +378,7 @@ def to_rgb(img: Image.Image, notes: list[str]) -> np.ndarray:
         extrema = img.getextrema()
         top = max(0.0, float(extrema[1])) if isinstance(extrema, tuple) else 0.0
     try:
-        for rows in _bands(img.height):
+        for rows in _bands(img.height, img.width):
             if img.mode in _WIDE_MODES:
                 rgb[rows] = _wide_gray(img, rows, top)[:, :, None]
             else:
@@ -394,14 +396,14 @@ def is_gray(pixels: np.ndarray) -> bool:
     """Whether the three channels of an RGB array are equal everywhere."""
     return all(bool((band[:, :, 0] == band[:, :, 1]).all()
                     and (band[:, :, 1] == band[:, :, 2]).all())
-               for band in (pixels[rows] for rows in _bands(pixels.shape[0])))
+               for band in (pixels[rows] for rows in _bands(*pixels.shape[:2])))
 
 
 def to_gray(pixels: np.ndarray) -> np.ndarray:
     """RGB pixels as gray (ITU-R 601 luma, as Pillow's ``convert("L")``), still 3 channels.
     Gray pixels are unchanged."""
     out = np.empty(pixels.shape[:2] + (3,), np.uint8)
-    for rows in _bands(pixels.shape[0]):
+    for rows in _bands(*pixels.shape[:2]):
         p = pixels[rows].astype(np.uint32)
         y = (p[:, :, 0] * 19595 + p[:, :, 1] * 38470 + p[:, :, 2] * 7471 + 0x8000) >> 16
         out[rows] = y.astype(np.uint8)[:, :, None]
@@ -485,7 +487,7 @@ def _unflatten(pixels: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Colours that, composited on white with ``alpha``, look like ``pixels`` (band by
     band: float64 only for a few rows at a time)."""
     out = np.empty(pixels.shape, np.uint8)
-    for rows in _bands(pixels.shape[0]):
+    for rows in _bands(*pixels.shape[:2]):
         a = alpha[rows, :, None].astype(np.float64) / 255.0
         colour = (pixels[rows].astype(np.float64) - BACKGROUND * (1.0 - a)) / np.maximum(a, 1e-6)
         out[rows] = np.where(a > 0, np.clip(np.round(colour), 0, 255), 0)
