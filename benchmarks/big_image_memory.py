@@ -1,8 +1,10 @@
 """Peak memory of `faceveil anonymize` (and `recover`) on a 64-megapixel RGBA photo with
 a semi-transparent alpha channel (issue 27): the photo is made here, the commands run in
-child processes, and their peak resident set size (ru_maxrss) is printed.
+child processes, and their peak resident set size (ru_maxrss) is printed. With --web,
+the web page's application (default settings: --max-memory-mb 1024) takes the photo
+and anonymizes it, in a child process too.
 
-    python benchmarks/big_image_memory.py [--side 8000] [--keep DIR]
+    python benchmarks/big_image_memory.py [--side 8000] [--keep DIR] [--web]
 
 Needs about 1 GB of disk in a temporary folder; takes a few minutes on 2 CPU cores.
 """
@@ -53,6 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--side", type=int, default=8000, help="width and height (8000: 64 MP)")
     ap.add_argument("--keep", type=Path, default=None, help="work in this folder")
+    ap.add_argument("--web", action="store_true", help="also the web page's application")
     args = ap.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="faceveil-bigimage-"))
@@ -74,6 +77,29 @@ def main() -> None:
               f"(OMP_NUM_THREADS={env_note})")
         if rc:
             print(err)
+    if args.web:
+        rc, seconds, peak, err = run([sys.executable, "-c", WEB.format(photo=str(photo))])
+        print(f"web page: exit {rc}, {seconds:.1f} s, peak RSS {peak:.0f} MB; {err.strip()}")
+
+
+WEB = """
+import time
+from pathlib import Path
+from starlette.testclient import TestClient
+from faceveil.web import app as web
+client = TestClient(web.create_app(web.Settings(), token="t"), base_url="http://127.0.0.1:1")
+h = {{"X-Faceveil-Token": "t", "X-Faceveil-Name": "big.png"}}
+r = client.post("/api/photos", content=Path({photo!r}).read_bytes(), headers=h)
+if r.status_code != 200:
+    raise SystemExit("photo refused: " + r.text)
+r = client.post("/api/anonymize", json={{"photo": r.json()["id"],
+                "key": {{"passphrase": "a long enough passphrase"}}}}, headers=h)
+job = r.json()["job"]
+while (s := client.get("/api/jobs/" + job, headers=h).json())["state"] not in ("done", "error"):
+    time.sleep(0.5)
+import sys
+sys.stderr.write(s["state"] + " " + str(s.get("error") or s["result"]["faces"]) + " face(s)")
+"""
 
 
 if __name__ == "__main__":
