@@ -77,6 +77,21 @@ def test_64_idle_connections_do_not_deny_the_page(live):
             s.close()
 
 
+def test_a_stalled_upload_is_dropped(live, monkeypatch):
+    """A body that stops half-way is answered 408 after the body timeout, not held."""
+    from faceveil.web import protocol
+
+    monkeypatch.setattr(protocol, "BODY_TIMEOUT", 1.0)
+    with socket.create_connection(("127.0.0.1", live), timeout=10) as s:
+        s.sendall(b"POST /api/photos HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"X-Faceveil-Token: " + TOKEN.encode() + b"\r\n"
+                  b"Content-Length: 1000\r\n\r\n" + b"x" * 10)
+        t0 = time.monotonic()
+        answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+        assert time.monotonic() - t0 < 8
+
+
 def test_requests_in_progress_are_limited_not_connections(model):
     """The limit counts requests: past it, 503 at once, with the page's JSON error."""
     settings = web.Settings(model=str(model), options=Options.of(steps=2), max_requests=0)

@@ -4,6 +4,7 @@ security headers)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
@@ -139,13 +140,27 @@ def _too_large(limit: int) -> HttpProblem:
                        "(serve --max-upload-mb sets it)")
 
 
+BODY_TIMEOUT = 30.0
+"""Seconds a request body may stall between two pieces before the request is dropped
+(408): a client that stops half-way through an upload does not hold its place."""
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request's body, read into memory, refused (413) past ``limit`` bytes."""
+    """The request's body, read into memory, refused (413) past ``limit`` bytes and
+    dropped (408) when it stalls for :data:`BODY_TIMEOUT` seconds."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise _too_large(limit)
     body = bytearray()
-    async for chunk in request.stream():
+    pieces = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(pieces.__anext__(), BODY_TIMEOUT)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise HttpProblem(408, "timeout", f"the upload stalled for {BODY_TIMEOUT:g} s: "
+                              "send it again") from None
         body += chunk
         if len(body) > limit:
             raise _too_large(limit)
