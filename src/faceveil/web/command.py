@@ -159,6 +159,7 @@ def serve_command(host, allow_hosts, port, model, steps, detector, threshold, mi
         app = create_app(settings)
         url = url_of(sock, host)
         logging.basicConfig(format="faceveil: %(message)s", level=logging.INFO, stream=sys.stderr)
+        config = server.config(app, access_log)  # sets uvicorn's loggers: before ours
         if access_log:  # uvicorn's access logger is quiet below info
             access = logging.getLogger("uvicorn.access")
             access.setLevel(logging.INFO)
@@ -168,7 +169,7 @@ def serve_command(host, allow_hosts, port, model, steps, detector, threshold, mi
             import webbrowser
 
             webbrowser.open(url)
-        server.run(app, sock, access_log)
+        server.run(config, sock)
     finally:
         if app is not None:
             app.state.web.shutdown()

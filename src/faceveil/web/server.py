@@ -70,6 +70,6 @@ def config(app, access_log: bool) -> uvicorn.Config:
                           ws="none", timeout_keep_alive=int(READ_TIMEOUT))
 
 
-def run(app, sock: socket.socket, access_log: bool) -> None:
-    """Serve ``app`` on the listening socket until Ctrl-C."""
-    uvicorn.Server(config(app, access_log)).run(sockets=[sock])
+def run(settings: uvicorn.Config, sock: socket.socket) -> None:
+    """Serve with ``settings`` (:func:`config`) on the listening socket until Ctrl-C."""
+    uvicorn.Server(settings).run(sockets=[sock])
