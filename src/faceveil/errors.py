@@ -74,3 +74,8 @@ class NoFaceError(FaceveilError):
     """No face was found in an image where one was required."""
 
     exit_code = 6
+
+
+class KeyWarning(UserWarning):
+    """A key that works but is poorly protected (a key file others can read, a short
+    passphrase): said, not refused."""

@@ -30,13 +30,10 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import imagemeta
 from .errors import InputError, MetadataError
+from .format import fields
 
 MAX_PIXELS = 64_000_000
 """Largest image accepted (64 megapixels); larger ones are refused as possible bombs."""
-
-
-MAX_TEXT_CHUNK = 256 * 1024 * 1024
-"""Largest PNG text chunk read (Pillow's default, 1 MB, is too small for some records)."""
 
 
 BACKGROUND = 255
@@ -69,52 +66,145 @@ def _name(source) -> str:
     return "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
 
 
-def _png_record_damage(fp) -> str | None:
-    """Why a PNG's faceveil record chunk cannot be read, or None (fine or absent)."""
-    fp.seek(0)
-    if fp.read(8) != _PNG_SIGNATURE:
-        return None
-    while True:
-        head = fp.read(8)
-        if len(head) < 8:
-            return None
-        length, ctype = struct.unpack(">I4s", head)
-        if ctype == b"IEND":
-            return None
-        if ctype not in (b"tEXt", b"zTXt", b"iTXt"):
-            fp.seek(length + 4, os.SEEK_CUR)
-            continue
-        body, crc = fp.read(length), fp.read(4)
-        keyword, _, rest = body.partition(b"\0")
-        if keyword != RECORD_CHUNK.encode():
-            continue
-        if len(body) < length or len(crc) < 4:
-            return "it is cut short"
-        if zlib.crc32(ctype + body) != int.from_bytes(crc, "big"):
-            return "its checksum does not match"
-        try:
-            if ctype == b"zTXt":
-                zlib.decompress(rest[1:])
-            elif ctype == b"iTXt" and rest[:1] == b"\x01":
-                zlib.decompress(rest[2:].split(b"\0", 2)[2])
-        except (zlib.error, IndexError):
-            return "its compressed data is damaged"
-        return None
+_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 
 
-def _damaged_record_error(source) -> MetadataError | None:
-    """A MetadataError when the cause of a problem is a damaged faceveil chunk."""
+class _RecordChunks:
+    """faceveil's record chunks in a PNG, found by walking its chunks (bodies of other
+    chunks are skipped, not read): their byte ranges, the record's text (the last
+    chunk's, as Pillow's text dict keeps), or why it cannot be read."""
+
+    def __init__(self, fp) -> None:
+        self.ranges: list[tuple[int, int]] = []
+        self.text: str | None = None
+        self.damage: str | None = None
+        fp.seek(0, os.SEEK_END)
+        self.size = fp.tell()
+        fp.seek(0)
+        if fp.read(8) != _PNG_SIGNATURE:
+            return
+        while self.damage is None:
+            start = fp.tell()
+            head = fp.read(8)
+            if len(head) < 8:
+                return
+            length, ctype = struct.unpack(">I4s", head)
+            end = start + 12 + length
+            if ctype == b"IEND":
+                return
+            peek = fp.read(min(length, 80)) if ctype in _TEXT_CHUNKS else b""
+            if peek.partition(b"\0")[0] != RECORD_CHUNK.encode():
+                fp.seek(end)
+                continue
+            self.ranges.append((start, min(end, self.size)))
+            if length > fields.MAX_CHUNK:
+                self.damage = "it is too large"
+                return
+            body = peek + fp.read(length - len(peek))
+            crc = fp.read(4)
+            if len(body) < length or len(crc) < 4:
+                self.damage = "it is cut short"
+            elif zlib.crc32(ctype + body) != int.from_bytes(crc, "big"):
+                self.damage = "its checksum does not match"
+            else:
+                self.text, self.damage = _chunk_text(ctype, body.partition(b"\0")[2])
+
+
+def _record_chunks(fp, name: str) -> _RecordChunks:
+    record = _RecordChunks(fp)
+    if record.damage:
+        raise MetadataError(
+            f"{name!r}: the faceveil metadata chunk is damaged ({record.damage}); "
+            "recover it with the metadata exported by `inspect --export` or "
+            "`--sidecar` (recover --meta)")
+    return record
+
+
+def record_text(data: bytes) -> str | None:
+    """The text of the faceveil record chunk of PNG bytes, read without decoding the
+    pixels (None: it has none).
+
+    Raises:
+        MetadataError: the chunk is damaged, cut short or too large.
+    """
+    return _record_chunks(io.BytesIO(data), _name(data)).text
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of encoded image bytes from their header, nothing decoded
+    (None when Pillow cannot tell: :func:`load_image` then says why)."""
     try:
-        with (io.BytesIO(source) if isinstance(source, (bytes, bytearray))
-              else open(source, "rb")) as fp:
-            why = _png_record_damage(fp)
-    except OSError:
+        record = _RecordChunks(io.BytesIO(data))
+        view = io.BufferedReader(_Without(io.BytesIO(data), record.ranges, record.size)) \
+            if record.ranges else io.BytesIO(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(view) as img:
+                return img.size
+    except Exception:  # noqa: BLE001 - any failure is load_image's to explain
         return None
-    if why is None:
-        return None
-    return MetadataError(f"{_name(source)!r}: the faceveil metadata chunk is damaged ({why}); "
-                         "recover it with the metadata exported by `inspect --export` or "
-                         "`--sidecar` (recover --meta)")
+
+
+def _chunk_text(ctype: bytes, rest: bytes) -> tuple[str | None, str | None]:
+    """A text chunk's value after its keyword, inflated with faceveil's own bound:
+    ``(text, None)`` or ``(None, why not)``."""
+    try:
+        if ctype == b"tEXt":
+            return rest.decode("latin-1"), None
+        if ctype == b"zTXt":
+            return fields.inflate(rest[1:], fields.MAX_CHUNK, "").decode("latin-1"), None
+        compressed, rest = rest[:1] == b"\x01", rest[2:]
+        value = rest.split(b"\0", 2)[2]
+        if compressed:
+            value = fields.inflate(value, fields.MAX_CHUNK, "")
+        return value.decode("utf-8"), None
+    except MetadataError as e:
+        return None, ("it is too large" if "larger" in str(e)
+                      else "its compressed data is damaged")
+    except (IndexError, UnicodeDecodeError):
+        return None, "its text is malformed"
+
+
+class _Without(io.RawIOBase):
+    """A read-only, seekable view of a file with some byte ranges left out: Pillow reads
+    a PNG through it without faceveil's record chunks, so its own text-chunk limits
+    stay as they are for every other chunk."""
+
+    def __init__(self, fp, ranges: list[tuple[int, int]], size: int) -> None:
+        super().__init__()
+        self._fp = fp
+        self._parts: list[tuple[int, int, int]] = []  # (view start, file start, length)
+        view = at = 0
+        for a, b in sorted(ranges):
+            self._parts.append((view, at, a - at))
+            view, at = view + a - at, b
+        self._parts.append((view, at, max(0, size - at)))
+        self._size = view + max(0, size - at)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        for view, at, length in self._parts:
+            if view <= self._pos < view + length:
+                self._fp.seek(at + self._pos - view)
+                data = self._fp.read(min(len(buffer), view + length - self._pos))
+                buffer[: len(data)] = data
+                self._pos += len(data)
+                return len(data)
+        return 0
 
 
 def _refuse_frames(img: Image.Image, name: str, notes: list[str]) -> None:
@@ -158,7 +248,12 @@ def _bit_depth_note(img: Image.Image) -> str | None:
     return None
 
 
-def _open(source, notes: list[str]) -> Image.Image:
+def _open(source, notes: list[str]) -> tuple[Image.Image, str | None]:
+    """The image, decoded, and the text of its faceveil record chunk (None: none).
+
+    The record chunk is read here with faceveil's own bound and hidden from Pillow,
+    whose default text-chunk limits then hold for every other chunk (a text chunk that
+    inflates past them is refused without being inflated)."""
     name = _name(source)
     if not isinstance(source, (bytes, bytearray)):
         path = Path(source)
@@ -173,9 +268,25 @@ def _open(source, notes: list[str]) -> Image.Image:
             raise InputError(f"cannot read {name!r}: {e.strerror}") from None
     elif not source:
         raise InputError("the image data is empty (0 bytes)")
-    PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, MAX_TEXT_CHUNK)
     try:
-        img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        with (io.BytesIO(source) if isinstance(source, (bytes, bytearray))
+              else open(source, "rb")) as fp:
+            record = _record_chunks(fp, name)
+            if record.ranges:
+                view = io.BufferedReader(_Without(fp, record.ranges, record.size))
+                return _decode(view, name, notes), record.text
+    except PermissionError as e:
+        raise InputError(f"cannot read {name!r}: {e.strerror}") from None
+    except OSError as e:
+        raise InputError(f"cannot read {name!r}: {e.strerror or e}") from None
+    return _decode(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source,
+                   name, notes), None
+
+
+def _decode(source, name: str, notes: list[str]) -> Image.Image:
+    """Pillow's decoding of a file (a path or an open file), its errors as InputErrors."""
+    try:
+        img = Image.open(source)
         if img.width * img.height > MAX_PIXELS:
             raise InputError(
                 f"{name!r} is {img.width}x{img.height} pixels, more than the limit of "
@@ -190,75 +301,113 @@ def _open(source, notes: list[str]) -> Image.Image:
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise InputError(f"{name!r} is too large to decode safely") from None
     except UnidentifiedImageError:
-        raise _damaged_record_error(source) or InputError(
-            f"{name!r} is not an image Pillow can read") from None
+        raise InputError(f"{name!r} is not an image Pillow can read") from None
     except PermissionError as e:
         raise InputError(f"cannot read {name!r}: {e.strerror}") from None
     except (OSError, SyntaxError, ValueError, TypeError, EOFError, struct.error,
             zlib.error) as e:
-        raise _damaged_record_error(source) or InputError(
-            f"{name!r} is corrupt or truncated ({e})") from None
+        raise InputError(f"{name!r} is corrupt or truncated ({e})") from None
     if note:
         notes.append(note)
-    if img.format == "PNG" and RECORD_CHUNK not in getattr(img, "text", {}):
-        damaged = _damaged_record_error(source)  # Pillow drops text chunks it cannot inflate
-        if damaged:
-            raise damaged
     return img
+
+
+BAND_PIXELS = 1 << 18
+"""Pixels converted at a time: whole-image steps work on bands of rows of about this
+many pixels (a 64-megapixel photo is converted with temporaries of a few megabytes,
+never a float64 copy of it)."""
+
+
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def _bands(height: int, width: int) -> list[slice]:
+    rows = max(1, BAND_PIXELS // max(1, width))
+    return [slice(y, min(y + rows, height)) for y in range(0, height, rows)]
+
+
+def _band(img: Image.Image, rows: slice) -> Image.Image:
+    return img.crop((0, rows.start, img.width, rows.stop))
 
 
 def _alpha(img: Image.Image) -> np.ndarray | None:
     """The alpha channel (uint8) of an image that has one, else None."""
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if img.mode in _ALPHA_MODES:
         return np.asarray(img.getchannel("A"))
     if "transparency" in img.info:
+        out = np.empty((img.height, img.width), np.uint8)
         try:
-            return np.asarray(img.convert("RGBA"))[:, :, 3]
+            for rows in _bands(img.height, img.width):
+                out[rows] = np.asarray(_band(img, rows).convert("RGBA").getchannel("A"))
         except ValueError:  # a mode Pillow cannot convert: treated as opaque, said
             return None
+        return out
     return None
+
+
+def _wide_gray(img: Image.Image, rows: slice, top: float) -> np.ndarray:
+    """A band of a 16- or 32-bit image as 8-bit gray (``top``: the image's maximum)."""
+    a = np.asarray(_band(img, rows), dtype=np.float64)  # one band: a few MB
+    if img.mode.startswith("I;16"):
+        a = a / 257.0
+    elif top > 255:
+        a = a * (255.0 / top)
+    return np.clip(np.round(a), 0, 255).astype(np.uint8)
+
+
+def flatten(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``rgb`` (uint8) composited onto white with ``alpha`` (uint8), in place: in integers,
+    rounded to nearest (an exact half never occurs: the divisor 255 is odd)."""
+    for rows in _bands(*rgb.shape[:2]):
+        a = alpha[rows, :, None].astype(np.uint16)
+        mixed = rgb[rows] * a + BACKGROUND * (255 - a)  # at most 255 * 255: fits uint16
+        rgb[rows] = (mixed + 127) // 255
+    return rgb
 
 
 def to_rgb(img: Image.Image, notes: list[str]) -> np.ndarray:
     """8-bit RGB pixels of any Pillow image, transparent pixels flattened onto white;
-    what was converted is added to ``notes``."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        if img.mode.startswith("I;16"):
-            a = a / 257.0
-        elif a.max(initial=0) > 255:
-            a = a * (255.0 / a.max())
-        gray = np.clip(np.round(a), 0, 255).astype(np.uint8)
-        rgb = np.repeat(gray[:, :, None], 3, axis=2)
-    elif img.mode == "RGB":
-        rgb = np.array(img, dtype=np.uint8)
-    else:
-        if img.mode not in ("L", "P", "RGBA", "LA", "PA", "1", "RGBa", "La", "RGBX"):
-            notes.append(f"converted {img.mode} to RGB")
-        try:
-            rgb = np.array(img.convert("RGB"), dtype=np.uint8)
-        except ValueError:
-            raise InputError(f"images in pixel mode {img.mode} are not supported") from None
+    what was converted is added to ``notes``. Converted band by band: the only
+    whole-image allocation is the result."""
+    if img.mode not in (*_WIDE_MODES, "L", "P", "RGB", "1", "RGBX", *_ALPHA_MODES):
+        notes.append(f"converted {img.mode} to RGB")
+    rgb = np.empty((img.height, img.width, 3), np.uint8)
+    top = 0.0
+    if img.mode in ("I", "F"):
+        extrema = img.getextrema()
+        top = max(0.0, float(extrema[1])) if isinstance(extrema, tuple) else 0.0
+    try:
+        for rows in _bands(img.height, img.width):
+            if img.mode in _WIDE_MODES:
+                rgb[rows] = _wide_gray(img, rows, top)[:, :, None]
+            else:
+                band = _band(img, rows)
+                rgb[rows] = np.asarray(band if band.mode == "RGB" else band.convert("RGB"))
+    except ValueError:
+        raise InputError(f"images in pixel mode {img.mode} are not supported") from None
     alpha = _alpha(img)
     if alpha is not None and (alpha < 255).any():
-        a = alpha[:, :, None].astype(np.float64) / 255.0
-        flat = rgb.astype(np.float64) * a + BACKGROUND * (1.0 - a)
-        rgb = np.clip(np.round(flat), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(rgb)
+        flatten(rgb, alpha)
+    return rgb
 
 
 def is_gray(pixels: np.ndarray) -> bool:
     """Whether the three channels of an RGB array are equal everywhere."""
-    return bool((pixels[:, :, 0] == pixels[:, :, 1]).all()
-                and (pixels[:, :, 1] == pixels[:, :, 2]).all())
+    return all(bool((band[:, :, 0] == band[:, :, 1]).all()
+                    and (band[:, :, 1] == band[:, :, 2]).all())
+               for band in (pixels[rows] for rows in _bands(*pixels.shape[:2])))
 
 
 def to_gray(pixels: np.ndarray) -> np.ndarray:
     """RGB pixels as gray (ITU-R 601 luma, as Pillow's ``convert("L")``), still 3 channels.
     Gray pixels are unchanged."""
-    p = pixels.astype(np.uint32)
-    y = (p[:, :, 0] * 19595 + p[:, :, 1] * 38470 + p[:, :, 2] * 7471 + 0x8000) >> 16
-    return np.repeat(y.astype(np.uint8)[:, :, None], 3, axis=2)
+    out = np.empty(pixels.shape[:2] + (3,), np.uint8)
+    for rows in _bands(*pixels.shape[:2]):
+        p = pixels[rows].astype(np.uint32)
+        y = (p[:, :, 0] * 19595 + p[:, :, 1] * 38470 + p[:, :, 2] * 7471 + 0x8000) >> 16
+        out[rows] = y.astype(np.uint8)[:, :, None]
+    return out
 
 
 def load_image(source: str | os.PathLike | bytes | Image.Image) -> LoadedImage:
@@ -272,15 +421,18 @@ def load_image(source: str | os.PathLike | bytes | Image.Image) -> LoadedImage:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        record = None
         if isinstance(source, Image.Image):
             img = source
             _refuse_frames(img, "<image>", notes)
             img.load()
         else:
-            img = _open(source, notes)
+            img, record = _open(source, notes)
         fmt = img.format
         text = {str(k): str(v) for k, v in getattr(img, "text", {}).items()
                 if isinstance(v, str)}
+        if record is not None:
+            text[RECORD_CHUNK] = record
         _drop_odd_xmp(img, notes)
         metadata = imagemeta.collect(img, text, notes)
         orientation = imagemeta.orientation(img)
@@ -332,10 +484,14 @@ def load_mask(source: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
 
 
 def _unflatten(pixels: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Colours that, composited on white with ``alpha``, look like ``pixels``."""
-    a = alpha[:, :, None].astype(np.float64) / 255.0
-    colour = (pixels.astype(np.float64) - BACKGROUND * (1.0 - a)) / np.maximum(a, 1e-6)
-    return np.where(a > 0, np.clip(np.round(colour), 0, 255), 0).astype(np.uint8)
+    """Colours that, composited on white with ``alpha``, look like ``pixels`` (band by
+    band: float64 only for a few rows at a time)."""
+    out = np.empty(pixels.shape, np.uint8)
+    for rows in _bands(*pixels.shape[:2]):
+        a = alpha[rows, :, None].astype(np.float64) / 255.0
+        colour = (pixels[rows].astype(np.float64) - BACKGROUND * (1.0 - a)) / np.maximum(a, 1e-6)
+        out[rows] = np.where(a > 0, np.clip(np.round(colour), 0, 255), 0)
+    return out
 
 
 def encode_image(

@@ -41,6 +41,8 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,7 +55,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from . import media
-from .errors import KeyMaterialError, MetadataError, WrongKeyError
+from .errors import KeyMaterialError, KeyWarning, MetadataError, WrongKeyError
 
 if TYPE_CHECKING:  # numpy is imported where signs are made: keygen starts without it
     import numpy as np
@@ -63,6 +65,10 @@ NONCE_BYTES = 16
 SALT_BYTES = 16
 CHECK_BYTES = 16
 KEY_FILE_HEADER = "faceveil-key-v1"
+MIN_PASSPHRASE = 8
+"""Passphrases shorter than this (in characters) are warned about when they make a new
+file, not refused: Argon2id slows each guess, but a short passphrase is still few
+guesses (SECURITY.md)."""
 
 # Argon2id defaults (RFC 9106 second recommended option: 64 MiB, 3 passes).
 DEFAULT_KDF = {"name": "argon2id", "iterations": 3, "lanes": 4, "memory_kib": 65536}
@@ -193,8 +199,28 @@ def read_key_file(path: str | os.PathLike) -> bytes:
     from .media import reading
 
     with reading(path, "key file", KeyMaterialError) as f:
+        mode = os.fstat(f.fileno()).st_mode
         raw = f.read(_MAX_KEY_FILE + 1)
-    return parse_key_file(raw, repr(str(path)))
+    key = parse_key_file(raw, repr(str(path)))
+    if os.name == "posix" and stat.S_ISREG(mode) and mode & 0o077:
+        # As ssh does for a private key, but a warning: the key still works.
+        warnings.warn(KeyWarning(
+            f"key file {str(path)!r} is accessible by others (mode "
+            f"{stat.S_IMODE(mode):04o}): anyone who can read it can recover every file "
+            f"made with it; make it private with `chmod 600 {path}`"), stacklevel=2)
+    return key
+
+
+def short_passphrase(source: KeySource) -> str | None:
+    """A warning for a passphrase shorter than :data:`MIN_PASSPHRASE` characters (said
+    when it makes a new file), or None."""
+    if source.kind != "passphrase":
+        return None
+    length = len(source.secret.decode("utf-8"))
+    if length >= MIN_PASSPHRASE:
+        return None
+    return (f"the passphrase has only {length} character(s): a short passphrase can be "
+            f"guessed; use {MIN_PASSPHRASE} or more (or a key file from `faceveil keygen`)")
 
 
 def parse_key_file(data: bytes, name: str = "the key file") -> bytes:

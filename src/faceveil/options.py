@@ -118,12 +118,9 @@ class Sampling:
 
     @property
     def passes(self) -> int:
-        """Engine passes over the schedule per batch of faces, for a progress fraction
-        (resolved samplers only): a separate outside-context inversion only where the
-        paper's single-pass inversion of the whole crop needs one beside it."""
-        separate_context = (self.context == "masked" and self.method == "plain"
-                            and self.flip != "fresh")
-        return 3 if separate_context else 2
+        """Engine passes over the schedule per batch of faces (resolved samplers only):
+        see :func:`engine_passes`."""
+        return engine_passes(self.method, self.context, self.flip)
 
     @property
     def diffusion_recoverable(self) -> bool:
@@ -131,6 +128,52 @@ class Sampling:
         not when they are fresh noise, stochastic or harmonized; those come back only
         from their sealed originals, so the model's numerics may change (onnxruntime)."""
         return self.flip != "fresh" and not self.eta and not self.harmonize
+
+
+def engine_passes(method: str, context: str, flip: str = "mixed") -> int:
+    """Passes the engine makes over the schedule for one batch of faces, each reported
+    to its progress callback, anonymizing or recovering (recovery never uses "fresh"):
+    a separate outside-context inversion only where the paper's single-pass inversion of
+    the whole crop needs one beside it (exact inversion computes the context along the
+    way, and fresh faces invert only the context). The one count the page's progress
+    bar is made of."""
+    separate_context = context == "masked" and method == "plain" and flip != "fresh"
+    return 3 if separate_context else 2
+
+
+@dataclass(frozen=True)
+class RecoveryPlan:
+    """How an anonymized file's faces come back (:func:`plan_recovery`)."""
+
+    method: str  # the diffusion method of the faces in ``diffusion``
+    diffusion: tuple[int, ...]  # faces the engine brings back
+    restored: tuple[int, ...]  # faces restored from their sealed originals
+    passes: int  # engine passes per batch of ``diffusion`` faces
+
+    def engine_passes(self, batch_size: int) -> int:
+        """Engine passes of the whole recovery, ``batch_size`` faces per batch."""
+        return self.passes * -(-len(self.diffusion) // batch_size)
+
+
+def plan_recovery(sampler: Any, sealed: Any, method: str | None = None) -> RecoveryPlan:
+    """Which faces of a file come back how: ``sampler`` is its record's (public) sampler,
+    ``sealed`` says per face whether its original is sealed in the file, ``method`` is
+    the user's choice (None: the one the file names). With "lossless", sealed faces are
+    restored and the others go through the engine with the file's inversion method.
+
+    Raises:
+        InputError: a method the file does not support.
+    """
+    method = method or sampler.default_recovery
+    if method not in sampler.recovery_methods:
+        raise InputError(f"this file supports recovery methods {list(sampler.recovery_methods)}"
+                         f", not {method!r}")
+    faces = range(len(sealed))
+    restored = tuple(i for i in faces if sealed[i]) if method == "lossless" else ()
+    if method == "lossless":
+        method = sampler.inversion
+    return RecoveryPlan(method, tuple(i for i in faces if i not in restored), restored,
+                        engine_passes(method, sampler.context))
 
 
 # With sealed originals the face is made for how it looks (measured on the Face Research
@@ -297,6 +340,28 @@ class Options:
         """The sampling actually used: :attr:`sampling` with the defaults of how the file
         is recovered filled in (:meth:`Sampling.resolve`)."""
         return self.sampling.resolve(self.protection.seal_originals)
+
+    @property
+    def norm(self) -> str:
+        """What the record says of the noise's norm: "hidden" (the keyed flip rescales
+        it, as every non-deniable mixed flip does), "kept", or "none" (fresh noise)."""
+        sampler = self.sampler
+        if sampler.flip == "fresh":
+            return "none"
+        return "hidden" if sampler.flip == "mixed" and not self.protection.deniable else "kept"
+
+    def recovery_methods(self, invertible: bool = True) -> tuple[str, ...]:
+        """The recovery methods a file made with these options supports, "lossless"
+        first when originals are sealed; diffusion methods only when every face is the
+        engine's own result (``invertible``) and its sampling can be run back."""
+        diffusion = [m for m in RECOVERY_METHODS if m != "lossless"] \
+            if invertible and self.sampler.diffusion_recoverable else []
+        return tuple((["lossless"] if self.protection.seal_originals else []) + diffusion)
+
+    @property
+    def default_recovery(self) -> str:
+        """The recovery method a file made with these options names as its default."""
+        return "lossless" if self.protection.seal_originals else self.sampler.method
 
     @classmethod
     def of(cls, **flat: Any) -> Options:

@@ -29,6 +29,7 @@ from .common import (
     build_options,
     detection_options,
     each,
+    existing_input,
     folder_only,
     force_options,
     get_holder,
@@ -277,6 +278,7 @@ def anonymize(input, output, key_file, passphrase_stdin, recipients, recipients_
     except the key. In a clip, each person (a track) keeps one synthetic face, made once
     and moved with their head, and each frame's original faces are sealed in the clip.
     """
+    src, dst = existing_input(input), Path(output)
     options = build_options(params)
     if model is None and not quiet:  # which model runs, when something chose the default
         from ..diffusion.hub import default_model
@@ -286,7 +288,6 @@ def anonymize(input, output, key_file, passphrase_stdin, recipients, recipients_
             note(said)
     key = get_holder(key_file, passphrase_stdin, confirm=True, recipients=recipients,
                      recipients_files=recipients_files)
-    src, dst = Path(input), Path(output)
     if (recipients or recipients_files) and (use_ray or ray_address):
         raise InputError("-r and -R cannot be used with --ray yet: give a key file")
     if use_ray or ray_address:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from .. import media
-from .output import handle_errors, note
+from .output import existing_input, handle_errors, note
 
 
 @click.command()
@@ -54,6 +54,7 @@ def inspect(input, export, force) -> None:
     """Print an anonymized file's metadata as one JSON document (nothing secret)."""
     from ..format import png  # not the api: inspect must not load torch
 
+    existing_input(input)
     if media.is_video(Path(input)):
         from ..video.inspect import inspect_video
 

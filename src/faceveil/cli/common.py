@@ -13,13 +13,14 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
 
 from .. import batch
-from ..errors import FaceveilError, InputError, KeyMaterialError
+from ..errors import FaceveilError, InputError, KeyMaterialError, KeyWarning
 from ..options import (
     BACKENDS,
     DEFAULTS,
@@ -33,7 +34,7 @@ from ..options import (
     Sampling,
     VideoOptions,
 )
-from .output import fail, handle_errors, note, tty  # noqa: F401 (re-exported)
+from .output import existing_input, fail, handle_errors, note, tty  # noqa: F401 (re-exported)
 
 # Plumbing: progress, keys
 # ---------------------------------------------------------------------------
@@ -66,7 +67,9 @@ class Progress:
 
 
 def key_options(func):
-    func = click.option("--key-file", "-k", type=click.Path(dir_okay=False),
+    # A plain Path: a folder given as key file is the key reader's clear error (exit 1),
+    # not click's usage error.
+    func = click.option("--key-file", "-k", type=click.Path(),
                         help="Key file made by `faceveil keygen`.")(func)
     func = click.option("--passphrase-stdin", is_flag=True,
                         help="Read a passphrase from standard input (first line).")(func)
@@ -150,21 +153,22 @@ def get_key(key_file: str | None, passphrase_stdin: bool, *, confirm: bool):
     """The key source: a key file, a passphrase from stdin, FACEVEIL_PASSPHRASE, or a prompt.
     A passphrase is never taken from a command-line argument (it would land in shell
     history and process listings). ``confirm`` (a new key: anonymize) asks twice."""
-    from ..keys import KeySource
+    from ..keys import KeySource, short_passphrase
 
     if key_file and passphrase_stdin:
         raise InputError("give either --key-file or --passphrase-stdin, not both")
     if key_file:
         return KeySource.from_key_file(key_file)
-    if passphrase_stdin:
-        return KeySource.from_passphrase(stdin_passphrase())
-    env = os.environ.get("FACEVEIL_PASSPHRASE")
-    if env:
-        return KeySource.from_passphrase(env)
-    if sys.stdin.isatty():
-        phrase = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm,
-                              err=True)
-        return KeySource.from_passphrase(phrase)
+    phrase = (stdin_passphrase() if passphrase_stdin
+              else os.environ.get("FACEVEIL_PASSPHRASE") or (
+                  click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm,
+                               err=True) if sys.stdin.isatty() else None))
+    if phrase is not None:
+        source = KeySource.from_passphrase(phrase)
+        warning = short_passphrase(source) if confirm else None  # only a new file's
+        if warning:
+            warnings.warn(KeyWarning(warning), stacklevel=2)
+        return source
     if confirm:
         raise KeyMaterialError(
             "no key: give --key-file KEY (make one with `faceveil keygen -o KEY`), "

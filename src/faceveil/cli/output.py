@@ -16,10 +16,11 @@ import signal
 import sys
 import threading
 import warnings
+from pathlib import Path
 
 import click
 
-from ..errors import FaceveilError, MissingExtraError
+from ..errors import FaceveilError, InputError, KeyWarning, MissingExtraError
 
 
 def fail(message: str, code: int) -> None:
@@ -83,8 +84,18 @@ def _terminate_cleanly():
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Library warnings as one plain note: no source paths or line numbers."""
-    click.echo(f"faceveil: note: {message}", err=True)
+    """Library warnings as one plain line, no source paths or line numbers: a warning
+    about the key (:class:`faceveil.errors.KeyWarning`), else a note."""
+    kind = "warning" if issubclass(category, KeyWarning) else "note"
+    click.echo(f"faceveil: {kind}: {message}", err=True)
+
+
+def existing_input(path: str | os.PathLike) -> Path:
+    """A command's INPUT, checked first: a missing file or folder is named as the
+    problem, before any output, key or model is looked at."""
+    if not os.path.exists(path):
+        raise InputError(f"input {str(path)!r} not found (no such file or folder)")
+    return Path(path)
 
 
 def tty() -> bool:

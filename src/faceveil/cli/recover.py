@@ -15,6 +15,7 @@ from .common import (
     Progress,
     build_options,
     each,
+    existing_input,
     folder_only,
     force_options,
     get_holder,
@@ -76,6 +77,7 @@ def recover(input, output, key_file, passphrase_stdin, identities, face_key, mod
     from ..timings import Timings
 
     spent = Timings()
+    src, dst = existing_input(input), Path(output)
     options = build_options(params)
     force = options.output.force
     if face_key:
@@ -88,7 +90,6 @@ def recover(input, output, key_file, passphrase_stdin, identities, face_key, mod
         key_file = face_key  # an input the outputs must not overwrite
     else:
         key = get_holder(key_file, passphrase_stdin, confirm=False, identities=identities)
-    src, dst = Path(input), Path(output)
     if use_ray or ray_address:
         if identities or face_key:
             raise InputError("-i and --face-key cannot be used with --ray yet: give a key "

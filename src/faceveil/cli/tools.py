@@ -14,6 +14,7 @@ from .common import (
     FrameBar,
     build_options,
     detection_options,
+    existing_input,
     handle_errors,
     model_option,
     note,
@@ -47,6 +48,7 @@ def detect(input, output, model, quiet, **params) -> None:
     tracks with their boxes per frame."""
     from .. import api, batch, faces, images
 
+    existing_input(input)
     options = build_options(params)
     d = options.detection
     settings = faces.detector_settings(d.detector, d.threshold, d.min_face)

@@ -29,7 +29,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 @click.option("-o", "--output", "report_dir", required=True, type=click.Path(file_okay=False),
               help="Report folder: results.jsonl, metrics.json, report.md and PNGs. "
                    "Run again to resume an interrupted evaluation.")
-@click.option("--key-file", "-k", type=click.Path(dir_okay=False),
+@click.option("--key-file", "-k", type=click.Path(),
               help="Key file to anonymize with (default: a random key kept in memory only).")
 @click.option("--model", "-m", default=None, metavar="ID_OR_DIR",
               help="Preset, local diffusers folder or Hugging Face id (default: the default "

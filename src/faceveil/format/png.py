@@ -8,13 +8,10 @@ neither the model nor torch, so ``faceveil inspect`` starts fast.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import struct
 import zlib
-
-from PIL import Image, PngImagePlugin
 
 from ..errors import MetadataError
 from . import auth
@@ -24,11 +21,6 @@ from .records import Record
 
 CHUNK_KEYWORD = "faceveil"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def allow_large_chunks() -> None:
-    """Let Pillow read faceveil chunks larger than its 1 MB default."""
-    PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, MAX_CHUNK)
 
 
 def loads(text: str | bytes) -> Record:
@@ -121,7 +113,6 @@ def read(image: object = None, meta: str | os.PathLike | dict | Record | None = 
     if isinstance(image, (str, os.PathLike, bytes)):
         from ..images import load_image
 
-        allow_large_chunks()
         image = load_image(image)
     text = getattr(image, "text", None)
     if isinstance(text, dict):
@@ -136,8 +127,8 @@ def read(image: object = None, meta: str | os.PathLike | dict | Record | None = 
 
 
 def from_png_bytes(data: bytes) -> Record | None:
-    """The record inside PNG bytes (None when it has none)."""
-    allow_large_chunks()
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        return from_text_chunks(getattr(img, "text", {}))
+    """The record inside PNG bytes (None when it has none); the pixels are not decoded."""
+    from ..images import record_text
+
+    text = record_text(data)
+    return None if text is None else loads(text)

@@ -23,7 +23,7 @@ from ..errors import InputError, NoFaceError
 from ..format import photo, wrapping
 from ..format.records import FaceData, Sampler
 from ..keys import NONCE_BYTES, KeySource, SecretKey
-from ..options import RECOVERY_METHODS, FixedKeys, Options
+from ..options import FixedKeys, Options
 from ..recipients import Recipients
 from ..timings import Timings
 from . import harmonize
@@ -175,7 +175,7 @@ def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options:
     given a new crop (``Job.crops``) skip the engine. ``timings`` gets the model's,
     harmonization's and the record's seconds."""
     timings = timings or Timings()
-    sampling, protection = options.sampler, options.protection
+    sampling = options.sampler
     ready = [j for j in jobs if isinstance(j, Job)]
     all_faces: list[FaceData] = []
     given: list[np.ndarray | None] = []
@@ -189,7 +189,7 @@ def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options:
     pixels_of = [job.loaded.pixels for job in ready for _ in job.regions]
     regions_all = [region for job in ready for region in job.regions]
 
-    hide = sampling.flip == "mixed" and not protection.deniable
+    hide = options.norm == "hidden"
     engine = Engine(backbone, steps=sampling.steps, spacing=sampling.spacing, progress=progress)
     new_crops = [None if c is None else np.asarray(c, np.float32) for c in given]
     radii: list[float | None] = [None] * len(all_faces)
@@ -204,18 +204,14 @@ def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options:
 
     # A face given its crop, made from fresh noise, or harmonized is not its own
     # diffusion result: only its sealed original brings it back.
-    invertible = len(run) == len(all_faces) and sampling.diffusion_recoverable
-    diffusion = [m for m in RECOVERY_METHODS if m != "lossless"] if invertible else []
+    methods = options.recovery_methods(invertible=len(run) == len(all_faces))
     sampler = Sampler(
         steps=sampling.steps, spacing=sampling.spacing,
         timesteps=tuple(engine.schedule.timesteps), inversion=sampling.method,
-        context=sampling.context, flip=sampling.flip,
-        norm="none" if sampling.flip == "fresh" else "hidden" if hide else "kept",
+        context=sampling.context, flip=sampling.flip, norm=options.norm,
         eta=float(sampling.eta), harmonize=bool(sampling.harmonize),
-        recovery_methods=tuple((["lossless"] if protection.seal_originals else [])
-                               + diffusion),
-        default_recovery="lossless" if protection.seal_originals else sampling.method)
-    if not diffusion and not protection.seal_originals:
+        recovery_methods=methods, default_recovery=options.default_recovery)
+    if not methods:
         raise InputError("these faces come back only from their sealed originals: anonymize "
                          "without --no-lossless")
     results: list[Anonymized | Exception] = []

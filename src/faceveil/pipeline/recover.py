@@ -21,7 +21,7 @@ from ..diffusion.engine import Engine, Progress
 from ..diffusion.hub import PRESETS
 from ..errors import FaceveilError, InputError, MetadataError, MissingExtraError, ModelError
 from ..format.records import Opened
-from ..options import Runtime
+from ..options import Runtime, plan_recovery
 from ..timings import Timings
 from . import pixels as px
 from .generate import convergence_notes, key_op, run_engine
@@ -53,26 +53,18 @@ def plan(loaded: images.LoadedImage, opened: Opened, method: str | None) -> Rest
         raise InputError(
             f"image is {pixels.shape[1]}x{pixels.shape[0]} but its metadata describes "
             f"{record.width}x{record.height}: not the image this metadata belongs to")
-    sampler = record.sampler
-    method = method or sampler.default_recovery
-    if method not in sampler.recovery_methods:
-        raise InputError(f"this file supports recovery methods {list(sampler.recovery_methods)}"
-                         f", not {method!r}")
+    how = plan_recovery(record.sampler, [f.lossless is not None for f in opened.faces],
+                        method)
     notes = list(loaded.notes)
     # Whether the published pixels around each face are those anonymization wrote.
     intact = [f.window_sha256 == px.window_hash(pixels, f.transform, f.crop_size)
               for f in opened.faces]
-    todo = list(range(len(opened.faces)))
-    restored: list[int] = []
-    if method == "lossless":
-        restored = [i for i in todo if opened.faces[i].lossless is not None]
-        todo = [i for i in todo if i not in restored]
-        if restored and not all(intact[i] for i in restored):
-            notes.append("the image was re-encoded since anonymization: its faces were "
-                         "restored bit-exactly from their sealed originals, and the rest of "
-                         "the image is the re-encoded one")
-        method = sampler.inversion
-    return Restore(loaded, opened, pixels.copy(), todo, restored, intact, method, notes)
+    if how.restored and not all(intact[i] for i in how.restored):
+        notes.append("the image was re-encoded since anonymization: its faces were "
+                     "restored bit-exactly from their sealed originals, and the rest of "
+                     "the image is the re-encoded one")
+    return Restore(loaded, opened, pixels.copy(), list(how.diffusion), list(how.restored),
+                   intact, how.method, notes)
 
 
 def recover_planned(items: Sequence[Restore | FaceveilError], *, model: Backbone | str | None,

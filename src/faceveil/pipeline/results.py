@@ -36,8 +36,6 @@ def load(image: ImageInput) -> images.LoadedImage:
             raise InputError("an image array must be uint8 with shape (H, W, 3)")
         a = np.ascontiguousarray(a[:, :, :3])
         return images.LoadedImage(a, grayscale=images.is_gray(a))
-    if isinstance(image, (str, os.PathLike)):
-        png.allow_large_chunks()
     return images.load_image(image)
 
 

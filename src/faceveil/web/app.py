@@ -71,13 +71,17 @@ from ..errors import (
     NoFaceError,
 )
 from ..format import png
-from ..options import Options
+from ..keys import short_passphrase
+from ..options import Options, plan_recovery
 from .protocol import (
     DEFAULT_MAX_UPLOAD,
     LOOPBACK_HOSTS,
+    MAX_REQUESTS,
     Guard,
     HttpProblem,
+    Limit,
     boxes_of,
+    check_fits,
     endpoint,
     error_info,
     field_of,
@@ -113,7 +117,8 @@ class Settings:
     max_upload: int = DEFAULT_MAX_UPLOAD  # bytes of one upload (and of one JSON body)
     max_memory: int = DEFAULT_MAX_MEMORY  # bytes the store may hold
     keep_seconds: float = DEFAULT_KEEP_SECONDS  # unused entries are forgotten after this
-    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS  # Host header values; "*": any
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS  # Host names (and the address called)
+    max_requests: int = MAX_REQUESTS  # requests in progress at once (not connections)
 
 
 class WebApp:
@@ -179,6 +184,7 @@ class WebApp:
     @endpoint
     async def add_photo(self, request: Request) -> Response:
         data = await read_body(request, self.settings.max_upload)
+        check_fits(data, self.settings.max_memory)
         name = upload_name(request)
         options = self.settings.options
 
@@ -238,7 +244,9 @@ class WebApp:
             written = api.anonymized_outputs(result, DOWNLOAD,
                                              dataclasses.replace(options.output,
                                                                  sidecar=sidecar))
-            summary = {"faces": written.faces, "notes": written.notes,
+            weak = short_passphrase(key)
+            summary = {"faces": written.faces,
+                       "notes": ([weak] if weak else []) + written.notes,
                        "anonymized": [batch.face_json(r.index, r) for r in result.regions],
                        "excluded": sorted(excluded)}
             data = [blob for _, blob in written.files]
@@ -251,10 +259,10 @@ class WebApp:
     @endpoint
     async def add_file(self, request: Request) -> Response:
         data = await read_body(request, self.settings.max_upload)
+        check_fits(data, self.settings.max_memory)
         name = upload_name(request)
 
         def work():
-            png.allow_large_chunks()
             loaded = images.load_image(data)
             return loaded, png.from_text_chunks(loaded.text)
 
@@ -279,11 +287,11 @@ class WebApp:
         key = key_from(data)
         record = meta or file.record
         options = self.settings.options
-        # Sealed originals come back without the model: no engine pass to count.
-        sealed = all(f.lossless is not None for f in record.faces)
-        per_batch = 0 if sealed else 3 if record.sampler.context == "masked" else 2
-        batches = -(-len(record.faces) // options.runtime.batch_size)
-        job = Job("recover", file.name, phases=per_batch * batches)
+        # The engine passes recovery will make, as the pipeline plans them (sealed
+        # originals come back without the model).
+        how = plan_recovery(record.sampler, [f.lossless is not None for f in record.faces])
+        job = Job("recover", file.name,
+                  phases=how.engine_passes(options.runtime.batch_size))
 
         def work():
             result = api.recover(file.loaded, key, meta=meta, options=options,
@@ -360,4 +368,5 @@ def create_app(settings: Settings | None = None, *, token: str | None = None) ->
     app = Starlette(routes=web.routes())
     app.state.web = web
     app.add_middleware(Guard, token=web.token, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(Limit, requests=settings.max_requests)  # outermost: counts all
     return app

@@ -32,19 +32,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def allowed_hosts(host: str) -> tuple[str, ...]:
-    """The ``Host`` header values the server answers to: its loopback names and the
-    address it was bound to; any, when bound to every interface (0.0.0.0, ::)."""
+def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The host names the server answers to (beside the address a request came in on,
+    which the Guard always accepts): its loopback names, the name it was bound to, the
+    ``--allow-host`` names, and, bound to every interface (0.0.0.0, ::), this machine's
+    own names."""
     from .protocol import LOOPBACK_HOSTS
 
+    names = [*LOOPBACK_HOSTS, *(h.lower() for h in extra)]
     bare = host.strip("[]")
     try:
         address = ipaddress.ip_address(bare)
     except ValueError:
-        return (*LOOPBACK_HOSTS, host.lower())
+        return (*names, host.lower())
     if address.is_unspecified:
-        return ("*",)
-    return (*LOOPBACK_HOSTS, f"[{bare}]" if address.version == 6 else bare)
+        return (*names, *{socket.gethostname().lower(), socket.getfqdn().lower()})
+    return (*names, f"[{bare}]" if address.version == 6 else bare)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -81,6 +84,10 @@ def url_of(sock: socket.socket, host: str) -> str:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Keep the default (this machine only): any other "
                    "address lets other machines reach the page, over plain HTTP.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also answer to this host name (repeatable): a name other machines use "
+                   "to reach this one. Requests naming any other host are refused (DNS "
+                   "rebinding), whatever --host is.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True,
               type=click.IntRange(0, 65535), help="Port; 0 picks a free one (printed).")
 @click.option("--model", "-m", default=None, metavar="ID_OR_DIR",
@@ -112,8 +119,9 @@ def url_of(sock: socket.socket, host: str) -> str:
               help="Log one line per request (method, path, status). Keys and passphrases "
                    "travel in request bodies, which are never logged.")
 @handle_errors
-def serve_command(host, port, model, steps, detector, threshold, min_face, device, batch_size,
-                  max_upload_mb, max_memory_mb, keep_minutes, open_browser, access_log) -> None:
+def serve_command(host, allow_hosts, port, model, steps, detector, threshold, min_face, device,
+                  batch_size, max_upload_mb, max_memory_mb, keep_minutes, open_browser,
+                  access_log) -> None:
     """Start the local web page: anonymize photos (review the detected faces first) and
     recover them, in a browser on this machine.
 
@@ -122,12 +130,13 @@ def serve_command(host, port, model, steps, detector, threshold, min_face, devic
     """
     try:
         import starlette  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError as e:
         raise InputError(f"faceveil serve needs the web extra ({e.name} is missing): "
                          f"{EXTRA_HINT}") from None
     import logging
 
+    from . import server
     from .app import Settings, create_app
     from .protocol import MB, RedactIds
 
@@ -142,7 +151,8 @@ def serve_command(host, port, model, steps, detector, threshold, min_face, devic
                              "batch_size": batch_size})
     settings = Settings(model=model, options=options,
                         max_upload=int(max_upload_mb * MB), max_memory=int(max_memory_mb * MB),
-                        keep_seconds=keep_minutes * 60, allowed_hosts=allowed_hosts(host))
+                        keep_seconds=keep_minutes * 60,
+                        allowed_hosts=allowed_hosts(host, allow_hosts))
     sock = bind(host, port)
     app = None
     try:
@@ -152,9 +162,7 @@ def serve_command(host, port, model, steps, detector, threshold, min_face, devic
         app = create_app(settings)
         url = url_of(sock, host)
         logging.basicConfig(format="faceveil: %(message)s", level=logging.INFO, stream=sys.stderr)
-        config = uvicorn.Config(app, log_level="warning", access_log=access_log,
-                                server_header=False, date_header=False, lifespan="off",
-                                ws="none", limit_concurrency=64, timeout_keep_alive=5)
+        config = server.config(app, access_log)  # sets uvicorn's loggers: before ours
         if access_log:  # uvicorn's access logger is quiet below info
             access = logging.getLogger("uvicorn.access")
             access.setLevel(logging.INFO)
@@ -164,7 +172,7 @@ def serve_command(host, port, model, steps, detector, threshold, min_face, devic
             import webbrowser
 
             webbrowser.open(url)
-        uvicorn.Server(config).run(sockets=[sock])
+        server.run(config, sock)
     finally:
         if app is not None:
             app.state.web.shutdown()

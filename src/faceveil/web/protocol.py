@@ -4,6 +4,7 @@ security headers)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
@@ -142,17 +143,55 @@ def _too_large(limit: int) -> HttpProblem:
                        "(serve --max-upload-mb sets it)")
 
 
+BODY_TIMEOUT = 30.0
+"""Seconds a request body may stall between two pieces before the request is dropped
+(408): a client that stops half-way through an upload does not hold its place."""
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request's body, read into memory, refused (413) past ``limit`` bytes."""
+    """The request's body, read into memory, refused (413) past ``limit`` bytes and
+    dropped (408) when it stalls for :data:`BODY_TIMEOUT` seconds."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise _too_large(limit)
     body = bytearray()
-    async for chunk in request.stream():
+    pieces = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(pieces.__anext__(), BODY_TIMEOUT)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise HttpProblem(408, "timeout", f"the upload stalled for {BODY_TIMEOUT:g} s: "
+                              "send it again") from None
         body += chunk
         if len(body) > limit:
             raise _too_large(limit)
     return bytes(body)
+
+
+WORK_BYTES_PER_PIXEL = 12
+"""Memory one photo's work takes per pixel, about: a 64-megapixel photo took 620 MB
+beyond the model's (docs/measured.md, issue 27), so 9.7, with a margin."""
+
+
+def check_fits(data: bytes, max_memory: int) -> None:
+    """Refuse (413) an image whose pixels, read from its header before anything is
+    decoded, would take more than the server's memory bound to work on."""
+    from ..images import header_size
+
+    size = header_size(data)
+    if size is None:
+        return
+    width, height = size
+    need = width * height * WORK_BYTES_PER_PIXEL
+    if need > max_memory:
+        raise HttpProblem(
+            413, "too-large",
+            f"the photo is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels): "
+            f"working on it takes about {need / MB:.0f} MB, more than this server's "
+            f"--max-memory-mb of {max_memory / MB:g} MB; send a smaller photo, or start "
+            "the server with a larger --max-memory-mb")
 
 
 async def read_json(request: Request, limit: int) -> dict:
@@ -249,15 +288,53 @@ def record_summary(record: Record) -> dict:
             "deniable": not record.authenticated}
 
 
+MAX_REQUESTS = 64
+"""Requests in progress at once; the next is answered 503 (open connections do not count:
+an idle one is closed by the server's read timeout)."""
+
+
+class Limit:
+    """ASGI middleware: at most ``requests`` HTTP requests in progress; one more is
+    answered 503 at once. It counts requests, not connections, so idle sockets cannot
+    use the places up (one event loop: the count needs no lock)."""
+
+    def __init__(self, app, requests: int = MAX_REQUESTS) -> None:
+        self.app = app
+        self.free = requests
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.free <= 0:
+            busy = HttpProblem(503, "busy", "the server is busy: try again in a moment")
+            await problem_response(busy)(scope, receive, send)
+            return
+        self.free -= 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.free += 1
+
+
+def _address_literal(address: str) -> str:
+    """An IP address as it appears in a Host header (IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address else address
+
+
 class Guard:
     """ASGI middleware: the Host check, the token on ``/api/``, no cross-site requests
     (``Sec-Fetch-Site``, ``Origin``),
-    and the security headers on every response."""
+    and the security headers on every response.
+
+    A request's ``Host`` must be one of ``allowed_hosts`` or the very address the
+    connection came in on (a DNS-rebinding page names its own domain, never an
+    address), so a server on every interface (``--host 0.0.0.0``) answers to this
+    machine's addresses and the names it was given, and to no other name."""
 
     def __init__(self, app, token: str, allowed_hosts: tuple[str, ...]) -> None:
         self.app = app
         self.token = token.encode()
-        self.any_host = "*" in allowed_hosts
         self.hosts = {h.lower() for h in allowed_hosts}
 
     def _refusal(self, scope) -> HttpProblem | None:
@@ -265,7 +342,8 @@ class Guard:
         host = headers.get("host", "").lower()
         name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host \
             else host.rsplit(":", 1)[0]
-        if not self.any_host and name not in self.hosts:
+        server = scope.get("server") or ("", None)
+        if name not in self.hosts and name != _address_literal(str(server[0]).lower()):
             return HttpProblem(421, "forbidden", "this server does not answer to that host "
                                "name (use the address that `faceveil serve` printed)")
         origin = headers.get("origin")
