@@ -14,6 +14,13 @@ precision residual makes it). Printed: PSNR of the recovered crop against the or
 crop through the autoencoder alone (the same decode: the most any recovery can give back
 with this model), and against the original crop itself, in dB; and the latent error
 of the round trip (RMS of recovered minus original latent).
+
+A random VQModel's codebook is diffusers' initialisation, uniform in +-1/8192: every
+latent snaps to about 0 and a snapped decode gives the same picture whatever the latent,
+which would make snapping look perfect. So, unless ``--keep-codebook``, the codebook is
+first set to latents the encoder makes (every latent vector of the photo's faces and of
+the test photos' crops, repeated with jitter to fill it), as a trained codebook covers
+its encoder's latents.
 """
 
 from __future__ import annotations
@@ -43,6 +50,28 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+def fill_codebook(backbone, x: torch.Tensor) -> None:
+    """Set a random model's codebook to encoder latents: this face's and those of the
+    test photos' centre crops, jittered by a tenth of their spread to fill the book."""
+    crops = [x]
+    for name in ("group.jpg", "crowd.jpg", "biden.jpg", "astronaut.jpg"):
+        p = images.load_image(ROOT / "tests" / "data" / name).pixels
+        h, w = p.shape[:2]
+        s = backbone.image_size
+        if min(h, w) >= s:
+            c = p[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+            crops.append(torch.from_numpy(c[None].astype(np.float32)).permute(0, 3, 1, 2)
+                         / 127.5 - 1.0)
+    vectors = torch.cat([backbone.encode(c).permute(0, 2, 3, 1).reshape(-1, 3)
+                         for c in crops])
+    book = backbone.vae.quantize.embedding.weight
+    g = torch.Generator().manual_seed(0)
+    pick = torch.randint(len(vectors), (book.shape[0],), generator=g)
+    jitter = torch.randn(book.shape, generator=g) * vectors.std(0) * 0.1
+    with torch.no_grad():
+        book.copy_(vectors[pick] + jitter)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="a VQ model (default: the random full-size)")
@@ -50,6 +79,8 @@ def main() -> None:
     ap.add_argument("--photo", type=Path, default=ROOT / "tests" / "data" / "obama.jpg")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--method", default="plain", choices=["plain", "exact-steps"])
+    ap.add_argument("--keep-codebook", action="store_true",
+                    help="keep the model's codebook (a trained model's)")
     a = ap.parse_args()
     if a.model is None:
         hub = a.cache / "hf" / "hub"
@@ -77,6 +108,8 @@ def main() -> None:
 
     engine = Engine(backbone, steps=a.steps, spacing="leading")
     z0 = backbone.encode(x)
+    if not a.keep_codebook:
+        fill_codebook(backbone, x)
     print(f"{a.photo.name}, face {region.box[2]} px; {a.steps} {a.method} steps; model "
           f"{backbone.model_id}", flush=True)
     for snap_anon in (True, False):
