@@ -226,7 +226,7 @@ def main() -> None:
                 if precision == "fp32" and not graphs:
                     reference = made
                 print(f"| {label} | {precision} | {'on' if graphs else 'off'} | "
-                      + " | ".join(f"{r:.1f}" for r in rates) + f" | {said} |", flush=True)
+                      + " | ".join(f"{r:.3g}" for r in rates) + f" | {said} |", flush=True)
     print(f"\n{time.perf_counter() - start:.0f} s in all. Targets: 10 faces/s at batch 1, "
           "600 faces/s batched.")
 
