@@ -225,3 +225,17 @@ def test_sampler_passes_count_the_engine_passes(pixel_model, flat):
     api.anonymize(smooth_image(), KEY, model=str(pixel_model), mask=centre_mask(),
                   options=options, progress=progress)
     assert len(phases) == options.sampler.passes
+
+
+def test_a_latent_model_on_a_cpu_runs_faces_one_at_a_time():
+    from types import SimpleNamespace
+
+    from faceveil.pipeline.generate import chunks
+
+    cpu = torch.device("cpu")
+    latent = SimpleNamespace(vae=object(), device=cpu)
+    pixel = SimpleNamespace(vae=None, device=cpu)
+    assert chunks(latent, 6, 8) == [range(i, i + 1) for i in range(6)]
+    assert chunks(pixel, 6, 4) == [range(0, 4), range(4, 6)]
+    on_gpu = SimpleNamespace(vae=object(), device=torch.device("cuda"))
+    assert chunks(on_gpu, 6, 8) == [range(0, 6)]
