@@ -2,7 +2,9 @@
 CompVis/ldm-celebahq-256 (``tests/fullsize.py``, configs cited there) in a temporary
 Hugging Face cache, HF_HUB_OFFLINE=1. It loads by hub id and by faceveil's preset,
 anonymizes a portrait with the defaults and recovers it bit-exactly, and runs the
-paper's diffusion recovery (2 steps, to keep CI short: about 30 model calls in all)."""
+paper's diffusion recovery (2 steps, to keep CI short: about 30 model calls in all).
+Expected about 3 minutes on an idle 2-core machine (not measured idle); on this
+project's shared one, under a load average of 15, it took 27 minutes."""
 
 from __future__ import annotations
 
@@ -96,6 +98,11 @@ def test_diffusion_recovery_through_the_preset(home, key, tmp_path):
     back = np.asarray(Image.open(tmp_path / "back.png").convert("RGB"))
     changed = np.any(anon != original, axis=2)
     assert changed.any()
-    # Only the face's pixels were changed, and recovery changed them again, there only.
-    assert np.array_equal(back[~changed], original[~changed])
+    # Recovery changes the face again, and nothing beyond it: its changes stay within the
+    # box of the anonymization's (4 px margin: a mask-edge pixel that anonymization's
+    # rounding happened to leave equal may move on the way back).
     assert not np.array_equal(back[changed], anon[changed])
+    ys, xs = np.nonzero(changed)
+    box = np.zeros_like(changed)
+    box[max(ys.min() - 4, 0):ys.max() + 5, max(xs.min() - 4, 0):xs.max() + 5] = True
+    assert np.array_equal(back[~box], original[~box])
