@@ -543,7 +543,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="face64-v1,face64-v2",
                     help="comma-separated presets or folders, measured one after the other")
-    ap.add_argument("--arms", default=",".join(frl.ARMS),
+    ap.add_argument("--arms", default="default,no-lossless",
                     help="settings compared, among " + ", ".join(frl.ARMS))
     ap.add_argument("--faces", type=int, default=48, help="held-out synthetic aligned faces")
     ap.add_argument("--samples", type=int, default=64, help="model samples for realism")

@@ -1,14 +1,25 @@
-"""Faces per second of the built-in model on a GPU, per mode, precision and CUDA graphs,
-with a recovery check beside each; prepared to run in one go (about 5 minutes on an
-H100 or H200), and tested on a CPU with tiny batches.
+"""Faces per second of the built-in model, or of the full-size latent model, on a GPU, per
+mode, precision and CUDA graphs, with a recovery check beside each; prepared to run in
+one go (about 5 minutes on an H100 or H200 for the built-in model), and tested on a CPU
+with tiny batches.
 
 Usage::
 
     python benchmarks/gpu.py                       # CUDA: batches 1, 64, 512
+    python benchmarks/gpu.py --model fullsize      # CUDA: the 256 px LDM, batches 1, 16, 64
     python benchmarks/gpu.py --device cpu --batches 1,2 --check-faces 2   # a CPU test
+    python benchmarks/gpu.py --model fullsize --device cpu --batches 1 --check-faces 1 \
+        --steps 2 --precisions fp32 --graphs off                          # a CPU test
 
-For each inversion mode (the sealed default: fresh keyed noise, 25 trailing steps, eta 1;
-the diffusion mode: exact-steps, 50 leading steps, the keyed mixing) x precision (fp32;
+``--model fullsize`` is a random-weight model with the exact architecture of
+CompVis/ldm-celebahq-256 (``tests/fullsize.py``; 274M + 55M parameters, 256 px faces
+through a VQ autoencoder), written once under ``--cache``: its speed is a real
+checkpoint's, its faces are noise. The base faces are then the same 10 faces enlarged to
+256 px.
+
+For each inversion mode (the sealed default: fresh keyed noise, DPM-Solver++(2M) SDE over
+12 trailing steps with the outside noised forward; the diffusion mode (``--no-lossless``):
+exact-steps, 50 leading steps, the keyed mixing) x precision (fp32;
 TF32 convolutions and matrix products; bf16 autocast of the network call, latents kept
 in fp32) x CUDA graphs (on, off; :mod:`faceveil.diffusion.accelerate`), it times the
 engine making ``batch`` new aligned faces from their crops in one call of the pipeline's
@@ -29,6 +40,7 @@ skipped (and said so) once ``--budget`` seconds have passed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -40,17 +52,20 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 from faceveil import api, faces, keys  # noqa: E402
 from faceveil.diffusion.accelerate import GraphedCall, Precision  # noqa: E402
 from faceveil.diffusion.engine import Engine  # noqa: E402
 from faceveil.diffusion.models import load_model  # noqa: E402
 from faceveil.options import DIFFUSION_SAMPLING, SEALED_SAMPLING, FixedKeys, Options  # noqa: E402
 from faceveil.pipeline import generate as gen  # noqa: E402
+from tests import fullsize  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 KEY = keys.KeySource.from_bytes(bytes(range(32)))
 # name: (sampling, sealed originals?, what the row's mode is)
-MODES = {"sealed": (SEALED_SAMPLING, True, "sealed (fresh noise, 25 trailing, eta 1)"),
+MODES = {"sealed": (SEALED_SAMPLING, True, f"sealed (fresh noise, {SEALED_SAMPLING.solver}, "
+                                            f"{SEALED_SAMPLING.steps} trailing, eta 1)"),
          "diffusion": (DIFFUSION_SAMPLING, False, "diffusion (exact-steps, 50 leading)")}
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -81,9 +96,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def base_faces(backbone) -> tuple[list[np.ndarray], list[faces.FaceRegion]]:
-    """The 10 aligned faces of gan_faces.png and their regions (masks from dlib)."""
-    strip = np.asarray(Image.open(DATA / "gan_faces.png").convert("RGB"))
-    pixels = [np.ascontiguousarray(strip[:, 64 * i: 64 * i + 64]) for i in range(10)]
+    """The 10 aligned faces of gan_faces.png (enlarged to the model's size) and their
+    regions (masks from dlib)."""
+    strip = Image.open(DATA / "gan_faces.png").convert("RGB")
+    size = backbone.image_size
+    pixels = [np.asarray(strip.crop((64 * i, 0, 64 * i + 64, 64)).resize(
+        (size, size), Image.BICUBIC)) for i in range(10)]
     framing = gen.framing(backbone)
     return pixels, [faces.aligned_region(p, framing=framing, crop_size=backbone.image_size)
                     for p in pixels]
@@ -118,9 +136,11 @@ def throughput(backbone, sampling, hide: bool, crops, data, repeat: int) -> floa
     return len(crops) / statistics.median(once() for _ in range(repeat))
 
 
-def check(backbone, exact, sealed: bool, pixels, reference) -> tuple[str, list[np.ndarray]]:
+def check(backbone, exact, sealed: bool, pixels, reference, steps: int | None = None
+          ) -> tuple[str, list[np.ndarray]]:
     """The recovery check of one setting on the base faces (see the module docstring)."""
-    options = Options.of(aligned=True) if sealed else Options.of(aligned=True, lossless=False)
+    extra = {"steps": steps} if steps else {}
+    options = Options.of(aligned=True, lossless=sealed, **extra)
     made, exact_back, back = [], [], []
     for i, p in enumerate(pixels):
         fixed = FixedKeys(salt=bytes(16), nonces=(bytes([i + 1]) * 16,))
@@ -146,7 +166,15 @@ def check(backbone, exact, sealed: bool, pixels, reference) -> tuple[str, list[n
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--batches", default="1,64,512")
+    ap.add_argument("--model", default="face64-v2",
+                    help="a model to load, or fullsize: the random-weight 256 px LDM")
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/faceveil-fullsize"),
+                    help="where --model fullsize is written once")
+    ap.add_argument("--batches", default=None,
+                    help="comma-separated batch sizes [1,64,512; fullsize: 1,16,64]")
+    ap.add_argument("--steps", type=int, default=None, help="override every mode's steps "
+                    "(for a quick CPU test)")
+    ap.add_argument("--graphs", default="off,on", help="CUDA graphs settings: off,on")
     ap.add_argument("--check-faces", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per cell (median)")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated, of: "
@@ -155,15 +183,23 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=290.0, help="seconds for all rows")
     args = ap.parse_args()
     start = time.perf_counter()
-    batches = [int(b) for b in args.batches.split(",")]
+    spec = args.model
+    if spec == "fullsize":
+        spec = args.cache / "snapshot"
+        if not (spec / "model_index.json").exists():
+            fullsize.write_snapshot(spec)
+        spec = str(spec)
+    batches = [int(b) for b in (args.batches or ("1,16,64" if args.model == "fullsize"
+                                                 else "1,64,512")).split(",")]
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --device cpu and tiny --batches to test")
-    backbone = load_model("face64-v2", device=device)
-    exact = load_model("face64-v2", device=device)  # fp32, eager: the reference
+    backbone = load_model(spec, device=device)
+    exact = load_model(spec, device=device)  # fp32, eager: the reference
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
-    print(f"faceveil benchmarks/gpu.py on {name}, torch {torch.__version__}; built-in "
-          f"face64-v2; batches {batches}; engine only (keyed noise, chain, decode)")
+    print(f"faceveil benchmarks/gpu.py on {name}, torch {torch.__version__}; model "
+          f"{args.model} ({backbone.image_size} px); batches {batches}; engine only (keyed "
+          "noise, chain, decode)")
     pixels, regions = base_faces(backbone)
     check_pixels = pixels[: args.check_faces]
     rng = np.random.default_rng(0)
@@ -173,9 +209,11 @@ def main() -> None:
     print("|---|---|---|" + "---|" * len(batches) + "---|", flush=True)
     for mode in args.modes.split(","):
         sampling, sealed, label = MODES[mode]
+        if args.steps:
+            sampling = dataclasses.replace(sampling, steps=args.steps)
         reference = None
         for precision in args.precisions.split(","):
-            for graphs in (False, True):
+            for graphs in [g == "on" for g in args.graphs.split(",")]:
                 if time.perf_counter() - start > args.budget:
                     print(f"| {label} | {precision} | {'on' if graphs else 'off'} | "
                           + " | ".join("skipped" for _ in batches) + " | over --budget |")
@@ -183,11 +221,12 @@ def main() -> None:
                 configure(backbone, precision, graphs)
                 rates = [throughput(backbone, sampling, not sealed, *work[b], args.repeat)
                          for b in batches]
-                said, made = check(backbone, exact, sealed, check_pixels, reference)
+                said, made = check(backbone, exact, sealed, check_pixels, reference,
+                                   args.steps)
                 if precision == "fp32" and not graphs:
                     reference = made
                 print(f"| {label} | {precision} | {'on' if graphs else 'off'} | "
-                      + " | ".join(f"{r:.1f}" for r in rates) + f" | {said} |", flush=True)
+                      + " | ".join(f"{r:.3g}" for r in rates) + f" | {said} |", flush=True)
     print(f"\n{time.perf_counter() - start:.0f} s in all. Targets: 10 faces/s at batch 1, "
           "600 faces/s batched.")
 

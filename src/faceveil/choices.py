@@ -6,6 +6,9 @@ METHODS = ("plain", "exact-steps")  # how faces are inverted to noise
 CONTEXTS = ("own", "masked")  # what is re-injected outside the mask while denoising
 SPACINGS = ("leading", "trailing", "linspace")
 FLIPS = ("fresh", "mixed", "signs")  # what the key does to the noise inside the mask
+# how fresh faces are denoised: DPM-Solver++(2M) with the context noised forward (no
+# inversion), or the DDIM chain with the context inverted (the sealed default before issue 26)
+SOLVERS = ("dpm++2m", "ddim")
 RECOVERY_METHODS = ("lossless", "exact-steps", "plain")
 NO_FACE = ("skip", "copy", "error")
 DEVICES = ("auto", "cpu", "cuda")

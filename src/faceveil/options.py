@@ -27,6 +27,7 @@ from .choices import (  # noqa: F401 (the choices, re-exported beside their opti
     METHODS,
     NO_FACE,
     RECOVERY_METHODS,
+    SOLVERS,
     SPACINGS,
     VIDEO_CODECS,
 )
@@ -67,7 +68,11 @@ class Sampling:
     own (the paper's). ``eta``: fresh noise at every denoising step (0: deterministic
     DDIM, 1: DDPM-like; needs sealed originals). ``harmonize``: match the new face's
     colour and contrast to the skin just outside its mask in the published photo (needs
-    sealed originals).
+    sealed originals). ``solver``, for fresh faces: "dpm++2m", DPM-Solver++(2M) (its SDE
+    form at eta 1) with the outside noised forward from the photo under the key (no
+    inversion: one model call a step), or "ddim", the DDIM chain with the outside
+    inverted (two calls a step; the sealed default before issue 26). Diffusion-style
+    faces always use DDIM (recovery runs it back).
     """
 
     steps: int | None = None
@@ -77,6 +82,7 @@ class Sampling:
     flip: str | None = None
     eta: float | None = None
     harmonize: bool | None = None
+    solver: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps is not None:
@@ -84,7 +90,8 @@ class Sampling:
         for value, choices, what in ((self.spacing, SPACINGS, "spacing"),
                                      (self.method, METHODS, "method"),
                                      (self.context, CONTEXTS, "context"),
-                                     (self.flip, FLIPS, "flip")):
+                                     (self.flip, FLIPS, "flip"),
+                                     (self.solver, SOLVERS, "solver")):
             if value is not None:
                 _choice(value, choices, what)
         if self.eta is not None and not (isinstance(self.eta, (int, float))
@@ -114,13 +121,18 @@ class Sampling:
         if done.flip == "fresh" and done.method != "plain":
             raise InputError("--flip fresh inverts only the outside of the mask: use it with "
                              "--method plain")
+        if done.flip != "fresh" and self.solver not in (None, "ddim"):
+            raise InputError(f"--solver {self.solver} makes only fresh faces (--flip fresh): "
+                             "the keyed flip of the inverted noise is run back with DDIM")
+        if done.solver == "dpm++2m" and done.eta not in (0, 1):
+            raise InputError("--solver dpm++2m takes --eta 0 or 1")
         return done
 
     @property
     def passes(self) -> int:
         """Engine passes over the schedule per batch of faces (resolved samplers only):
         see :func:`engine_passes`."""
-        return engine_passes(self.method, self.context, self.flip)
+        return engine_passes(self.method, self.context, self.flip, self.solver)
 
     @property
     def diffusion_recoverable(self) -> bool:
@@ -130,13 +142,15 @@ class Sampling:
         return self.flip != "fresh" and not self.eta and not self.harmonize
 
 
-def engine_passes(method: str, context: str, flip: str = "mixed") -> int:
+def engine_passes(method: str, context: str, flip: str = "mixed", solver: str = "ddim") -> int:
     """Passes the engine makes over the schedule for one batch of faces, each reported
     to its progress callback, anonymizing or recovering (recovery never uses "fresh"):
     a separate outside-context inversion only where the paper's single-pass inversion of
     the whole crop needs one beside it (exact inversion computes the context along the
-    way, and fresh faces invert only the context). The one count the page's progress
-    bar is made of."""
+    way, and fresh faces invert only the context, or none where the multistep solver
+    noises it forward). The one count the page's progress bar is made of."""
+    if flip == "fresh" and solver == "dpm++2m":
+        return 1
     separate_context = context == "masked" and method == "plain" and flip != "fresh"
     return 3 if separate_context else 2
 
@@ -178,12 +192,14 @@ def plan_recovery(sampler: Any, sealed: Any, method: str | None = None) -> Recov
 
 # With sealed originals the face is made for how it looks (measured on the Face Research
 # Lab London Set: benchmarks/builtin_quality.py, docs/measured.md): fresh keyed noise,
-# DDPM-like sampling, 25 trailing steps, colour matched to the surrounding skin.
-SEALED_SAMPLING = Sampling(steps=25, spacing="trailing", method="plain", context="masked",
-                           flip="fresh", eta=1.0, harmonize=True)
+# DDPM-like sampling (DPM-Solver++(2M) SDE, the context noised forward: issue 26),
+# 12 trailing steps, colour matched to the surrounding skin.
+SEALED_SAMPLING = Sampling(steps=12, spacing="trailing", method="plain", context="masked",
+                           flip="fresh", eta=1.0, harmonize=True, solver="dpm++2m")
 # When recovery runs the procedure back, the chain must invert exactly.
 DIFFUSION_SAMPLING = Sampling(steps=50, spacing="leading", method="exact-steps",
-                              context="masked", flip="mixed", eta=0.0, harmonize=False)
+                              context="masked", flip="mixed", eta=0.0, harmonize=False,
+                              solver="ddim")
 
 
 @dataclass(frozen=True)

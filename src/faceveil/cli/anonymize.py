@@ -18,6 +18,7 @@ from ..options import (
     METHODS,
     NO_FACE,
     SEALED_SAMPLING,
+    SOLVERS,
     SPACINGS,
     Options,
 )
@@ -217,6 +218,11 @@ class _Anonymizer:
               help=f"Fresh noise at every denoising step: 0 deterministic DDIM, 1 DDPM-like "
                    f"[default: {_S.eta:g} with sealed originals, {_D.eta:g} without; above 0 "
                    "needs sealed originals].")
+@click.option("--solver", type=click.Choice(list(SOLVERS)), default=None,
+              help="How fresh faces are denoised: DPM-Solver++(2M) with the outside noised "
+                   "forward under the key (one model call a step; the default), or the "
+                   "DDIM chain with the outside inverted (two calls a step, the default "
+                   "before issue 26). Only with --flip fresh.")
 @click.option("--harmonize/--no-harmonize", default=None,
               help="Match the new face's colour to the skin around it in the published "
                    "photo, and paste it magnified and with the photo's grain [default: on "

@@ -113,6 +113,16 @@ def key_op(backbone: Backbone, face_keys: Sequence[FaceData], version: int, flip
     return op
 
 
+def chunks(backbone: Backbone, count: int, batch_size: int) -> list[range]:
+    """The batches ``count`` faces run in: ``batch_size`` at a time, except a latent model
+    on a CPU, one at a time. There a batch buys no speed and its activations cost memory
+    (the full-size 256 px model on six faces: the same CPU time one at a time as in one
+    batch, and 2.33 GB peak against 3.15 GB; docs/measured.md, issue 26)."""
+    if getattr(backbone, "vae", None) is not None and backbone.device.type == "cpu":
+        batch_size = 1
+    return [range(s, min(s + batch_size, count)) for s in range(0, count, batch_size)]
+
+
 def run_engine(backbone: Backbone, engine: Engine, crops: Sequence[np.ndarray],
                latent_masks: Sequence[np.ndarray], op: KeyOp, batch_size: int, method: str,
                context: str) -> tuple[list[np.ndarray], list[float]]:
@@ -127,8 +137,7 @@ def run_engine(backbone: Backbone, engine: Engine, crops: Sequence[np.ndarray],
 
     out: list[np.ndarray] = []
     residuals: list[float] = []
-    for start in range(0, len(crops), batch_size):
-        part = range(start, min(start + batch_size, len(crops)))
+    for part in chunks(backbone, len(crops), batch_size):
         batch = np.stack([crops[i] for i in part])
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         z0 = backbone.encode(x)
@@ -159,9 +168,10 @@ def face_data(backbone: Backbone, region: faces.FaceRegion, nonce: bytes,
 
 
 # Key stream labels of a fresh face's noise: z_T inside the mask, and the draws of each
-# stochastic denoising step (format 3).
+# stochastic denoising step (format 3), and the outside's forward noise (dpm++2m).
 FRESH_START = "fresh/start"
 FRESH_STEP = "fresh/step/{}"
+FRESH_CONTEXT = "fresh/context"
 
 
 def keyed_normals(data: Sequence[FaceData], masks: np.ndarray, shape: Sequence[int],
@@ -206,14 +216,16 @@ def _images(backbone: Any, batch: np.ndarray) -> Any:
 
 
 def run_fresh(backbone: Backbone, engine: Engine, crops: Sequence[np.ndarray],
-              data: Sequence[FaceData], batch_size: int, eta: float) -> list[np.ndarray]:
+              data: Sequence[FaceData], batch_size: int, eta: float,
+              solver: str = "ddim") -> list[np.ndarray]:
     """New crops from fresh keyed noise inside each face's latent mask
     (:meth:`faceveil.diffusion.engine.Engine.sample`): nothing of the original inside
-    survives, so only the sealed original brings the face back. Runs on torch or on
-    onnxruntime (numpy), whichever the backbone is."""
+    survives, so only the sealed original brings the face back. With "dpm++2m" the
+    outside is noised forward with keyed noise drawn outside the mask (no inversion).
+    Runs on torch or on onnxruntime (numpy), whichever the backbone is, in
+    :func:`chunks`."""
     out: list[np.ndarray] = []
-    for start in range(0, len(crops), batch_size):
-        part = range(start, min(start + batch_size, len(crops)))
+    for part in chunks(backbone, len(crops), batch_size):
         batch = np.stack([crops[i] for i in part])
         faces_ = [data[i] for i in part]
         z0 = backbone.encode(_images(backbone, batch))
@@ -224,8 +236,13 @@ def run_fresh(backbone: Backbone, engine: Engine, crops: Sequence[np.ndarray],
         def normals(label: str, f=faces_, masks=masks, shape=shape, z0=z0) -> Any:
             return _from_numpy(backbone, keyed_normals(f, masks, shape, label), z0)
 
+        context = None
+        if solver == "dpm++2m":
+            context = _from_numpy(backbone, keyed_normals(faces_, ~masks, shape, FRESH_CONTEXT),
+                                  z0)
         done = engine.sample(z0, m, normals(FRESH_START), eta=eta,
-                             noise=lambda n, normals=normals: normals(FRESH_STEP.format(n)))
+                             noise=lambda n, normals=normals: normals(FRESH_STEP.format(n)),
+                             context_noise=context, solver=solver)
         out += _decoded(backbone, done.z0, batch, [f.latent_mask for f in faces_])
     return out
 
@@ -248,7 +265,8 @@ def generate(backbone: Backbone, engine: Engine, data: Sequence[FaceData],
     """The engine's new crops for these faces, with their original noise norms (None
     where the norm was kept) and exact-inversion residuals; ``sampling`` resolved."""
     if sampling.flip == "fresh":
-        made = run_fresh(backbone, engine, crops, data, batch_size, sampling.eta)
+        made = run_fresh(backbone, engine, crops, data, batch_size, sampling.eta,
+                         sampling.solver)
         return made, [None] * len(data), [0.0] * len(data)
     from ..diffusion import mixing
 
