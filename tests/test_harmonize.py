@@ -122,3 +122,25 @@ def test_fallbacks_grey_tiny_border_and_coloured_light():
                                       [[0, 0, 110 * region.transform[0, 0]], [0, 0, 0]])})
     assert harmonize.skin_stats(np.ascontiguousarray(cut), shifted) is not None
     harmonize.match(crop, shifted, np.ascontiguousarray(cut))
+
+
+def test_the_seam_at_the_edge_closes():
+    """A flat new face 40 grey levels darker than the flat photo around it: the paste
+    brings its edge to the photo's level (no band darker than both sides) and leaves
+    its middle as made."""
+    photo = np.full((160, 160, 3), 180, np.uint8)
+    m = np.zeros((64, 64), np.float32)
+    m[12:52, 12:52] = 1.0
+    mask = faces.soften(m > 0, 4)
+    region = faces.FaceRegion(box=(40, 40, 80, 80), transform=np.array(
+        [[0.5, 0, -16], [0, 0.5, -16]]), crop_size=64, mask=mask, landmarks=None,
+        source="box", score=None)
+    crop = np.full((64, 64, 3), 140.0, np.float32)
+    plain = faces.paste(photo, crop, region.transform, region.mask)
+    out = harmonize.paste(photo, crop, region, lambda n: np.zeros(n))
+    row = 80  # through the middle, left edge of the face at x = 56
+    edge = slice(57, 61)
+    assert plain[row, edge, 0].mean() < 165
+    assert out[row, edge, 0].mean() > plain[row, edge, 0].mean() + 10
+    assert abs(float(out[row, 80, 0]) - 140) <= 2  # the middle as made
+    assert np.array_equal(out[plain == photo], photo[plain == photo])  # nothing else

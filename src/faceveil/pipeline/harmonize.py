@@ -38,6 +38,9 @@ GAP = 3
 BAND = 0.15
 MIN_PIXELS = 200  # fewer skin-like pixels than this: the whole band is used
 STD_RANGE = (0.25, 4.0)  # how far the colour spread may be scaled
+# ... under the ``skin`` rule, whose spread (skin alone) is narrower than a face's (lips,
+# cheeks): the model's colour blotches shrink, the face's own colour stays.
+SKIN_STD_RANGE = (0.6, 1.5)
 CHROMA_SIGMA = 1.5  # crop pixels: the low-pass of the new face's colour (a*, b*)
 UPSCALE = 4  # the new face is pasted from a crop this many times larger (bicubic)
 GRAIN_RING = 8  # photo pixels around a pasted face whose grain it is given
@@ -372,7 +375,8 @@ def match(crop: np.ndarray, region: faces.FaceRegion, photo: np.ndarray) -> np.n
         centre, spread = np.median(ref if len(ref) >= MIN_SKIN else v, axis=0), v.std(axis=0)
     else:
         centre, spread = v.mean(axis=0), v.std(axis=0)
-    ratio = np.clip(stats.spread / np.maximum(spread, 1e-6), *STD_RANGE)
+    ratio = np.clip(stats.spread / np.maximum(spread, 1e-6),
+                    *(SKIN_STD_RANGE if stats.rule == "skin" else STD_RANGE))
     ratio[0] = 1.0
     moved = (v - centre) * ratio + stats.median
     if stats.slope and region.landmarks is not None:
@@ -438,11 +442,39 @@ def _noise_level(img: np.ndarray, sel: np.ndarray) -> np.ndarray:
     return 1.4826 * np.median(np.abs(v - np.median(v, axis=0)), axis=0)
 
 
+SEAM_REACH = 0.06  # face widths: how far the seam's correction reaches in, and reads out
+SEAM_MAX = 30.0  # grey levels: the largest correction (a seam, not a repaint)
+
+
+def _seam(part: np.ndarray, alpha: np.ndarray, face_width: float) -> np.ndarray:
+    """The correction that closes the step at a pasted face's edge: the local mean of the
+    published pixels just outside the footprint minus that of the new face just inside
+    (both Gaussian-weighted over ``SEAM_REACH`` x the face width), added to the new face's
+    share of each pixel (``alpha``), fully at its edge and fading to nothing that far in.
+    Only the new face and published pixels are read."""
+    reach = max(1.0, SEAM_REACH * face_width)
+    touched = (alpha > 0).astype(np.float64)
+    core = (alpha >= 0.999).astype(np.float64)
+    outside = (faces.dilate(touched.astype(np.float32), int(math.ceil(2 * reach))) > 0) & ~(
+        touched > 0)
+    # The means are read twice as wide as the fade, so both exist wherever it acts.
+    out_w = smooth(outside.astype(np.float64), 2 * reach)
+    in_w = smooth(core, 2 * reach)
+    out_mean = smooth(part * outside[..., None], 2 * reach) / np.maximum(out_w, 1e-9)[..., None]
+    in_mean = smooth(part * core[..., None], 2 * reach) / np.maximum(in_w, 1e-9)[..., None]
+    both = np.minimum(out_w, in_w) > 1e-3
+    offset = np.where(both[..., None], np.clip(out_mean - in_mean, -SEAM_MAX, SEAM_MAX), 0.0)
+    # Full at the footprint's edge (a smoothed core of 1/2 or less), none deep inside.
+    fade = np.clip(2.0 * (1.0 - smooth(core, reach)), 0.0, 1.0)
+    return offset * (np.clip(alpha, 0, 1) * fade)[..., None]
+
+
 def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
           normals: Callable[[int], np.ndarray]) -> np.ndarray:
     """Paste a harmonized face: its colour from the magnified crop (:func:`upscaled`),
     where it goes from its own mask (so exactly the pixels :func:`faceveil.faces.paste`
-    would change), then the grain of the published surroundings added inside the
+    would change), its edge brought to the published pixels next to it (:func:`_seam`),
+    then the grain of the published surroundings added inside the
     footprint, drawn by ``normals(n)`` (the face's key stream). Reads only pixels outside
     the footprint and the new face. Returns a new uint8 photo."""
     inside = np.asarray(region.mask) > 0
@@ -453,6 +485,7 @@ def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
         return out
     part = out[window].astype(np.float64)
     touched = footprint > 0
+    part += _seam(part, footprint, region.box[2])
     around = (faces.dilate(touched.astype(np.float32), GRAIN_RING) > 0) & ~(
         faces.dilate(touched.astype(np.float32), 1) > 0)
     skin = around & skin_like(rgb_to_lab(part))
