@@ -292,7 +292,7 @@ def _record(job: Job, backbone: Backbone, sampler: Sampler, options: Options,
     record = auth.seal(body, None if deniable else secret)
     notes += faces.resolution_notes(job.regions, backbone.image_size)
     if sampler.harmonize:
-        notes += harmonize.colour_notes(pixels, job.regions)
+        notes += harmonize.colour_notes(pixels, job.regions, skip=given)
     notes += convergence_notes(residuals, "recovery",
                                [faces.face_number(r, i) for i, r in enumerate(job.regions)])
     return Anonymized(out, record, job.regions, job.skipped, notes)

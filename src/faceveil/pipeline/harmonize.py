@@ -290,13 +290,29 @@ _FALLBACK = {"band-skin": "the skin-like pixels of the band around it (too littl
              "grey": "the grey band around it (a black-and-white photo)"}
 
 
-def colour_notes(photo: np.ndarray, regions) -> list[str]:
+# The rule :func:`match` used for a face (photo and face geometry -> rule), so that
+# :func:`colour_notes` need not pick the pixels again; a few recent faces only.
+_RULES: dict[tuple, str] = {}
+
+
+def _face_key(photo: np.ndarray, region: faces.FaceRegion) -> tuple:
+    return (photo.__array_interface__["data"][0], photo.shape, tuple(region.box),
+            np.asarray(region.transform, np.float64).tobytes())
+
+
+def colour_notes(photo: np.ndarray, regions, skip=()) -> list[str]:
     """One note naming the faces whose colour did not come from skin (the rule
-    :func:`skin_pixels` fell back to), for ``--report``; none when every face's did."""
+    :func:`skin_pixels` fell back to), for ``--report``; none when every face's did.
+    Faces whose ``skip`` entry is true (a crop made elsewhere, e.g. a video segment's
+    keyframe) are left out."""
     by_rule: dict[str, list[str]] = {}
     for i, r in enumerate(regions):
-        picked = skin_pixels(photo, r)
-        rule = "none" if picked is None else picked.rule
+        if i < len(skip) and skip[i]:
+            continue
+        rule = _RULES.get(_face_key(photo, r))
+        if rule is None:
+            picked = skin_pixels(photo, r)
+            rule = "none" if picked is None else picked.rule
         if rule != "skin":
             by_rule.setdefault(rule, []).append(str(faces.face_number(r, i)))
     return [f"face {', '.join(n)}: colour matched to "
@@ -358,6 +374,9 @@ def match(crop: np.ndarray, region: faces.FaceRegion, photo: np.ndarray) -> np.n
     comes from); under the band rules its mean moves to the band's median. Unchanged
     where the surroundings give nothing to match."""
     stats = skin_stats(photo, region)
+    if len(_RULES) > 256:
+        _RULES.clear()
+    _RULES[_face_key(photo, region)] = "none" if stats is None else stats.rule
     inside = np.asarray(region.mask) > 0
     out = np.asarray(crop, np.float64).copy()
     if stats is None or not inside.any():
