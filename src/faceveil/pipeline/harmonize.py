@@ -466,8 +466,9 @@ SEAM_MAX = 30.0  # grey levels: the largest correction (a seam, not a repaint)
 
 
 def _seam(part: np.ndarray, alpha: np.ndarray, face_width: float) -> np.ndarray:
-    """The correction that closes the step at a pasted face's edge: the local mean of the
-    published pixels just outside the footprint minus that of the new face just inside
+    """The correction that closes the light step at a pasted face's edge: the local mean
+    grey level of the published pixels just outside the footprint minus that of the new
+    face just inside
     (both Gaussian-weighted over ``SEAM_REACH`` x the face width), added to the new face's
     share of each pixel (``alpha``), fully at its edge and fading to nothing that far in.
     Only the new face and published pixels are read."""
@@ -482,7 +483,10 @@ def _seam(part: np.ndarray, alpha: np.ndarray, face_width: float) -> np.ndarray:
     out_mean = smooth(part * outside[..., None], 2 * reach) / np.maximum(out_w, 1e-9)[..., None]
     in_mean = smooth(part * core[..., None], 2 * reach) / np.maximum(in_w, 1e-9)[..., None]
     both = np.minimum(out_w, in_w) > 1e-3
-    offset = np.where(both[..., None], np.clip(out_mean - in_mean, -SEAM_MAX, SEAM_MAX), 0.0)
+    # Grey (the same on every channel): the light steps; colour would bleed from a shirt
+    # or an object in front of the face into its edge.
+    offset = np.where(both[..., None], np.clip((out_mean - in_mean).mean(axis=-1, keepdims=True),
+                                               -SEAM_MAX, SEAM_MAX), 0.0)
     # Full at the footprint's edge (a smoothed core of 1/2 or less), none deep inside.
     fade = np.clip(2.0 * (1.0 - smooth(core, reach)), 0.0, 1.0)
     return offset * (np.clip(alpha, 0, 1) * fade)[..., None]
