@@ -286,6 +286,8 @@ def _record(job: Job, backbone: Backbone, sampler: Sampler, options: Options,
         width=pixels.shape[1], height=pixels.shape[0], faces=face_data, metadata=metadata,
         deniable=deniable, video=job.video)
     notes += resolution_notes(job.regions, backbone)
+    if sampler.harmonize:
+        notes += harmonize.colour_notes(pixels, job.regions, skip=given)
     notes += convergence_notes(residuals, "recovery",
                                [faces.face_number(r, i) for i, r in enumerate(job.regions)])
     return Anonymized(out, record, job.regions, job.skipped, notes, options.output.label)

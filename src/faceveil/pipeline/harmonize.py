@@ -1,5 +1,7 @@
-"""The new face in the photo's own colours: its CIELAB statistics matched to the skin just
-outside its mask, so the replaced region does not read as a patch.
+"""The new face in the photo's own colours: its CIELAB statistics matched to the skin
+around its mask (forehead, temples and neck, picked by the landmarks and a robust skin
+test; the band around the mask where they give too little), so the replaced region does
+not read as a patch.
 
 What it reads, for the privacy account: only photo pixels OUTSIDE the face's footprint
 (what the anonymized photo publishes unchanged), so it tells an observer of the file
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,6 +38,9 @@ GAP = 3
 BAND = 0.15
 MIN_PIXELS = 200  # fewer skin-like pixels than this: the whole band is used
 STD_RANGE = (0.25, 4.0)  # how far the colour spread may be scaled
+# ... under the ``skin`` rule, whose spread (skin alone) is narrower than a face's (lips,
+# cheeks): the model's colour blotches shrink, the face's own colour stays.
+SKIN_STD_RANGE = (0.6, 1.5)
 CHROMA_SIGMA = 1.5  # crop pixels: the low-pass of the new face's colour (a*, b*)
 UPSCALE = 4  # the new face is pasted from a crop this many times larger (bicubic)
 GRAIN_RING = 8  # photo pixels around a pasted face whose grain it is given
@@ -70,16 +76,137 @@ def skin_like(lab: np.ndarray) -> np.ndarray:
     return (chroma >= 6) & (hue >= 15) & (hue <= 95) & (lab[..., 0] >= 15) & (lab[..., 0] <= 97)
 
 
-def surround_stats(photo: np.ndarray, region: faces.FaceRegion
-                   ) -> tuple[np.ndarray, np.ndarray] | None:
-    """CIELAB median (robust to the hair the skin rule lets through) and standard
-    deviation of the skin-like pixels of the band around a face's footprint in
-    ``photo``; None when the band holds no pixel (a face filling the photo)."""
+@dataclass(frozen=True)
+class SkinStats:
+    """What a new face is matched to: the CIELAB median and robust spread of the pixels
+    ``rule`` picked, and the skin's left-to-right L* slope (per face width; 0 where it
+    was not measured)."""
+
+    median: np.ndarray
+    spread: np.ndarray
+    slope: float
+    rule: str
+
+
+# The rules, best first: the skin the landmarks point at around the face (forehead above
+# the mask, temples beside the eyes, the neck under the chin), then the skin-like pixels
+# of the whole band, then the whole band; "grey" where the band has no colour at all.
+RULES = ("skin", "band-skin", "band", "grey")
+ZONE_BAND = 0.3  # the zones reach this x the face's width out (past the chin's shade)
+MIN_CHROMA = 9.0  # skin in the zones is at least this colourful (warm white walls are not)
+SKIN_HUE = (20.0, 72.0)  # CIELAB hue of skin in the zones (blond hair is yellower)
+MIN_FACE = 24  # photo pixels: a narrower face is matched to its band (too few skin pixels)
+MAX_CHROMA = 50.0  # skin is rarely more saturated; red shirts and cloths are
+GREY_CHROMA = 4.0  # a band whose median chroma is under this is black-and-white
+MAX_SLOPE = 30.0  # L* per face width: a stronger measured side light is not followed
+
+
+def _face_frame(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Origin (nose bridge), right and up unit vectors and width of a face from its 68
+    landmarks, in whatever space they are given."""
+    lm = np.asarray(lm, np.float64)
+    up = lm[27] - lm[8]
+    up /= max(np.hypot(*up), 1e-9)
+    return lm[27], np.array([-up[1], up[0]]), up, max(np.hypot(*(lm[16] - lm[0])), 1.0)
+
+
+def face_coords(lm: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray,
+                                                                         np.ndarray]:
+    """Pixel positions in the face's own frame: (across, up) in face widths from the top
+    of the nose bridge (landmarks and pixels in the same space)."""
+    origin, right, up, width = _face_frame(lm)
+    dx, dy = xs - origin[0], ys - origin[1]
+    return (dx * right[0] + dy * right[1]) / width, (dx * up[0] + dy * up[1]) / width
+
+
+def _zones(lm: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Where skin is expected around a face's mask: forehead over the brows (narrow, so
+    temples' hair stays out), temples beside the eyes, and the neck straight under the
+    chin (narrower than the jaw, so collars and shoulders stay out)."""
+    _, lv = face_coords(lm, lm[:, 0], lm[:, 1])
+    brows, nose_tip, chin = lv[17:27].mean(), lv[30], lv[8]
+    forehead = (v > brows) & (np.abs(u) < 0.3)
+    temples = (np.abs(u) > 0.35) & (v > nose_tip) & (v < brows + 0.1)
+    neck = (v < chin - 0.1) & (np.abs(u) < 0.2)
+    return forehead | temples | neck
+
+
+def _robust(lab: np.ndarray, rounds: int = 2) -> np.ndarray:
+    """Which of ``lab`` lie near their dominant colour: within 2.5 robust deviations
+    (1.4826 x MAD, at least 4 L* and 2.5 a*/b*) of the median on every channel."""
+    keep = np.ones(len(lab), bool)
+    for _ in range(rounds):
+        if not keep.any():
+            break
+        med = np.median(lab[keep], axis=0)
+        mad = np.maximum(1.4826 * np.median(np.abs(lab[keep] - med), axis=0),
+                         [4.0, 2.5, 2.5])
+        keep = (np.abs(lab - med) <= 2.5 * mad).all(axis=1)
+    return keep
+
+
+CLUSTER = np.array([8.0, 6.0, 6.0])  # L*, a*, b*: half-widths of a colour cluster
+MIN_SHARE = 0.15  # a cluster holding less of the candidates is not the skin
+
+
+def _lightest_mode(lab: np.ndarray) -> np.ndarray:
+    """Which of ``lab`` belong to the lightest colour cluster holding at least
+    ``MIN_SHARE`` of them (and ``MIN_SKIN`` pixels): mode seeking (a median within
+    ``CLUSTER`` of the centre, five times) from seeds across the L* range. Hair and the
+    shade under the chin are darker than lit skin, so when they mix in, the skin is the
+    lightest large cluster."""
+    best, best_light = np.zeros(len(lab), bool), -np.inf
+    if len(lab) < MIN_SKIN:
+        return best
+    for q in (20, 40, 60, 80, 95):
+        centre = np.median(lab, axis=0)
+        centre[0] = np.percentile(lab[:, 0], q)
+        sel = np.zeros(len(lab), bool)
+        for _ in range(5):
+            sel = (np.abs(lab - centre) <= CLUSTER).all(axis=1)
+            if not sel.any():
+                break
+            centre = np.median(lab[sel], axis=0)
+        if sel.sum() >= max(MIN_SKIN, MIN_SHARE * len(lab)) and centre[0] > best_light:
+            best, best_light = sel, centre[0]
+    return best
+
+
+def _spread(v: np.ndarray) -> np.ndarray:
+    return 1.4826 * np.median(np.abs(v - np.median(v, axis=0)), axis=0)
+
+
+@dataclass(frozen=True)
+class Picked:
+    """The pixels a face's colour is read from: their photo rows and columns, CIELAB
+    values and, under the ``skin`` rule, their face-frame coordinates (across, up)."""
+
+    rule: str
+    rows: np.ndarray
+    cols: np.ndarray
+    lab: np.ndarray
+    across: np.ndarray | None = None
+    up: np.ndarray | None = None
+
+
+def skin_pixels(photo: np.ndarray, region: faces.FaceRegion) -> Picked | None:
+    """The published pixels a new face's colour is read from: outside the face's
+    footprint, in the band around it (``GAP`` pixels out, ``BAND`` x the face's width
+    wide). With landmarks and a face at least ``MIN_FACE`` pixels wide, the forehead,
+    temple and neck zones of a wider band (``ZONE_BAND``), kept where skin-coloured
+    (:func:`skin_like`, chroma ``MIN_CHROMA`` to ``MAX_CHROMA``, hue within
+    ``SKIN_HUE``), smooth (the smoother half: hair is strands) and in the lightest large
+    colour cluster (:func:`_lightest_mode`): rule ``skin``. Otherwise (or with fewer such
+    pixels than ``MIN_SKIN`` and ``SKIN_AREA`` of the face box) the band's skin-like
+    pixels (``band-skin``, from ``MIN_PIXELS``), the whole band (``band``), or, where the
+    band is colourless, ``grey``. None when the band holds no pixel (a face filling the
+    photo)."""
     hard = (np.asarray(region.mask) > 0).astype(np.float32)
     footprint, (rows, cols) = faces.footprint(hard, region.transform, photo.shape)
     if footprint.size == 0:
         return None
-    width = max(1, int(round(BAND * region.box[2])))
+    zones = region.landmarks is not None and region.box[2] >= MIN_FACE
+    width = max(1, int(round((ZONE_BAND if zones else BAND) * region.box[2])))
     # The window grown by the band, so the band is not cut at the footprint's edge.
     reach = GAP + width
     y0, x0 = max(0, rows.start - reach), max(0, cols.start - reach)
@@ -87,14 +214,134 @@ def surround_stats(photo: np.ndarray, region: faces.FaceRegion
     x1 = min(photo.shape[1], cols.stop + reach)
     inside = np.zeros((y1 - y0, x1 - x0), np.float32)
     inside[rows.start - y0: rows.stop - y0, cols.start - x0: cols.stop - x0] = footprint > 0
-    band = (faces.dilate(inside, reach) > 0) & ~(faces.dilate(inside, GAP) > 0)
-    lab = rgb_to_lab(photo[y0:y1, x0:x1])
-    skin = band & skin_like(lab)
-    sel = skin if skin.sum() >= MIN_PIXELS else band
-    if not sel.any():
+    near = ~(faces.dilate(inside, GAP) > 0)
+    wide = (faces.dilate(inside, reach) > 0) & near
+    band = wide if not zones else (faces.dilate(inside, GAP + max(
+        1, int(round(BAND * region.box[2])))) > 0) & near
+    if not band.any():
         return None
-    v = lab[sel]
-    return np.median(v, axis=0), v.std(axis=0)
+    lab = rgb_to_lab(photo[y0:y1, x0:x1])
+    skin = band & skin_like(lab) & (np.hypot(lab[..., 1], lab[..., 2]) <= MAX_CHROMA)
+    if zones:
+        lm = np.asarray(region.landmarks, np.float64)
+        hue = np.degrees(np.arctan2(lab[..., 2], lab[..., 1]))
+        ys, xs = np.nonzero(wide & skin_like(lab) & (hue >= SKIN_HUE[0])
+                            & (hue <= SKIN_HUE[1])
+                            & (np.hypot(lab[..., 1], lab[..., 2]) >= MIN_CHROMA)
+                            & (np.hypot(lab[..., 1], lab[..., 2]) <= MAX_CHROMA))
+        u, v = face_coords(lm, xs + x0, ys + y0)
+        zone = _zones(lm, u, v)
+        # Skin is smooth, hair is strands: keep the smoother half of the zones' pixels.
+        rough = _local_std(lab[..., 0], max(1, int(round(0.015 * region.box[2]))))[ys, xs]
+        if zone.sum() >= 2 * MIN_SKIN:
+            zone &= rough <= max(SMOOTH_L, float(np.median(rough[zone])))
+        ys, xs, u, v = ys[zone], xs[zone], u[zone], v[zone]
+        keep = _lightest_mode(lab[ys, xs])
+        if keep.sum() >= max(MIN_SKIN, SKIN_AREA * region.box[2] ** 2):
+            ys, xs = ys[keep], xs[keep]
+            return Picked("skin", ys + y0, xs + x0, lab[ys, xs], u[keep], v[keep])
+    if np.median(np.hypot(lab[band][:, 1], lab[band][:, 2])) < GREY_CHROMA:
+        rule, sel = "grey", band
+    elif skin.sum() >= MIN_PIXELS:
+        rule, sel = "band-skin", skin
+    else:
+        rule, sel = "band", band
+    ys, xs = np.nonzero(sel)
+    return Picked(rule, ys + y0, xs + x0, lab[ys, xs])
+
+
+def skin_stats(photo: np.ndarray, region: faces.FaceRegion) -> SkinStats | None:
+    """What a new face is matched to (:func:`skin_pixels`): the median and spread of the
+    pixels picked (robust under ``skin``, the standard deviation under the band rules,
+    as the band mixes skin with what surrounds it), and under ``skin`` the left-to-right
+    L* slope of the forehead and temples. None where nothing is picked."""
+    picked = skin_pixels(photo, region)
+    if picked is None:
+        return None
+    v = picked.lab
+    if picked.rule != "skin":
+        return SkinStats(np.median(v, axis=0), v.std(axis=0), 0.0, picked.rule)
+    lm = np.asarray(region.landmarks, np.float64)
+    upper = _zones_above_nose(lm, picked.up)
+    median = np.median(v, axis=0)
+    if upper.sum() >= MIN_SKIN:  # the neck is shaded by the chin: L* from above if any
+        median[0] = np.median(v[upper, 0])
+    return SkinStats(median, _spread(v), _slope(v[:, 0], picked.across, picked.up, upper),
+                     "skin")
+
+
+MIN_SKIN = 30  # skin pixels the landmark zones must give for the ``skin`` rule
+SKIN_AREA = 0.01  # ... and at least this share of the face box's area
+SMOOTH_L = 2.0  # L*: local deviation under which a pixel always counts as smooth
+
+
+def _local_std(light: np.ndarray, r: int) -> np.ndarray:
+    """Standard deviation of L* over each pixel's (2r + 1)^2 neighbourhood."""
+    ones = np.ones_like(light)
+    count = _box_blur(_box_blur(ones, r, 0), r, 1)
+    mean = _box_blur(_box_blur(light, r, 0), r, 1) / count
+    square = _box_blur(_box_blur(light * light, r, 0), r, 1) / count
+    return np.sqrt(np.maximum(square - mean * mean, 0.0))
+
+
+_FALLBACK = {"band-skin": "the skin-like pixels of the band around it (too little skin "
+                          "at its forehead, temples and neck, or no landmarks)",
+             "band": "the whole band around it (no skin-like pixel there: coloured light?)",
+             "grey": "the grey band around it (a black-and-white photo)"}
+
+
+# The rule :func:`match` used for a face (photo and face geometry -> rule), so that
+# :func:`colour_notes` need not pick the pixels again; a few recent faces only.
+_RULES: dict[tuple, str] = {}
+
+
+def _face_key(photo: np.ndarray, region: faces.FaceRegion) -> tuple:
+    return (photo.__array_interface__["data"][0], photo.shape, tuple(region.box),
+            np.asarray(region.transform, np.float64).tobytes())
+
+
+def colour_notes(photo: np.ndarray, regions, skip=()) -> list[str]:
+    """One note naming the faces whose colour did not come from skin (the rule
+    :func:`skin_pixels` fell back to), for ``--report``; none when every face's did.
+    Faces whose ``skip`` entry is true (a crop made elsewhere, e.g. a video segment's
+    keyframe) are left out."""
+    by_rule: dict[str, list[str]] = {}
+    for i, r in enumerate(regions):
+        if i < len(skip) and skip[i]:
+            continue
+        rule = _RULES.get(_face_key(photo, r))
+        if rule is None:
+            picked = skin_pixels(photo, r)
+            rule = "none" if picked is None else picked.rule
+        if rule != "skin":
+            by_rule.setdefault(rule, []).append(str(faces.face_number(r, i)))
+    return [f"face {', '.join(n)}: colour matched to "
+            + _FALLBACK.get(rule, "nothing (no published pixel around it); left as made")
+            for rule, n in by_rule.items()]
+
+
+def _zones_above_nose(lm: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The forehead and temple pixels (the neck is shaded by the chin: not a light cue)."""
+    _, lv = face_coords(lm, lm[:, 0], lm[:, 1])
+    return v > lv[30]
+
+
+def _slope(light: np.ndarray, u: np.ndarray, v: np.ndarray, use: np.ndarray) -> float:
+    """L* change per face width from the face's left to its right, fitted (least squares,
+    L* = a + b u + c v) to the skin above the nose tip; 0 unless both sides give 10
+    pixels. Clipped to ``MAX_SLOPE``."""
+    if (use & (u < -0.15)).sum() < 10 or (use & (u > 0.15)).sum() < 10:
+        return 0.0
+    design = np.stack([np.ones(use.sum()), u[use], v[use]], axis=1)
+    coef = np.linalg.lstsq(design, light[use], rcond=None)[0]
+    return float(np.clip(coef[1], -MAX_SLOPE, MAX_SLOPE))
+
+
+def surround_stats(photo: np.ndarray, region: faces.FaceRegion
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """CIELAB median and spread of what :func:`skin_stats` picks (None: nothing)."""
+    stats = skin_stats(photo, region)
+    return None if stats is None else (stats.median, stats.spread)
 
 
 def _box_blur(a: np.ndarray, r: int, axis: int) -> np.ndarray:
@@ -118,11 +365,18 @@ def smooth(a: np.ndarray, sigma: float) -> np.ndarray:
 def match(crop: np.ndarray, region: faces.FaceRegion, photo: np.ndarray) -> np.ndarray:
     """The new crop in the photo's colours, inside the face's hard mask only: its colour
     (a*, b*) low-passed (the model's colour speckle, to which the eye is more sensitive
-    than to colour resolution, the reason codecs subsample chroma), then its CIELAB mean
-    moved to the surrounding skin's median and its a* and b* spread to theirs; L* keeps
-    the face's own contrast (matching it too washed the features out on dark skin).
-    Unchanged where the surroundings give nothing to match."""
-    stats = surround_stats(photo, region)
+    than to colour resolution, the reason codecs subsample chroma), then its colour moved
+    to what :func:`skin_stats` read around it and its a* and b* spread scaled to theirs;
+    L* keeps the face's own contrast (matching it too washed the features out on dark
+    skin). Under the ``skin`` rule the new face's own skin (its pixels near their dominant
+    colour, so not eyes, brows or lips) is what moves onto the surrounding skin's median,
+    and its left-to-right L* slope becomes the surrounding skin's (the side the light
+    comes from); under the band rules its mean moves to the band's median. Unchanged
+    where the surroundings give nothing to match."""
+    stats = skin_stats(photo, region)
+    if len(_RULES) > 256:
+        _RULES.clear()
+    _RULES[_face_key(photo, region)] = "none" if stats is None else stats.rule
     inside = np.asarray(region.mask) > 0
     out = np.asarray(crop, np.float64).copy()
     if stats is None or not inside.any():
@@ -132,11 +386,26 @@ def match(crop: np.ndarray, region: faces.FaceRegion, photo: np.ndarray) -> np.n
     ab = smooth(lab[..., 1:] * weight, CHROMA_SIGMA) / np.maximum(
         smooth(weight, CHROMA_SIGMA), 1e-9)
     lab[..., 1:] = np.where(inside[..., None], ab, lab[..., 1:])
-    mean, std = stats
     v = lab[inside]
-    ratio = np.clip(std / np.maximum(v.std(axis=0), 1e-6), *STD_RANGE)
+    if stats.rule == "skin":
+        # The centre is the new face's own skin; the spread its whole face's, so the
+        # model's colour blotches (far from its skin) shrink with it.
+        ref = v[_robust(v)]
+        centre, spread = np.median(ref if len(ref) >= MIN_SKIN else v, axis=0), v.std(axis=0)
+    else:
+        centre, spread = v.mean(axis=0), v.std(axis=0)
+    ratio = np.clip(stats.spread / np.maximum(spread, 1e-6),
+                    *(SKIN_STD_RANGE if stats.rule == "skin" else STD_RANGE))
     ratio[0] = 1.0
-    out[inside] = lab_to_rgb((v - v.mean(axis=0)) * ratio + mean)
+    moved = (v - centre) * ratio + stats.median
+    if stats.slope and region.landmarks is not None:
+        lm = faces.apply_transform(region.transform, region.landmarks)
+        ys, xs = np.nonzero(inside)
+        u, up = face_coords(lm, xs.astype(np.float64), ys.astype(np.float64))
+        design = np.stack([np.ones(len(u)), u, up], axis=1)
+        own = np.linalg.lstsq(design, moved[:, 0], rcond=None)[0][1]
+        moved[:, 0] += np.clip(stats.slope - own, -MAX_SLOPE, MAX_SLOPE) * (u - np.median(u))
+    out[inside] = lab_to_rgb(moved)
     return out.astype(np.float32)
 
 
@@ -192,11 +461,43 @@ def _noise_level(img: np.ndarray, sel: np.ndarray) -> np.ndarray:
     return 1.4826 * np.median(np.abs(v - np.median(v, axis=0)), axis=0)
 
 
+SEAM_REACH = 0.06  # face widths: how far the seam's correction reaches in, and reads out
+SEAM_MAX = 30.0  # grey levels: the largest correction (a seam, not a repaint)
+
+
+def _seam(part: np.ndarray, alpha: np.ndarray, face_width: float) -> np.ndarray:
+    """The correction that closes the light step at a pasted face's edge: the local mean
+    grey level of the published pixels just outside the footprint minus that of the new
+    face just inside
+    (both Gaussian-weighted over ``SEAM_REACH`` x the face width), added to the new face's
+    share of each pixel (``alpha``), fully at its edge and fading to nothing that far in.
+    Only the new face and published pixels are read."""
+    reach = max(1.0, SEAM_REACH * face_width)
+    touched = (alpha > 0).astype(np.float64)
+    core = (alpha >= 0.999).astype(np.float64)
+    outside = (faces.dilate(touched.astype(np.float32), int(math.ceil(2 * reach))) > 0) & ~(
+        touched > 0)
+    # The means are read twice as wide as the fade, so both exist wherever it acts.
+    out_w = smooth(outside.astype(np.float64), 2 * reach)
+    in_w = smooth(core, 2 * reach)
+    out_mean = smooth(part * outside[..., None], 2 * reach) / np.maximum(out_w, 1e-9)[..., None]
+    in_mean = smooth(part * core[..., None], 2 * reach) / np.maximum(in_w, 1e-9)[..., None]
+    both = np.minimum(out_w, in_w) > 1e-3
+    # Grey (the same on every channel): the light steps; colour would bleed from a shirt
+    # or an object in front of the face into its edge.
+    offset = np.where(both[..., None], np.clip((out_mean - in_mean).mean(axis=-1, keepdims=True),
+                                               -SEAM_MAX, SEAM_MAX), 0.0)
+    # Full at the footprint's edge (a smoothed core of 1/2 or less), none deep inside.
+    fade = np.clip(2.0 * (1.0 - smooth(core, reach)), 0.0, 1.0)
+    return offset * (np.clip(alpha, 0, 1) * fade)[..., None]
+
+
 def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
           normals: Callable[[int], np.ndarray]) -> np.ndarray:
     """Paste a harmonized face: its colour from the magnified crop (:func:`upscaled`),
     where it goes from its own mask (so exactly the pixels :func:`faceveil.faces.paste`
-    would change), then the grain of the published surroundings added inside the
+    would change), its edge brought to the published pixels next to it (:func:`_seam`),
+    then the grain of the published surroundings added inside the
     footprint, drawn by ``normals(n)`` (the face's key stream). Reads only pixels outside
     the footprint and the new face. Returns a new uint8 photo."""
     inside = np.asarray(region.mask) > 0
@@ -207,6 +508,7 @@ def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
         return out
     part = out[window].astype(np.float64)
     touched = footprint > 0
+    part += _seam(part, footprint, region.box[2])
     around = (faces.dilate(touched.astype(np.float32), GRAIN_RING) > 0) & ~(
         faces.dilate(touched.astype(np.float32), 1) > 0)
     skin = around & skin_like(rgb_to_lab(part))

@@ -20,7 +20,9 @@ before its first (the transform carried, the mask grown), because a
 detector that loses a face, or finds it late, usually does so for a few frames while it
 is still there. A person who leaves and comes back after more than ``track_gap`` frames
 without a detection, whom the embedding does not link back, starts a new track: one
-clip can then show them with two synthetic identities.
+clip can then show them with two synthetic identities. Links never jump: a detection joins a
+track only within one box width per frame elapsed of its last detection (see
+:mod:`.tracking`).
 
 **Segments: one face per person.** A diffusion model does not give the same face for
 two frames of one person, even with the same key: exact DDIM inversion turns the small

@@ -11,6 +11,13 @@ grown), because a detector that loses a face, or finds it late, usually does so 
 few frames while it is still there. A person who leaves and comes back after more than
 ``gap`` frames without a detection, whom the embedding does not link back, starts a new
 track: one clip can then show them with two synthetic identities.
+
+Tracks never jump: a detection links to a track (by overlap or by embedding) only where
+its box's centre lies within one box width per frame elapsed of the track's last
+detection, and its width within a factor 2 per frame of it. A detection far from every
+track starts a track of its own, so a false positive (a railing, a pattern on a dress) is
+anonymized in its own frames only, never joined to a face elsewhere with faces painted
+over the frames between. No detection is ever dropped for this.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ if TYPE_CHECKING:
 
 _IOU_LINK = 0.3  # box overlap that links a detection to a track
 _DLIB_SAME = 0.6  # dlib embedding distance under which two faces are the same person
+_JUMP = 1.0  # box widths a face may move per frame elapsed and still be the same track
+_GROW = 2.0  # factor a face's width may change by per frame elapsed
 
 
 @dataclass
@@ -50,6 +59,7 @@ class Track:
     filled: int = 0
     boxes: list[list] = field(default_factory=list)  # [frame, x, y, w, h, kind] (detect)
     segment: Segment | None = None  # the synthetic face shown now (one-face mode)
+    last_box: tuple | None = None  # the box of its latest detection (frame ``last``)
 
 
 
@@ -84,11 +94,18 @@ class Tracker:
         b0 = np.asarray(t.seen[frames[0]].box, float)
         return b1 + (b1 - b0) * (index - frames[-1]) / (frames[-1] - frames[0])
 
+    def _near(self, t: Track, index: int, box) -> bool:
+        """Whether a detection at ``box`` in frame ``index`` can be track ``t``'s face:
+        its centre within :data:`_JUMP` box widths per frame elapsed of the track's last
+        detection, its width within a factor :data:`_GROW` per frame."""
+        return t.last_box is None or spatially_consistent(t.last_box, box, index - t.last)
+
     def update(self, index: int, regions: Sequence[FaceRegion], pixels: np.ndarray) -> None:
         """Assign frame ``index``'s detected faces to tracks (new tracks as needed)."""
         live = [t for t in self.tracks if index - t.last - 1 <= self.gap and t.last < index]
         pairs = sorted(((faces.overlap(self._predict(t, index), r.box)[0], ti, ri)
-                        for ti, t in enumerate(live) for ri, r in enumerate(regions)),
+                        for ti, t in enumerate(live) for ri, r in enumerate(regions)
+                        if self._near(t, index, r.box)),
                        reverse=True)
         taken_t: set[int] = set()
         taken_r: dict[int, Track] = {}
@@ -106,7 +123,8 @@ class Tracker:
             for ri in rest:
                 embeddings[ri] = self.embed(pixels, regions[ri].box)
             dist = sorted((float(np.linalg.norm(embeddings[ri] - live[ti].embedding)), ti, ri)
-                          for ri in rest if embeddings[ri] is not None for ti in lost)
+                          for ri in rest if embeddings[ri] is not None for ti in lost
+                          if self._near(live[ti], index, regions[ri].box))
             for d, ti, ri in dist:
                 if d > _DLIB_SAME:
                     break
@@ -122,7 +140,7 @@ class Tracker:
                 self.count += 1
                 self.tracks.append(t)
             t.seen[index] = r
-            t.last = index
+            t.last, t.last_box = index, tuple(r.box)
             t.detected += 1
 
     def faces_at(self, f: int) -> list[tuple[Track, FaceRegion, str]]:
@@ -159,6 +177,17 @@ class Tracker:
             if t.seen or t.last >= before - self.gap - 1:
                 keep.append(t)
         self.tracks = keep
+
+
+def spatially_consistent(last, box, frames: int) -> bool:
+    """Whether a face whose box was ``last`` (x, y, w, h) can be at ``box`` ``frames``
+    frames later: centres at most :data:`_JUMP` widths (the larger of the two) apart per
+    frame, widths within a factor :data:`_GROW` per frame."""
+    (x0, y0, w0, h0), (x1, y1, w1, h1) = (np.asarray(b, float) for b in (last, box))
+    frames = max(1, frames)
+    shift = np.hypot(x1 + w1 / 2 - x0 - w0 / 2, y1 + h1 / 2 - y0 - h0 / 2)
+    ratio = max(w0, w1) / max(1.0, min(w0, w1))
+    return bool(shift <= _JUMP * max(w0, w1) * frames and ratio <= _GROW ** frames)
 
 
 _FILL_GROW = 0.04  # a filled-in face's mask grows by this fraction of the crop side

@@ -1,0 +1,146 @@
+"""Harmonization reads the skin around a face, not whatever surrounds its mask: synthetic
+portraits with hair, a backdrop and a red shirt, side light, grey photos, tiny faces and
+faces at the border."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from faceveil import faces
+from faceveil.pipeline import harmonize
+
+SKIN = (205, 160, 135)
+SHIRT = (150, 90, 50)  # a tan shirt: skin-like to a crude colour rule
+HAIR = (95, 65, 45)
+BACKDROP = (120, 160, 200)
+
+
+def _portrait(width: float = 120, at=(160, 150), size=(360, 320), noise: float = 3.0,
+              seed: int = 0):
+    """A synthetic portrait and its face region (64 px crop): landmarks of dlib's mean
+    face, skin a little past the facial mask (as forehead, temples and jaw are) and down
+    the neck, hair framing it, a tan collar close under the chin, a blue backdrop. Hair
+    and collar are skin-like to a crude colour rule, and fill most of the band around the
+    mask."""
+    lm = faces.dlib_mean_shape68() * width + np.asarray(at, float) - width / 2
+    crop = 64
+    face_w = np.hypot(*(lm[16] - lm[0]))
+    scale = crop / (2.0 * face_w)
+    centre = lm.mean(axis=0)
+    transform = np.array([[scale, 0, crop / 2 - scale * centre[0]],
+                          [0, scale, crop / 2 - scale * centre[1]]])
+    mask = faces.facial_mask(faces.apply_transform(transform, lm), crop)
+    h, w = size
+    footprint, (rows, cols) = faces.footprint((mask > 0).astype(np.float32), transform, (h, w))
+    inside = np.zeros((h, w), np.float32)
+    inside[rows, cols] = footprint > 0
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    cx = lm[:, 0].mean()
+    img = np.empty((h, w, 3), np.float64)
+    img[:] = BACKDROP
+    img[(faces.dilate(inside, int(0.3 * face_w)) > 0) & (ys < lm[8, 1])] = HAIR
+    skin = (faces.dilate(inside, int(0.08 * face_w)) > 0) | (
+        (np.abs(xs - cx) <= 0.3 * face_w) & (ys >= lm[30, 1]))
+    img[skin] = SKIN
+    img[ys > lm[8, 1] + 0.14 * face_w] = SHIRT
+    img += np.random.default_rng(seed).normal(0, noise, img.shape)
+    photo = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    box = tuple(int(v) for v in (lm[:, 0].min(), lm[:, 1].min(), face_w, face_w))
+    region = faces.FaceRegion(box=box, transform=transform, crop_size=crop, mask=mask,
+                              landmarks=lm, source="test", score=None)
+    return photo, region
+
+
+def _delta(lab, rgb) -> float:
+    return float(np.linalg.norm(np.asarray(lab) - harmonize.rgb_to_lab(np.asarray(rgb, float))))
+
+
+def test_colour_comes_from_skin_not_shirt_hair_or_backdrop():
+    photo, region = _portrait()
+    stats = harmonize.skin_stats(photo, region)
+    assert stats.rule == "skin"
+    assert _delta(stats.median, SKIN) < 3
+    # The band just outside the mask (today's first rule) is mostly shirt, hair and
+    # backdrop: its skin-like median is far from the skin.
+    band = harmonize.skin_pixels(photo, faces.FaceRegion(**{**region.__dict__,
+                                                            "landmarks": None}))
+    assert band.rule != "skin" and _delta(np.median(band.lab, axis=0), SKIN) > 8
+    # Every pixel read lies outside the face's footprint (published pixels only).
+    picked = harmonize.skin_pixels(photo, region)
+    footprint, (rows, cols) = faces.footprint((region.mask > 0).astype(np.float32),
+                                              region.transform, photo.shape)
+    inside = np.zeros(photo.shape[:2], bool)
+    inside[rows, cols] = footprint > 0
+    assert not inside[picked.rows, picked.cols].any()
+    # A new face of another colour is moved onto the skin (its own skin's median).
+    crop = np.full((64, 64, 3), (90.0, 140.0, 150.0), np.float32)
+    crop += np.random.default_rng(1).normal(0, 3, crop.shape).astype(np.float32)
+    out = harmonize.match(crop, region, photo)
+    m = region.mask > 0
+    assert _delta(np.median(harmonize.rgb_to_lab(out[m]), axis=0), SKIN) < 3
+    assert np.array_equal(out[~m], crop[~m])
+
+
+def test_side_light_becomes_a_gain_across_the_new_face():
+    photo, region = _portrait(noise=1.0)
+    ramp = np.linspace(1.25, 0.8, photo.shape[1])[None, :, None]  # lit from the left
+    lit = np.clip(photo * ramp, 0, 255).astype(np.uint8)
+    stats = harmonize.skin_stats(lit, region)
+    assert stats.rule == "skin" and stats.slope < -5  # darker to the right
+    assert harmonize.skin_stats(photo, region).slope == pytest.approx(0, abs=2)
+    crop = np.full((64, 64, 3), (190.0, 150.0, 130.0), np.float32)  # flat new face
+    out = harmonize.rgb_to_lab(harmonize.match(crop, region, lit))
+    m = region.mask > 0
+    cols = np.nonzero(m.any(axis=0))[0]
+    left = out[:, cols[0]: cols[0] + 8][m[:, cols[0]: cols[0] + 8]][:, 0].mean()
+    right = out[:, cols[-1] - 7: cols[-1] + 1][m[:, cols[-1] - 7: cols[-1] + 1]][:, 0].mean()
+    assert left - right > 5
+
+
+def test_fallbacks_grey_tiny_border_and_coloured_light():
+    photo, region = _portrait()
+    grey = np.repeat(photo.mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8)
+    assert harmonize.skin_stats(grey, region).rule == "grey"
+    crop = np.full((64, 64, 3), (200.0, 120.0, 100.0), np.float32)
+    out = harmonize.rgb_to_lab(harmonize.match(crop, region, grey))
+    assert np.hypot(*out[region.mask > 0][:, 1:].mean(axis=0)) < 3  # a grey face
+    assert any("black-and-white" in n for n in harmonize.colour_notes(grey, [region]))
+    assert harmonize.colour_notes(photo, [region]) == []
+    # Tiny faces (< 24 px) are matched to their band, and say so.
+    small_photo, small = _portrait(width=20, at=(40, 40), size=(90, 80))
+    assert harmonize.skin_stats(small_photo, small).rule in ("band-skin", "band")
+    assert harmonize.colour_notes(small_photo, [small])
+    harmonize.match(crop, small, small_photo)
+    # Strong blue light: no skin-coloured pixel anywhere; the band, said so.
+    blue = (photo * np.array([0.3, 0.5, 1.0])).astype(np.uint8)
+    assert harmonize.skin_stats(blue, region).rule != "skin"
+    # A face cut by the photo's border: no crash, still a rule.
+    cut = photo[:, 110:]
+    shifted = faces.FaceRegion(**{**region.__dict__, "landmarks": region.landmarks - [110, 0],
+                                  "transform": region.transform + np.array(
+                                      [[0, 0, 110 * region.transform[0, 0]], [0, 0, 0]])})
+    assert harmonize.skin_stats(np.ascontiguousarray(cut), shifted) is not None
+    harmonize.match(crop, shifted, np.ascontiguousarray(cut))
+
+
+def test_the_seam_at_the_edge_closes():
+    """A flat new face 40 grey levels darker than the flat photo around it: the paste
+    brings its edge to the photo's level (no band darker than both sides) and leaves
+    its middle as made."""
+    photo = np.full((160, 160, 3), 180, np.uint8)
+    m = np.zeros((64, 64), np.float32)
+    m[12:52, 12:52] = 1.0
+    mask = faces.soften(m > 0, 4)
+    region = faces.FaceRegion(box=(40, 40, 80, 80), transform=np.array(
+        [[0.5, 0, -16], [0, 0.5, -16]]), crop_size=64, mask=mask, landmarks=None,
+        source="box", score=None)
+    crop = np.full((64, 64, 3), 140.0, np.float32)
+    plain = faces.paste(photo, crop, region.transform, region.mask)
+    out = harmonize.paste(photo, crop, region, lambda n: np.zeros(n))
+    row = 80  # through the middle, left edge of the face at x = 56
+    edge = slice(57, 61)
+    assert plain[row, edge, 0].mean() < 165
+    assert out[row, edge, 0].mean() > plain[row, edge, 0].mean() + 10
+    assert abs(float(out[row, 80, 0]) - 140) <= 2  # the middle as made
+    assert np.array_equal(out[plain == photo], photo[plain == photo])  # nothing else
