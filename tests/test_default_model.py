@@ -46,6 +46,7 @@ def machine(tmp_path, monkeypatch):
     backends.cached_torch.cache_clear()
     Image.fromarray(smooth_image(32, seed=3)).save(tmp_path / "face.png")
     (tmp_path / "k.key").write_text(f"faceveil-key-v1\n{bytes(range(32)).hex()}\n")
+    (tmp_path / "k.key").chmod(0o600)  # as keygen makes it: no permission warning
     yield tmp_path
     backends.cached_torch.cache_clear()
 
