@@ -298,6 +298,11 @@ def test_label_says_synthetic_faces_and_can_be_turned_off(tmp_path, face, pixel_
     assert r.exit_code == 0, r.output
     xmp = Image.open(out).info["XML:com.adobe.xmp"]
     assert "compositeWithTrainedAlgorithmicMedia" in xmp and "AGE-SECRET" not in xmp
+    # The recovered photo holds the original face: it does not keep the label.
+    back = tmp_path / "back.png"
+    r = run("recover", out, "-o", back, "-k", keyfile, "-q")
+    assert r.exit_code == 0, r.output
+    assert "compositeWithTrainedAlgorithmicMedia" not in str(Image.open(back).info)
     if shutil.which("exiftool"):
         said = subprocess.run(["exiftool", "-XMP-iptcExt:DigitalSourceType", out],
                               check=True, capture_output=True, text=True).stdout

@@ -619,3 +619,59 @@ def test_api_pastes_one_generated_face_into_several_frames(clip, key, tiny64):
         assert np.abs(pasted - given)[core].mean() < 3  # resampled in and out again
         back = api.recover(res.pixels, ks, meta=res.record)
         assert np.array_equal(back.pixels, shot)
+
+
+def _tags(path) -> dict[str, str]:
+    with av.open(str(path)) as c:
+        return dict(c.metadata)
+
+
+def _exiftool(path) -> str:
+    import shutil
+    import subprocess
+
+    if not shutil.which("exiftool"):
+        return ""
+    return subprocess.run(["exiftool", "-s", str(path)], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_clip_label_says_synthetic_faces_and_leaves_with_the_faces(work, clip, key, tiny64,
+                                                                  anon_mkv, anon_mp4,
+                                                                  tmp_path):
+    """An anonymized clip says in its container tags that its faces are synthetic, as
+    exiftool reads them; rewrap keeps the label; a recovered clip (the original faces)
+    and a clip anonymized with --no-label carry none."""
+    term = "compositeWithTrainedAlgorithmicMedia"
+    mkv = _tags(anon_mkv)
+    assert mkv["DIGITAL_SOURCE_TYPE"].endswith("/" + term)
+    assert "synthetic faces" in mkv["DESCRIPTION"] and "tiny64" in mkv["DESCRIPTION"]
+    assert "Iptc4xmpExt:DigitalSourceType" in mkv["XMP"]
+    mp4 = _tags(anon_mp4)
+    assert "synthetic faces" in mp4["description"] and mp4["comment"].endswith("/" + term)
+    said = _exiftool(anon_mkv) + _exiftool(anon_mp4)
+    if said:
+        assert said.count(term) >= 3 and said.count("synthetic faces") >= 2
+        assert "DigitalSourceType" in said and "Description" in said and "Comment" in said
+    key_text = Path(key).read_text().split()[-1]
+    assert all(key_text not in v for v in (*mkv.values(), *mp4.values()))
+    # Rewrap rewrites records only: the label stays.
+    moved = tmp_path / "moved.mkv"
+    moved.write_bytes(anon_mkv.read_bytes())
+    new_key = tmp_path / "new.key"
+    keys.generate_key_file(new_key)
+    r = run("rewrap", moved, "-k", key, "--to-key", new_key)
+    assert r.exit_code == 0, r.output
+    assert {k: v for k, v in _tags(moved).items() if k != "ENCODER"} == \
+        {k: v for k, v in mkv.items() if k != "ENCODER"}
+    # Recovered clips hold the original faces: no label.
+    for src, name in ((anon_mkv, "back.mkv"), (anon_mp4, "back.mp4")):
+        back = tmp_path / name
+        assert run("recover", src, "-o", back, "-k", key, "-q").exit_code == 0
+        tags = _tags(back)
+        assert not any(term in v or "synthetic" in v for v in tags.values()), tags
+        assert term not in _exiftool(back)
+    bare = tmp_path / "bare.mkv"
+    r = anonymize(clip, bare, key, tiny64, "--no-label")
+    assert r.exit_code == 0, r.output
+    assert not any(term in v or "synthetic" in v for v in _tags(bare).values())

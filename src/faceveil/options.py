@@ -312,8 +312,8 @@ class Output:
     stripped of metadata, "copy"; or fail, "error"), ``force`` (overwrite existing
     outputs; an input is never overwritten), ``skip_existing`` (a folder run keeps the
     outputs that are already complete and valid and makes the others: resuming) and
-    ``label`` (an anonymized photo says in its XMP that its faces are synthetic: IPTC
-    Digital Source Type)."""
+    ``label`` (an anonymized photo says in its XMP, a clip in its container tags, that
+    its faces are synthetic: IPTC Digital Source Type)."""
 
     sidecar: bool = False
     no_face: str = "skip"

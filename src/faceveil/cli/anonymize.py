@@ -235,8 +235,9 @@ class _Anonymizer:
 @click.option("--sidecar", is_flag=True,
               help="Also write the metadata to OUT.faceveil.json (survives re-encoding).")
 @click.option("--label/--no-label", default=None,
-              help="Say in the PNG's XMP that its faces are synthetic (IPTC Digital Source "
-                   "Type compositeWithTrainedAlgorithmicMedia, with the model's name) "
+              help="Say in the PNG's XMP (a clip's container tags) that its faces are synthetic "
+                   "(IPTC Digital Source Type compositeWithTrainedAlgorithmicMedia, with the "
+                   "model's name) "
                    "[default: on]. Keep it: viewers, newsrooms and platforms read it.")
 @click.option("--aligned", is_flag=True, help="INPUT is an aligned face crop: no detection.")
 @click.option("--mask", type=click.Path(dir_okay=False),

@@ -240,7 +240,8 @@ class Writer:
 
     def __init__(self, path: Path, suffix: str, codec: str, crf: int, inp: Input,
                  shape: tuple[int, int], *, records: bool,
-                 metadata: dict[str, bytes] | None = None) -> None:
+                 metadata: dict[str, bytes] | None = None,
+                 tags: dict[str, str] | None = None) -> None:
         av = require_av()
         self.av, self.inp, self.codec = av, inp, codec
         self.turns = inp.turns
@@ -253,6 +254,7 @@ class Writer:
                    if suffix == ".mkv" else {})
         self.out = av.open(str(path), "w", format=MUXERS[suffix], options=options)
         try:
+            self.out.metadata.update(tags or {})  # the label; set before the header
             self._streams(inp, sw, sh, crf, records, metadata or {})
         except BaseException:
             self.out.close()
@@ -371,13 +373,16 @@ class LazyWriter:
 
     Packets of the copied streams (audio, subtitles) that the demuxer hands over before
     the first frame are held and muxed once the writer exists; everything after goes
-    straight through. ``records``: whether the output gets a record stream.
+    straight through. ``records``: whether the output gets a record stream;
+    ``metadata``: the input's own tags to restore (:attr:`Input.metadata`); ``tags``:
+    container tags to write (the label).
     """
 
     def __init__(self, path: Path, suffix: str, codec: str, crf: int, inp: Input, *,
-                 records: bool, metadata: dict[str, bytes] | None = None) -> None:
+                 records: bool, metadata: dict[str, bytes] | None = None,
+                 tags: dict[str, str] | None = None) -> None:
         self._args = (path, suffix, codec, crf, inp)
-        self._records, self._metadata = records, metadata
+        self._records, self._metadata, self._tags = records, metadata, tags
         self.writer: Writer | None = None
         self._early: list = []
 
@@ -392,7 +397,7 @@ class LazyWriter:
         if self.writer is None:
             path, suffix, codec, crf, inp = self._args
             self.writer = Writer(path, suffix, codec, crf, inp, shape, records=self._records,
-                                 metadata=self._metadata)
+                                 metadata=self._metadata, tags=self._tags)
             for p in self._early:
                 self.writer.packet(p)
             self._early = []
@@ -480,12 +485,16 @@ def replace_records(src: Path, dst: Path, records: list[bytes], *, replace: bool
 
 def _remux(src: Path, dst: Path, records: list[bytes] | None, *, replace: bool) -> None:
     """Copy a clip's packets to ``dst`` atomically: without its record stream (None), or
-    with its record packets' contents replaced by ``records``."""
+    with its record packets' contents replaced by ``records`` and its container tags (the
+    label) kept."""
     av = require_av()
     pending = iter(records or [])
     with media.Staged([dst], replace=replace) as staged:
         with av.open(str(src)) as inp, av.open(str(staged.temps[0]), "w",
                                                format=MUXERS[dst.suffix.lower()]) as out:
+            if records is not None:
+                out.metadata.update({k: v for k, v in inp.metadata.items()
+                                     if k.lower() not in _STRUCTURAL})
             keep = {}
             for s in inp.streams:
                 if records is not None or not record_title(s):

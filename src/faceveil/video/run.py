@@ -29,7 +29,7 @@ import numpy as np
 from .. import batch, faces, images, media
 from ..diffusion.backends import backend_for, get_model
 from ..errors import FaceveilError, InputError, NoFaceError
-from ..format import auth, clip, photo, wrapping
+from ..format import auth, clip, label, photo, wrapping
 from ..keys import KeySource, SecretKey
 from ..options import DEFAULTS, Options
 from ..pipeline import anonymize as anon
@@ -189,8 +189,11 @@ class _AnonymizeRun:
         self.tracker = Tracker(self.gap)
         self.window: deque[io.Frame] = deque()
         self.pending: list[tuple[io.Frame, list]] = []
-        self.writer = io.LazyWriter(staged.temps[0], staged.paths[0].suffix.lower(), codec,
-                                    options.video.crf, inp, records=True)
+        suffix = staged.paths[0].suffix.lower()
+        tags = label.clip_tags(backbone.reference, io.MUXERS[suffix]) \
+            if options.output.label else None
+        self.writer = io.LazyWriter(staged.temps[0], suffix, codec, options.video.crf, inp,
+                                    records=True, tags=tags)
         self.chain = clip.chain_start(params["salt"])
         self.records = 0
         self.last_frame: io.Frame | None = None
