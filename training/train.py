@@ -432,6 +432,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="stop after this many minutes of this process (0: no limit)",
     )
     p.add_argument("--save-every", type=float, default=600.0, help="checkpoint interval in seconds")
+    p.add_argument("--eval-every", type=float, default=0.0,
+                   help="seconds between evaluations (validation, sample grid), at a "
+                   "checkpoint (0: at every checkpoint); on a busy CPU they cost minutes")
     p.add_argument("--log-every", type=int, default=10,
                    help="log interval in steps; the loss is read back (and checked) only then")
     p.add_argument(
@@ -666,10 +669,10 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = StopFlag()
     start_wall = time.time()
-    last_save = time.time()
-    count, window_start = 0, time.time()
     if step == 0 or init is not None:
         evaluate()
+    last_save = last_eval = time.time()  # after the first evaluation, however long it took
+    count, window_start = 0, time.time()
     try:
         while True:
             if args.max_steps and step >= args.max_steps:
@@ -714,7 +717,9 @@ def main(argv: list[str] | None = None) -> int:
             if time.time() - last_save >= args.save_every:
                 sync()
                 save("interval")
-                evaluate()
+                if time.time() - last_eval >= args.eval_every:
+                    evaluate()
+                    last_eval = time.time()
                 last_save = time.time()
     except KeyboardInterrupt:
         reason = "keyboard interrupt"
