@@ -27,12 +27,13 @@ def summary(run: Path, window: int = 100) -> str:
     buckets: dict[int, list[dict]] = {}
     for r in logs:
         buckets.setdefault((r["step"] - 1) // window, []).append(r)
+    first = (evals[0]["step"] if evals else logs[0]["step"] - 1) if logs else 0
     for k in sorted(buckets):
         rs = buckets[k]
         loss = sum(r["loss"] for r in rs) / len(rs)
         wall = sum(r["step_time"] for r in rs) / len(rs)
-        lines.append(f"| {rs[0]['step'] - 9}-{rs[-1]['step']} | {loss:.4f} | {wall:.2f} | "
-                     f"{rs[-1]['lr']:.1e} |")
+        lines.append(f"| {max(first, k * window) + 1}-{rs[-1]['step']} | {loss:.4f} | "
+                     f"{wall:.2f} | {rs[-1]['lr']:.1e} |")
     keys = ("val_mean", "val_real_mean", "raw_real_mean", "val_real_t250", "val_real_t750")
     lines += ["", "## Validation (v-prediction MSE, fixed faces and noise)", "",
               "| step | trained min | " + " | ".join(keys) + " |",
