@@ -19,10 +19,15 @@ from torch import nn
 TRAINING = Path(__file__).resolve().parents[1] / "training"
 sys.path.insert(0, str(TRAINING))
 
+import celeba  # noqa: E402
 import dcgan  # noqa: E402
 import export  # noqa: E402
+import memorization  # noqa: E402
+import numpy as np  # noqa: E402
 import train  # noqa: E402
+from PIL import Image  # noqa: E402
 
+from faceveil import faces  # noqa: E402
 from faceveil.diffusion import hub, models  # noqa: E402
 
 TINY = ["--device", "cpu", "--batch-size", "4", "--channels", "16,32", "--layers-per-block", "1",
@@ -151,3 +156,102 @@ def test_profile_prints_and_saves_nothing(tmp_path, capsys):
     assert "Self CPU" in capsys.readouterr().out
     assert (tmp_path / "profile_trace.json").exists()
     assert not (tmp_path / train.CHECKPOINT_NAME).exists()
+
+
+# --------------------------------------------------------------------------
+# real faces (celeba.py): synthetic stand-ins only, never CelebA itself
+
+
+def framing_v2() -> faces.Framing:
+    return celeba.load_framing(hub.WEIGHTS_DIR / "face64-v2")
+
+
+def fake_cache(path: Path, count: int = 20) -> Path:
+    rng = np.random.default_rng(3)
+    np.save(path, rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8))
+    return path
+
+
+def test_alignment_frames_a_face_as_the_pipeline_does(monkeypatch):
+    """A crop pasted 1:1 into a photo, with landmarks at the framing's places there, comes
+    back pixel for pixel: detection and landmarks run on the upsampled photo and map back."""
+    framing = framing_v2()
+    rng = np.random.default_rng(0)
+    crop = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    photo = rng.integers(0, 256, (109, 89, 3), dtype=np.uint8)
+    photo[30:94, 12:76] = crop  # the crop's (0, 0) at photo (x 12, y 30)
+    seen = {}
+
+    class OneFace:
+        def left(self): return 10
+        def top(self): return 20
+        def right(self): return 109
+        def bottom(self): return 119
+
+    def landmarks68(image, box, angle=0.0):
+        seen["shape"], seen["box"] = image.shape, box
+        in_photo = framing.landmarks68 * 64 + [12, 30]
+        return (in_photo + 0.5) * celeba.UPSAMPLE - 0.5  # in the upsampled photo
+
+    monkeypatch.setattr(faces, "dlib_model", lambda kind: lambda img, up: [OneFace()])
+    monkeypatch.setattr(faces, "landmarks68", landmarks68)
+    out, reason = celeba.align_photo(photo, framing)
+    assert reason == "ok" and out.dtype == np.uint8 and out.shape == (64, 64, 3)
+    assert np.array_equal(out, crop)
+    assert seen == {"shape": (218, 178, 3), "box": (10, 20, 100, 100)}
+
+
+def test_photos_without_one_face_are_skipped_and_counted(monkeypatch):
+    def jpeg(array):
+        buf = __import__("io").BytesIO()
+        Image.fromarray(array).save(buf, "JPEG")
+        return buf.getvalue()
+
+    blank = jpeg(np.full((109, 89, 3), 128, np.uint8))  # dlib's HOG finds nothing here
+    photos = [("a.jpg", blank), ("b.jpg", b"not a jpeg"), ("c.jpg", blank)]
+    crops, names, counts = celeba.align_all(photos, framing_v2())
+    assert crops.shape == (0, 64, 64, 3) and names == []
+    assert counts == {"no face": 2, "unreadable": 1}
+
+    two = [object(), object()]
+    monkeypatch.setattr(faces, "dlib_model", lambda kind: lambda img, up: two)
+    assert celeba.align_photo(np.zeros((109, 89, 3), np.uint8), framing_v2()) == (
+        None, "several faces")
+
+
+def test_real_faces_mix_and_resume_in_order(tmp_path):
+    cache = fake_cache(tmp_path / "faces.npy")
+    crops = celeba.load_cache(cache)
+    train_idx, held = celeba.split(len(crops))
+    assert list(held) == [18, 19] and list(train_idx) == list(range(18))
+    real = celeba.RealFaces(crops, train_idx, torch.device("cpu"))
+    tables = train.NoiseTables(train.make_scheduler(), torch.device("cpu"))
+    cpu = torch.device("cpu")
+    # All real: no DCGAN needed; the same step draws the same faces, another step others.
+    a = train.batch_for_step(5, 4, None, tables, 0, cpu, real, 4)
+    b = train.batch_for_step(5, 4, None, tables, 0, cpu, real, 4)
+    c = train.batch_for_step(6, 4, None, tables, 0, cpu, real, 4)
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(a[0], c[0])
+    mixed = train.batch_for_step(5, 4, dcgan.load_generator(), tables, 0, cpu, real, 2)
+    assert mixed[0].shape == (4, 48, 16, 16) and train.real_count(32, 0.8) == 26
+    # Drawn faces are training faces, some mirrored, never held-out ones.
+    drawn = real.draw(64, torch.Generator().manual_seed(1))
+    pool = real.images(torch.arange(len(real)))
+    pool = torch.cat([pool, pool.flip(-1)])
+    match = (drawn[:, None] - pool[None]).abs().flatten(2).amax(2) == 0
+    assert match.any(1).all() and (match[:, 18:].any(1)).any()
+    # A run with real faces resumes bit-identically.
+    straight = run(tmp_path / "a", "--max-steps", "4", "--real", str(cache))
+    run(tmp_path / "b", "--max-steps", "2", "--real", str(cache))
+    resumed = run(tmp_path / "b", "--max-steps", "4", "--resume", "--real", str(cache))
+    assert straight["real"] == {"path": str(cache), "faces": 18, "per_batch": 3}
+    for k, v in straight["ema"].items():
+        assert torch.equal(v, resumed["ema"][k]), k
+    assert "val_real_t980" in list(train.log_lines(tmp_path / "a" / "eval.jsonl"))[-1]
+
+
+def test_memorization_search_finds_a_copied_face():
+    bank = np.random.default_rng(1).integers(0, 256, (30, 64, 64, 3), dtype=np.uint8)
+    query = np.stack([bank[7], bank[3, :, ::-1]])  # a copy and a mirrored copy
+    d, j = memorization.pixel_nearest(query, bank)
+    assert np.allclose(d, 0, atol=1e-2) and list(j) == [7, 30 + 3]

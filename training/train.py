@@ -56,6 +56,7 @@ from PIL import Image
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import celeba  # noqa: E402
 import dcgan  # noqa: E402
 
 PATCH = 4
@@ -242,26 +243,42 @@ def step_generator(step: int, seed: int, device: torch.device) -> torch.Generato
     return torch.Generator(device=device).manual_seed(DATA_SEED_BASE + seed * 1_000_003 + step)
 
 
+def real_count(batch_size: int, fraction: float) -> int:
+    """Real faces in a batch of ``batch_size`` for a real-face ``fraction`` (fixed per batch)."""
+    return min(batch_size, max(0, round(batch_size * fraction)))
+
+
 @torch.no_grad()
 def batch_for_step(
     step: int,
     batch_size: int,
-    generator: nn.Module,
+    generator: nn.Module | None,
     tables: NoiseTables,
     seed: int,
     device: torch.device,
+    real: celeba.RealFaces | None = None,
+    n_real: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Build the (noisy latents, timesteps, v targets) of one training step.
 
-    One generator on ``device``, seeded by ``(seed, step)``, draws the DCGAN latents,
-    the timesteps and the noise, in that order: the batch depends only on the step
-    number (exact resumption) and never leaves the device.
+    One generator on ``device``, seeded by ``(seed, step)``, draws the DCGAN latents of
+    the ``batch_size - n_real`` synthetic faces, the timesteps, the noise and then the
+    ``n_real`` real faces and their flips (``real.draw``), in that order: the batch
+    depends only on the step number (exact resumption) and never leaves the device.
+    Without real faces the stream is the DCGAN-only one of earlier runs.
     """
     gen = step_generator(step, seed, device)
-    z = torch.randn(batch_size, dcgan.NZ, 1, 1, generator=gen, device=device)
-    x0 = to_latent(generator(z).float())
+    n_fake = batch_size - n_real
+    z = torch.randn(n_fake, dcgan.NZ, 1, 1, generator=gen, device=device)
     t = torch.randint(0, tables.sqrt_ac.numel(), (batch_size,), generator=gen, device=device)
-    noise = torch.randn(x0.shape, generator=gen, device=device)
+    shape = (batch_size, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE)
+    noise = torch.randn(shape, generator=gen, device=device)
+    parts = [generator(z).float()] if n_fake else []
+    if n_real:
+        if real is None:
+            raise ValueError("n_real > 0 needs real faces")
+        parts.append(real.draw(n_real, gen))
+    x0 = to_latent(torch.cat(parts))
     noisy, target = tables.noisy_and_target(x0, noise, t)
     return noisy, t, target
 
@@ -272,8 +289,10 @@ def validation_losses(
     tables: NoiseTables,
     x0: torch.Tensor,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    prefix: str = "val",
 ) -> dict[str, float]:
-    """Mean squared v error of ``unet`` at fixed timesteps on fixed faces."""
+    """Mean squared v error of ``unet`` at fixed timesteps on fixed faces
+    (``{prefix}_t{t}`` each, and their mean ``{prefix}_mean``)."""
     out = {}
     gen = torch.Generator().manual_seed(12345)
     device = x0.device
@@ -283,7 +302,8 @@ def validation_losses(
         noisy, target = tables.noisy_and_target(x0, noise, t)
         with autocast():
             pred = unet(noisy, t).sample
-        out[f"val_t{t_val}"] = F.mse_loss(pred.float(), target).item()
+        out[f"{prefix}_t{t_val}"] = F.mse_loss(pred.float(), target).item()
+    out[f"{prefix}_mean"] = sum(out.values()) / len(out)
     return out
 
 
@@ -388,7 +408,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--ema-max-decay", type=float, default=0.999)
+    p.add_argument("--ema-max-decay", type=float, default=0.999,
+                   help="EMA decay cap (0: the EMA is the model); the warm-up counts the steps "
+                   "of this run, so an --init-from run leaves the old weights at its own pace")
+    p.add_argument("--real", type=Path,
+                   help="aligned real faces (celeba.py's .npy cache); its last "
+                   f"{celeba.HOLDOUT} faces are held out (validation, memorization control)")
+    p.add_argument("--real-fraction", type=float, default=0.8,
+                   help="share of each batch drawn from --real, the rest DCGAN faces")
     p.add_argument("--channels", default="96,192,192", help="UNet block_out_channels")
     p.add_argument("--layers-per-block", type=int, default=2)
     p.add_argument(
@@ -405,6 +432,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="stop after this many minutes of this process (0: no limit)",
     )
     p.add_argument("--save-every", type=float, default=600.0, help="checkpoint interval in seconds")
+    p.add_argument("--eval-every", type=float, default=0.0,
+                   help="seconds between evaluations (validation, sample grid), at a "
+                   "checkpoint (0: at every checkpoint); on a busy CPU they cost minutes")
     p.add_argument("--log-every", type=int, default=10,
                    help="log interval in steps; the loss is read back (and checked) only then")
     p.add_argument(
@@ -523,13 +553,28 @@ def main(argv: list[str] | None = None) -> int:
     ema_params = EMA(ema, unet)
     forward = torch.compile(unet, backend=args.compile_backend) if args.compile else unet
 
-    generator = dcgan.load_generator(device)
+    real = None
+    n_real = 0
+    real_val = None
+    if args.real is not None:
+        crops = celeba.load_cache(args.real)
+        train_idx, held_idx = celeba.split(len(crops))
+        real = celeba.RealFaces(crops, train_idx, device)
+        n_real = real_count(args.batch_size, args.real_fraction)
+        if args.validation_faces > 0:
+            real_val = to_latent(celeba.RealFaces(crops, held_idx, device).images(
+                torch.arange(min(args.validation_faces, len(held_idx)), device=device)))
+    real_info = None if real is None else {
+        "path": str(args.real), "faces": len(real), "per_batch": n_real}
+    if state is not None and state.get("real") != real_info:
+        print(f"note: real faces differ from the checkpoint's: {state.get('real')} -> {real_info}")
+    generator = dcgan.load_generator(device) if n_real < args.batch_size else None
     tables = NoiseTables(scheduler, device)
     hardware = hardware_description(device, args.threads, bf16)
     n_params = param_count(unet)
     fixed_noise = sample_noise(args.sample_count, seed=2024) if args.sample_count > 0 else None
     val_x0 = None
-    if args.validation_faces > 0:
+    if args.validation_faces > 0 and generator is not None:
         val_seeds = range(VALIDATION_SEED_START, VALIDATION_SEED_START + args.validation_faces)
         val_x0 = to_latent(dcgan.generate_faces(generator, val_seeds))
     meta = {
@@ -540,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "channels_last": channels_last,
         "init_from": init_from,
+        "real": real_info,
     }
     if not args.profile:
         (out / "run.json").write_text(json.dumps(meta, indent=2, default=list))
@@ -566,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
                 "warmup_from": warmup_from,
                 "init_from": init_from,
                 "data_stream": DATA_STREAM,
+                "real": real_info,
             },
             ckpt_path,
         )
@@ -575,6 +622,11 @@ def main(argv: list[str] | None = None) -> int:
         record: dict[str, Any] = {"step": step, "time": time.time(), "seconds": round(seconds, 1)}
         if val_x0 is not None:
             record.update(validation_losses(ema, tables, val_x0.to(device), autocast))
+        if real_val is not None:  # held-out real faces: the EMA, and the raw model beside it
+            record.update(validation_losses(ema, tables, real_val, autocast, "val_real"))
+            unet.eval()
+            record.update(validation_losses(unet, tables, real_val, autocast, "raw_real"))
+            unet.train()
         if fixed_noise is not None:
             images = ddim_sample(ema, scheduler, fixed_noise, args.sample_steps)
             save_grid(images, out / "samples" / f"step{step:07d}.png")
@@ -592,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         for group in optimizer.param_groups:
             group["lr"] = lr
         noisy, t, target = batch_for_step(
-            step, args.batch_size, generator, tables, args.seed, device
+            step, args.batch_size, generator, tables, args.seed, device, real, n_real
         )
         if channels_last:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
@@ -603,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(unet.parameters(), args.grad_clip)
         optimizer.step()
-        ema_params.update(ema_decay(step, args.ema_max_decay))
+        ema_params.update(ema_decay(step - warmup_from, args.ema_max_decay))
         running += loss.detach()
         return grad_norm, lr
 
@@ -617,10 +669,10 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = StopFlag()
     start_wall = time.time()
-    last_save = time.time()
-    count, window_start = 0, time.time()
     if step == 0 or init is not None:
         evaluate()
+    last_save = last_eval = time.time()  # after the first evaluation, however long it took
+    count, window_start = 0, time.time()
     try:
         while True:
             if args.max_steps and step >= args.max_steps:
@@ -665,7 +717,9 @@ def main(argv: list[str] | None = None) -> int:
             if time.time() - last_save >= args.save_every:
                 sync()
                 save("interval")
-                evaluate()
+                if time.time() - last_eval >= args.eval_every:
+                    evaluate()
+                    last_eval = time.time()
                 last_save = time.time()
     except KeyboardInterrupt:
         reason = "keyboard interrupt"
