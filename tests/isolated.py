@@ -103,6 +103,18 @@ def environment(home: Path, **extra: str) -> dict:
     return env
 
 
+def offline_cli(*args, home: Path, cwd: Path, timeout: float = 600
+                ) -> subprocess.CompletedProcess:
+    """``python -m faceveil ARGS`` in a fresh interpreter, offline, with the Hugging Face
+    cache and faceveil's own under ``home``: a model in a filled hub cache, as after a
+    pull."""
+    env = dict(os.environ, HF_HOME=str(home), HF_HUB_OFFLINE="1", FACEVEIL_CACHE=str(home),
+               PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("HF_HUB_CACHE", None)
+    return subprocess.run([sys.executable, "-m", "faceveil", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def strace_works() -> bool:
     """Whether ``strace`` is installed and may trace here (containers may forbid it)."""
     if shutil.which("strace") is None:

@@ -9,9 +9,7 @@ project's shared one, under a load average of 15, it took 27 minutes."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +20,9 @@ from faceveil import images
 from faceveil.diffusion import hub
 
 from . import fullsize
+from .isolated import offline_cli
 
 pytestmark = pytest.mark.slow
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 PORTRAIT = Path(__file__).parent / "data" / "obama.jpg"
 
 
@@ -37,11 +35,7 @@ def home(tmp_path_factory) -> Path:
 
 
 def _cli(*args, home: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HOME=str(home), HF_HUB_OFFLINE="1", FACEVEIL_CACHE=str(home),
-               PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("HF_HUB_CACHE", None)
-    return subprocess.run([sys.executable, "-m", "faceveil", *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=900)
+    return offline_cli(*args, home=home, cwd=cwd, timeout=900)
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ without a network is a clear exit 5, an unknown name exit 2."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +17,11 @@ from PIL import Image
 from faceveil.diffusion import hub, models
 
 from .conftest import centre_mask, smooth_image
+from .isolated import offline_cli
 from .tinymodels import make_latent_model, make_pixel_model, make_sd_model
 
 pytestmark = pytest.mark.slow
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def _cache(home: Path, repo: str, make) -> Path:
@@ -36,11 +34,7 @@ def _cache(home: Path, repo: str, make) -> Path:
 
 
 def _cli(*args, home: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HOME=str(home), HF_HUB_OFFLINE="1", FACEVEIL_CACHE=str(home),
-               PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("HF_HUB_CACHE", None)
-    return subprocess.run([sys.executable, "-m", "faceveil", *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600)
+    return offline_cli(*args, home=home, cwd=cwd, timeout=600)
 
 
 @pytest.fixture
