@@ -16,7 +16,9 @@ The arms (:data:`ARMS`), passed to ``Options.of``:
   masked context, 50 leading steps, no harmonization): the defaults before issue 19;
 - ``ddim-25``: the sealed default before issue 26 (DDIM eta 1 over 25 trailing steps,
   the outside context inverted); ``dpm-20``, ``dpm-8``: the sealed default's solver
-  (DPM-Solver++(2M) SDE, the context noised forward) at 20 and 8 steps.
+  (DPM-Solver++(2M) SDE, the context noised forward) at 20 and 8 steps; ``fp32``: the
+  sealed default with ``--backend torch`` (float32; a torch model under ``default`` runs
+  in bfloat16 where the CPU has it natively: ``Backbone.fast_numerics``).
 
 Every face is anonymized under one fixed benchmark key with a salt and nonce fixed per
 identity (:func:`fixed_keys`), so a run is repeatable and both arms see the same key
@@ -36,11 +38,13 @@ from faceveil.options import FixedKeys
 
 ARMS: dict[str, dict] = {"default": {}, "no-lossless": {"lossless": False},
                          "ddim-25": {"solver": "ddim", "steps": 25},
-                         "dpm-20": {"steps": 20}, "dpm-8": {"steps": 8}}
+                         "dpm-20": {"steps": 20}, "dpm-8": {"steps": 8},
+                         "fp32": {"backend": "torch"}}
 LABELS = {"default": "new defaults (sealed)", "no-lossless": "today's (--no-lossless)",
           "ddim-25": "sealed before issue 26 (DDIM, inverted context, 25 steps)",
           "dpm-20": "DPM-Solver++(2M), noised context, 20 steps",
-          "dpm-8": "DPM-Solver++(2M), noised context, 8 steps"}
+          "dpm-8": "DPM-Solver++(2M), noised context, 8 steps",
+          "fp32": "sealed default, torch in float32 (--backend torch)"}
 KEY = keys.KeySource.from_bytes(hashlib.sha256(b"faceveil FRL benchmark key").digest())
 ATTRIBUTION = ("Face Research Lab London Set, DeBruine & Jones (2017), "
                "doi:10.6084/m9.figshare.5047666.v5, CC BY 4.0")

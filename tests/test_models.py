@@ -2,12 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from faceveil.diffusion import hub, models
 from faceveil.errors import ModelError
 
+from .conftest import centre_mask, psnr, smooth_image
 from .tinymodels import make_latent_model, make_pixel_model, make_sd_model
 
 
@@ -200,3 +202,35 @@ def test_fp16_and_fp32_weights_load_alike(tmp_path):
         assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
     fp32 = models.load_model(str(folder), expect_sha256=fp16.sha256)  # same identity
     assert fp32.sha256 == fp16.sha256 and fp32.dtype == fp16.dtype == torch.float32
+
+
+def test_bfloat16_only_where_the_sealed_original_brings_the_face_back(tmp_path):
+    """backend auto: a sealed run may use the CPU's native bfloat16 (it changes the new
+    face by rounding only); backend torch, and every file recovered by diffusion, keep
+    float32, bit for bit."""
+    from faceveil import api, keys
+    from faceveil.diffusion import backends
+    from faceveil.options import FixedKeys, Options
+
+
+    folder = make_latent_model(tmp_path / "vq")
+    exact = backends.get_model(str(folder), "cpu", backend="torch")
+    fast = backends.get_model(str(folder), "cpu", backend="auto")
+    if fast is exact:
+        pytest.skip("this CPU has no native bfloat16: auto keeps float32")
+    assert fast.autocast == torch.bfloat16 and fast.unet is exact.unet  # weights shared
+    assert backends.get_model(fast, backend="torch").autocast is None  # never bf16 on request
+    key = keys.KeySource.from_bytes(bytes(range(32)))
+    x, m = smooth_image(), centre_mask()
+
+    def run(model, **opts):
+        return api.anonymize(x, key, model=model, mask=m, options=Options.of(steps=3, **opts),
+                             fixed=FixedKeys(salt=b"s" * 16, nonces=(b"n" * 16,)))
+
+    a, b = run(fast), run(exact, backend="torch")
+    assert not np.array_equal(a.pixels, b.pixels)  # rounded otherwise: the face differs...
+    assert psnr(a.pixels, b.pixels) > 30  # ...a little
+    assert np.array_equal(api.recover(a.pixels, key, meta=a.record).pixels, x)  # sealed
+    # Diffusion-recoverable files are made in float32 whatever model object is passed.
+    c, d = run(fast, lossless=False), run(exact, lossless=False)
+    assert np.array_equal(c.pixels, d.pixels)

@@ -117,9 +117,10 @@ def get_model(model: Any = None, device: str | None = None, expect_sha256: str |
     ``backend``: "torch" (diffusers, bit for bit what diffusion recovery needs; given an
     onnxruntime backbone, the torch one of the same reference), "onnx" (onnxruntime;
     :class:`ModelError` for a model without a graph or off the CPU), or "auto" (onnx
-    where the model has a graph and runs on the CPU, else torch). Only faces that come
-    back from their sealed originals may use onnx: the caller decides
-    (:func:`faceveil.api.get_model`).
+    where the model has a graph and runs on the CPU, else torch with the fast numerics
+    of :meth:`~faceveil.diffusion.models.Backbone.fast_numerics`). Only faces that come
+    back from their sealed originals may use onnx or fast numerics: the caller decides
+    (:func:`faceveil.api.get_model`, :func:`backend_for`).
     """
     if backend not in BACKENDS:
         raise ModelError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -128,7 +129,7 @@ def get_model(model: Any = None, device: str | None = None, expect_sha256: str |
             model = model.reference  # its weights, with torch's exact numerics
         else:
             _check(model, expect_sha256)
-            return model
+            return _numerics(model, backend)
     reference = model if isinstance(model, dict) else parse_reference(model)
     key = json.dumps(reference, sort_keys=True)
     if backend != "torch":
@@ -141,4 +142,12 @@ def get_model(model: Any = None, device: str | None = None, expect_sha256: str |
                   "--no-lossless, --deniable, diffusion recovery)")
     from .models import resolve_device
 
-    return cached_torch(key, resolve_device(device), expect_sha256)
+    return _numerics(cached_torch(key, resolve_device(device), expect_sha256), backend)
+
+
+def _numerics(backbone: Any, backend: str) -> Any:
+    """A torch backbone with torch's exact numerics for ``backend`` "torch", with the
+    fast ones where this machine has them for "auto"; any other backbone as it is."""
+    if runtime_of(backbone) != "torch" or not hasattr(backbone, "fast_numerics"):
+        return backbone
+    return backbone.fast_numerics() if backend == "auto" else backbone.exact_numerics()
