@@ -4,10 +4,12 @@ microphone, hair) is kept as it was; only the face behind it is replaced.
 The rule, per face, on a crop sampled from the photo at :data:`WORK` px:
 
 - the face's skin colour is learnt from small patches the landmarks point at (forehead,
-  nose bridge, upper cheeks): CIELAB median and spread;
-- a pixel of the facial mask is an occluder candidate when it is not that skin (its
-  chroma too far from the skin's, or far darker or brighter), or, with a face parser,
-  when the parser does not call it face;
+  nose bridge, upper cheeks): median and spread of its rg chromaticity, which shading
+  leaves alone, and its light;
+- a pixel of the facial mask is an occluder candidate when it is not that skin and could
+  be no one's skin (another chromaticity, outside skin's locus), or is far darker
+  (black), or, with a face parser, when the parser does not call it face; shade on the
+  face keeps its chromaticity and is not an occluder;
 - only candidates that reach the mask's border through other candidates are kept
   (something in front of a face comes from outside it), after an opening that drops
   specks and threads thinner than :data:`MIN_WIDTH` of the face;
@@ -42,8 +44,10 @@ CORE_MARGIN = 0.04  # face widths around the eyes, brows, nose and mouth, always
 FEATHER = 0.03  # face widths: the soft edge between a kept occluder and the new face
 MIN_WIDTH = 0.06  # face widths: thinner candidates (specks, threads, a face-edge band) are not kept
 ZONE_RADIUS = 0.045  # face widths: the skin patches' radius
-AB_TOL = (12.0, 25.0)  # chroma distance from the skin that makes an occluder: bounds
-L_TOL = (28.0, 45.0)  # lightness distance from the skin, bounds (shade is darker skin)
+RG_TOL = (0.045, 0.08)  # rg-chromaticity distance from the skin that makes an occluder: bounds
+DARK = 0.25  # darker than this share of the skin's light: an occluder (black hair, cloth)
+SKIN_RED_OVER_GREEN = (0.03, 0.30)  # r - g of skin, any skin (rg chromaticity)
+SKIN_GREEN = (0.24, 0.38)  # g of skin
 MIN_AGREE = 0.5  # share of the skin patches' pixels the skin model must describe
 
 
@@ -106,52 +110,49 @@ def skin_zones(lm: np.ndarray) -> np.ndarray:
     return np.array(forehead + [lm[28], lm[29]] + cheeks)
 
 
-def to_lab(rgb: np.ndarray) -> np.ndarray:
-    """CIELAB (L 0..100, a and b signed) of ``HxWx3`` RGB in [0, 255], by littleCMS
-    (Pillow's ImageCms, D50), float32."""
-    from PIL import Image, ImageCms
-
-    img = Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
-    out = np.asarray(ImageCms.applyTransform(img, _lab_transform()))
-    lab = np.empty(out.shape, np.float32)
-    lab[..., 0] = out[..., 0] * (100.0 / 255.0)
-    lab[..., 1:] = out[..., 1:].view(np.int8)
-    return lab
+def chromaticity(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rg, intensity)`` of ``HxWx3`` RGB: the normalized red and green ``R/(R+G+B)``,
+    ``G/(R+G+B)``, which shading scales out (a shadow on skin keeps them, a hand or a
+    cloth of another colour does not), and the mean of the channels."""
+    rgb = np.asarray(rgb, np.float32)
+    total = rgb.sum(axis=-1, keepdims=True)
+    return rgb[..., :2] / np.maximum(total, 1.0), total[..., 0] / 3.0
 
 
-def _lab_transform():
-    from PIL import ImageCms
-
-    global _LAB
-    if _LAB is None:
-        _LAB = ImageCms.buildTransform(ImageCms.createProfile("sRGB"),
-                                       ImageCms.createProfile("LAB"), "RGB", "LAB")
-    return _LAB
-
-
-_LAB = None
+def skin_locus(rg: np.ndarray) -> np.ndarray:
+    """Whether an rg chromaticity could be anyone's skin, lit or in shade (red above
+    green by :data:`SKIN_RED_OVER_GREEN`, green within :data:`SKIN_GREEN`): true for
+    skin from pale to dark and for brown hair, false for white, grey, black and the
+    colours of most cloths."""
+    over = rg[..., 0] - rg[..., 1]
+    return ((over >= SKIN_RED_OVER_GREEN[0]) & (over <= SKIN_RED_OVER_GREEN[1])
+            & (rg[..., 1] >= SKIN_GREEN[0]) & (rg[..., 1] <= SKIN_GREEN[1]))
 
 
-def non_skin(lab: np.ndarray, lm: np.ndarray, face_width: float) -> np.ndarray | None:
-    """Pixels of ``lab`` that are not the skin of the patches :func:`skin_zones` picks;
-    None when no consistent skin colour is found there."""
-    size = lab.shape[0]
+def non_skin(rgb: np.ndarray, lm: np.ndarray, face_width: float) -> np.ndarray | None:
+    """Pixels of ``rgb`` that are not skin: outside :func:`skin_locus` and another
+    chromaticity than the skin of the patches :func:`skin_zones` picks (by more than
+    :data:`RG_TOL`, widened in the dark, where chromaticity is noise), or far darker than
+    that skin (:data:`DARK`: black hair, a black cloth). Shade on the face keeps its
+    chromaticity, so it is no occluder. None when the patches show no consistent skin."""
+    size = rgb.shape[0]
     ys, xs = np.mgrid[0:size, 0:size]
     zone = np.zeros((size, size), bool)
     r = max(ZONE_RADIUS * face_width, 1.5)
     for cx, cy in skin_zones(lm):
         zone |= np.hypot(xs - cx, ys - cy) <= r
-    v = lab[zone]
-    if len(v) < 20:
+    rg, light = chromaticity(rgb)
+    if zone.sum() < 20:
         return None
-    med = np.median(v, axis=0)
-    dab = np.hypot(v[:, 1] - med[1], v[:, 2] - med[2])
-    ab_tol = float(np.clip(3 * 1.4826 * np.median(dab), *AB_TOL))
-    l_tol = float(np.clip(3 * 1.4826 * np.median(np.abs(v[:, 0] - med[0])), *L_TOL))
-    if np.mean((dab <= ab_tol) & (np.abs(v[:, 0] - med[0]) <= l_tol)) < MIN_AGREE:
+    skin_rg = np.median(rg[zone], axis=0)
+    skin_light = float(np.median(light[zone]))
+    dist = np.hypot(rg[..., 0] - skin_rg[0], rg[..., 1] - skin_rg[1])
+    tol = float(np.clip(4 * 1.4826 * np.median(dist[zone]), *RG_TOL))
+    if skin_light < 20 or np.mean(dist[zone] <= tol) < MIN_AGREE:
         return None
-    far_ab = np.hypot(lab[..., 1] - med[1], lab[..., 2] - med[2]) > ab_tol
-    return far_ab | (np.abs(lab[..., 0] - med[0]) > l_tol)
+    # In shade the tolerance grows as the light falls below 60% of the skin's.
+    widen = np.maximum(1.0, 0.6 * skin_light / np.maximum(light, 1.0))
+    return (~skin_locus(rg) & (dist > tol * widen)) | (light < DARK * skin_light)
 
 
 def _box3(a: np.ndarray) -> np.ndarray:
@@ -201,7 +202,7 @@ def occlusion(pixels: np.ndarray, region: FaceRegion, face: np.ndarray | None = 
     width = max(float(np.hypot(*(lm[JAW][-1] - lm[JAW][0]))), 1.0)
     hull = facial_mask(lm, size) > 0
     if face is None:
-        candidates = non_skin(_box3(to_lab(rgb)), lm, width)
+        candidates = non_skin(_box3(rgb), lm, width)
         if candidates is None:
             return Occlusion(none, 0.0, 0, "no-skin-model")
         rule = "colour"
