@@ -186,3 +186,26 @@ def test_detect_reports_the_pixels_kept(tmp_path):
     r = CliRunner().invoke(main, ["detect", str(tmp_path / "o.png"), "-o",
                                   str(tmp_path / "q.png"), "--no-occluders"])
     assert "occluders" not in json.loads(r.stdout)["faces"][0]
+
+
+def test_shade_on_the_face_is_not_an_occluder():
+    """Half the face in shade (half its light) is still face: replaced, not kept. (Nearly
+    black shade, under a quarter of the skin's light, is kept where it reaches the
+    mask's edge: the README says so.)"""
+    img = load("biden.jpg").astype(np.float64)
+    lm = regions_of(load("biden.jpg"))[0].landmarks
+    img[:, : int(lm[30, 0])] *= 0.5
+    r = regions_of(np.clip(np.rint(img), 0, 255).astype(np.uint8))[0]
+    assert r.occlusion.rule == "colour" and r.occlusion.share < 0.03
+
+
+def test_black_and_white_photos_keep_black_occluders_only():
+    gray = np.repeat(load("obama.jpg").mean(axis=2, keepdims=True), 3, axis=2)
+    gray = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    assert regions_of(gray)[0].occlusion.share < 0.08
+    img, occ = with_occluder(gray, "disc", (15, 15, 15))
+    r = regions_of(img)[0]
+    out = pasted(img, r)
+    hull = faces.facial_mask(faces.apply_transform(r.transform, r.landmarks), CROP)
+    inside = occ & ~photo_mask(core_of(r), r, img.shape) & photo_mask(hull, r, img.shape)
+    assert (out == img).all(axis=2)[inside].mean() >= 0.9
