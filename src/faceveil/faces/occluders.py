@@ -216,12 +216,19 @@ def occlusion(pixels: np.ndarray, region: FaceRegion, face: np.ndarray | None = 
     # Opened inside the mask: a thin band of background along its edge goes too.
     inside = candidates & hull & ~guard
     opened = dilate(erode(inside, r, True).astype(np.float32), r) > 0
-    kept_w = border_connected(opened & inside, hull, int(MAX_SHARE * hull.sum()))
-    if not kept_w.any():
-        return Occlusion(none, 0.0, 0, rule, feather, core)
-    # Grown by the paste's reach, so the occluder's photo pixels read no new face; never
-    # into the core.
-    kept = (dilate(shrink_to(kept_w, crop).astype(np.float32), paste_reach(scale)) > 0) & ~core
-    share = float(kept_w.sum() / max(hull.sum(), 1))
-    photo_px = int(round(kept_w.sum() / (scale * size / crop) ** 2))
-    return Occlusion(kept, share, photo_px, rule, feather, core)
+    hull_c = facial_mask(apply_transform(region.transform, region.landmarks), crop) > 0
+    limit = MAX_SHARE * hull.sum()
+    for _ in range(4):  # the bound holds for the crop mask, the paste's reach included
+        kept_w = border_connected(opened & inside, hull, int(limit))
+        if not kept_w.any():
+            return Occlusion(none, 0.0, 0, rule, feather, core)
+        # Grown by the paste's reach, so the occluder's photo pixels read no new face;
+        # never into the core.
+        kept = (dilate(shrink_to(kept_w, crop).astype(np.float32), paste_reach(scale)) > 0
+                ) & ~core
+        share = float((kept & hull_c).sum() / max(hull_c.sum(), 1))
+        if share <= MAX_SHARE:
+            photo_px = int(round(kept_w.sum() / (scale * size / crop) ** 2))
+            return Occlusion(kept, share, photo_px, rule, feather, core)
+        limit *= 0.9 * MAX_SHARE / share
+    return Occlusion(none, 0.0, 0, rule, feather, core)
