@@ -10,6 +10,10 @@ The rule, per face, on a crop sampled from the photo at :data:`WORK` px:
   be no one's skin (another chromaticity, outside skin's locus), or is far darker
   (black), or, with a face parser, when the parser does not call it face; shade on the
   face keeps its chromaticity and is not an occluder;
+- below the nose tip, where beards, stubble and the jaw's shadow are, only a saturated
+  colour (:data:`MIN_SATURATION`: a blue sleeve, a red cloth, a green glove) makes a
+  candidate: black, grey and white there may be facial hair, which is face and is
+  replaced (so black, grey and white occluders over the lower face are replaced too);
 - only candidates that reach the mask's border through other candidates are kept
   (something in front of a face comes from outside it), after an opening that drops
   specks and threads thinner than :data:`MIN_WIDTH` of the face;
@@ -49,6 +53,10 @@ DARK = 0.25  # darker than this share of the skin's light: an occluder (black ha
 SKIN_RED_OVER_GREEN = (0.03, 0.30)  # r - g of skin, any skin (rg chromaticity)
 SKIN_GREEN = (0.24, 0.38)  # g of skin
 MIN_AGREE = 0.5  # share of the skin patches' pixels the skin model must describe
+# rg-chromaticity distance from grey that a candidate below the nose tip needs: cloths,
+# gloves and sleeves of a colour have it (blue 0.22, red 0.44, green 0.28), black, grey
+# and white beards do not (brown, blond and red hair lie in skin's locus anyway).
+MIN_SATURATION = 0.1
 
 
 @dataclass(frozen=True)
@@ -152,7 +160,14 @@ def non_skin(rgb: np.ndarray, lm: np.ndarray, face_width: float) -> np.ndarray |
         return None
     # In shade the tolerance grows as the light falls below 60% of the skin's.
     widen = np.maximum(1.0, 0.6 * skin_light / np.maximum(light, 1.0))
-    return (~skin_locus(rg) & (dist > tol * widen)) | (light < DARK * skin_light)
+    other = (~skin_locus(rg) & (dist > tol * widen)) | (light < DARK * skin_light)
+    # Below the nose tip (along the face's own up axis) only a saturated colour counts:
+    # black, grey or white there may be a beard.
+    down = lm[8] - lm[NOSE_BRIDGE_TOP]
+    down /= max(float(np.hypot(*down)), 1e-9)
+    below = (xs - lm[NOSE_TIP][0]) * down[0] + (ys - lm[NOSE_TIP][1]) * down[1] > 0
+    saturated = np.hypot(rg[..., 0] - 1 / 3, rg[..., 1] - 1 / 3) >= MIN_SATURATION
+    return other & (saturated | ~below)
 
 
 def _box3(a: np.ndarray) -> np.ndarray:
