@@ -18,8 +18,9 @@ arms' outputs against the originals with this checkout's code:
 - colour: CIE76 dE between the robust skin colour (CIELAB median of the skin-like
   pixels near their dominant colour) of the original and of the anonymized face over
   the face's fully replaced core; median and worst per set;
-- occluders: share of the occluder's pixels inside the face's footprint left unchanged
-  (colour-different occluders and skin-coloured ones apart);
+- occluders: share of the occluder's pixels inside the landmark outline's footprint left
+  unchanged (colour-different occluders and skin-coloured ones apart), and of those
+  outside the eyes-nose-mouth core that is always replaced;
 - identity: dlib distance between original and anonymized face (FRL): another person
   at >= 0.6;
 - border: the step in median L* between the ring just inside the soft edge and the
@@ -138,7 +139,9 @@ def run_arm(out: Path) -> None:
             tag = hashlib.sha256(f"{set_name}/{name}".encode()).hexdigest()[:12]
             np.savez_compressed(out / f"{tag}.npz", pixels=anon.pixels, **{
                 f"t{i}": np.asarray(r.transform) for i, r in enumerate(regions)}, **{
-                f"m{i}": np.asarray(r.mask) for i, r in enumerate(regions)})
+                f"m{i}": np.asarray(r.mask) for i, r in enumerate(regions)}, **{
+                f"l{i}": np.asarray(r.landmarks) for i, r in enumerate(regions)
+                if r.landmarks is not None})
             rows.append({"set": set_name, "name": name, "tag": tag, "cpu": cpu,
                          "boxes": [list(map(int, r.box)) for r in regions]})
     (out / "rows.json").write_text(json.dumps(rows))
@@ -180,7 +183,8 @@ def _skin_colour(lab: np.ndarray) -> np.ndarray | None:
 
 
 def measure_face(orig: np.ndarray, anon: np.ndarray, mask: np.ndarray,
-                 transform: np.ndarray, box, occ: np.ndarray | None) -> dict:
+                 transform: np.ndarray, box, occ: np.ndarray | None,
+                 landmarks: np.ndarray | None = None) -> dict:
     """The measures of one face (see the module docstring)."""
     from faceveil.pipeline import harmonize
 
@@ -200,11 +204,23 @@ def measure_face(orig: np.ndarray, anon: np.ndarray, mask: np.ndarray,
         row[f"hf_{tag}"] = _highpass_var(lum, visible) / max(_highpass_var(lum, outer), 1e-9)
     if occ is not None:
         from faceveil import faces
+        from faceveil.faces import occluders
 
-        touched = faces.footprint(mask, transform, orig.shape)[0] > 0
+        # Over the landmark outline's footprint (the old mask), the same for both arms
+        # (an arm's own mask leaves its kept occluder out); apart, the part outside the
+        # eyes-nose-mouth core, which is always replaced.
+        outline, core = mask, np.zeros(mask.shape, bool)
+        if landmarks is not None:
+            lm = faces.apply_transform(transform, landmarks)
+            outline = faces.facial_mask(lm, mask.shape[0])
+            core = occluders.protected_core(lm, mask.shape[0])
+        touched = faces.footprint(outline, transform, orig.shape)[0] > 0
+        in_core = faces.footprint(core.astype(np.float32), transform, orig.shape)[0] > 0
         hit = occ[window] & touched
         same = (orig[window] == anon[window]).all(axis=2)
         row["occluder_kept"] = float(same[hit].mean()) if hit.any() else None
+        out = hit & ~in_core
+        row["occluder_kept_out"] = float(same[out].mean()) if out.any() else None
         row["occluder_px"] = int(hit.sum())
     return row
 
@@ -273,7 +289,8 @@ def report(args, out: Path, arms: list[str]) -> None:
                 anon = data["pixels"]
                 faces_m = []
                 for i, box in enumerate(r["boxes"]):
-                    m = measure_face(px, anon, data[f"m{i}"], data[f"t{i}"], box, occ)
+                    m = measure_face(px, anon, data[f"m{i}"], data[f"t{i}"], box, occ,
+                                     data.get(f"l{i}"))
                     m["skin_occluder"] = name.endswith("-skin")
                     if set_name != "test photos":
                         e0, e1 = identity.embed(px, tuple(box)), identity.embed(anon, tuple(box))
@@ -306,8 +323,8 @@ def _fmt(vals, how="median") -> str:
 def print_table(table: dict, arms: list[str]) -> None:
     print("| set | arm | faces | dE skin median (worst) | border step anon / orig "
           "(median abs) | HF ratio anon / orig | another person | occluder kept (colour / "
-          "skin-coloured) | CPU s/face |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "skin-coloured) | outside the core (colour / skin-coloured) | CPU s/face |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (set_name, arm), t in sorted(table.items(), key=lambda kv: (kv[0][0],
                                                                      arms.index(kv[0][1]))):
         fm = t["faces"]
@@ -318,11 +335,16 @@ def print_table(table: dict, arms: list[str]) -> None:
                  and not f.get("skin_occluder")]
         occ_s = [f.get("occluder_kept") for f in fm if "occluder_kept" in f
                  and f.get("skin_occluder")]
+        out_c = [f.get("occluder_kept_out") for f in fm if "occluder_kept" in f
+                 and not f.get("skin_occluder")]
+        out_s = [f.get("occluder_kept_out") for f in fm if "occluder_kept" in f
+                 and f.get("skin_occluder")]
         other = [f.get("other") for f in fm if "other" in f]
         print(f"| {set_name} | {arm} | {len(fm)} | {_fmt([f['dE'] for f in fm])} | "
               f"{np.median(steps_a):.1f} / {np.median(steps_o):.1f} | "
               f"{np.median(hf):.2f} | {_fmt(other, 'share')} | "
-              f"{_fmt(occ_c, 'share')} / {_fmt(occ_s, 'share')} | {np.median(t['cpu']):.2f} |")
+              f"{_fmt(occ_c, 'share')} / {_fmt(occ_s, 'share')} | "
+              f"{_fmt(out_c, 'share')} / {_fmt(out_s, 'share')} | {np.median(t['cpu']):.2f} |")
 
 
 if __name__ == "__main__":

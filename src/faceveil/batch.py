@@ -208,10 +208,14 @@ def left_out_notes(skipped: Sequence[dict]) -> list[str]:
 
 
 def face_json(index: int, region) -> dict:
-    """A face as reports list it: its number, box, detector and score."""
-    return {"index": region.index if region.index is not None else index,
-            "box": [int(v) for v in region.box], "source": region.source,
-            "score": region.score}
+    """A face as reports list it: its number, box, detector and score, and what its mask
+    left out as occluders (rule, share of the mask and about how many photo pixels)."""
+    out = {"index": region.index if region.index is not None else index,
+           "box": [int(v) for v in region.box], "source": region.source,
+           "score": region.score}
+    if region.occlusion is not None:
+        out["occluders"] = region.occlusion.as_json()
+    return out
 
 
 def report_row(src: Path, dst: Path | None, regions: Sequence, skipped: Sequence[dict]) -> dict:

@@ -212,7 +212,9 @@ class Detection:
     detector finds; ``boxes`` (x, y, w, h) add faces it missed, ``exclude`` leaves
     detections out by number. ``aligned``: the input is already an aligned face crop (no
     detection). ``parser_weights``: a BiSeNet face parser's weights file, whose masks
-    replace the landmark masks.
+    replace the landmark masks. ``occluders``: keep what lies in front of a face (a
+    hand, a cloth, hair) as it was, by the skin-colour rule or the parser's classes;
+    the eyes, nose and mouth are replaced whatever lies there (``faces.occluders``).
     """
 
     detector: str | None = None
@@ -222,6 +224,7 @@ class Detection:
     exclude: tuple[int, ...] = ()
     aligned: bool = False
     parser_weights: str | None = None
+    occluders: bool = True
 
     def __post_init__(self) -> None:
         if self.detector is not None:

@@ -311,8 +311,14 @@ def _finite(ctx, param, value):
 
 
 def detection_options(func):
-    """--detector, --threshold and --min-face (defaults: faces.DEFAULT_DETECTOR,
+    """--detector, --threshold, --min-face and --occluders (defaults: faces.DEFAULT_DETECTOR,
     faces.DETECTORS' thresholds, faces.DEFAULT_MIN_FACE; tests check the help says so)."""
+    func = click.option(
+        "--occluders/--no-occluders", default=None,
+        help="Keep what lies in front of a face (a hand, a cloth, hair) as it was, found by "
+             "its colour (not the face's skin) or a face parser's classes; the eyes, nose "
+             "and mouth are replaced whatever covers them [default: on]. Skin-coloured "
+             "hands are not told apart from the face.")(func)
     func = click.option(
         "--min-face", default=None, type=click.IntRange(1), metavar="PX",
         help="Skip (and report) detected faces narrower than this many pixels "

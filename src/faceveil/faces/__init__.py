@@ -10,6 +10,7 @@ This package knows nothing of keys, diffusion or files. Its modules, from the bo
 - :mod:`.detectors`: every detector, calibrated to dlib's box convention; candidates;
 - :mod:`.masks`: facial masks, feathering, user masks, the one dilation and erosion;
 - :mod:`.parsing`: a BiSeNet face parser for masks (weights supplied by the user);
+- :mod:`.occluders`: what lies in front of a face inside its mask, kept as it was;
 - :mod:`.regions`: every face to anonymize in a photo, aligned, with its mask;
 - :mod:`.preview`: drawing what would be anonymized.
 
@@ -42,13 +43,14 @@ from .regions import (
     find_regions,
     resolution_notes,
 )
-from .warp import extract, footprint, paste, paste_reach
+from .warp import extract, extract_at, footprint, paste, paste_reach
 
 __all__ = [
     "align_transform", "aligned_region", "apply_transform", "Box", "box_from_points5",
     "box_region", "crop_mask", "DEFAULT_DETECTOR", "DEFAULT_MIN_FACE", "detect",
     "DetectedFace", "detector_members", "detector_settings", "DETECTORS", "dilate",
-    "dlib_mean_shape68", "dlib_model", "draw_preview", "erode", "extract", "face_number",
+    "dlib_mean_shape68", "dlib_model", "draw_preview", "erode", "extract", "extract_at",
+    "face_number",
     "FaceRegion", "facial_mask", "find_detections", "find_faces", "find_regions", "footprint",
     "Framing", "framing_box", "invert_transform", "landmarks68", "model_path", "overlap", "paste",
     "paste_reach", "points5_of", "resolution_notes", "scored_detections",

@@ -127,17 +127,31 @@ def facial_mask(
     return soft.astype(np.float32)
 
 
+def polygon_mask(points: np.ndarray, size: int, grow: float = 0.0) -> np.ndarray:
+    """Boolean ``(size, size)`` mask of the convex hull of ``points`` (crop pixels), grown
+    outwards by ``grow`` pixels."""
+    return _polygon_depth(_convex_hull(points), size) + grow >= 0
+
+
+def shrink_to(mask: np.ndarray, size: int) -> np.ndarray:
+    """A square boolean mask brought to ``size`` by max pooling (enlarging: nearest), so a
+    pixel is set when any pixel it covers is: nothing set is lost."""
+    m = np.asarray(mask).astype(np.float32)
+    return _resize_max(_resize_max(m, size, 0), size, 1) > 0
+
+
 def template_mask(framing: Framing, size: int) -> np.ndarray:
     """:func:`facial_mask` of the framing's mean landmarks: the mask of a typical face."""
     return facial_mask(framing.landmarks68 * size, size)
 
 
-def soften(hard: np.ndarray, feather_px: float) -> np.ndarray:
+def soften(hard: np.ndarray, feather_px: float, outside: bool = False) -> np.ndarray:
     """Feather any hard mask inwards: 1 from ``feather_px`` inside its edge, falling towards
     the edge (its outermost pixels keep a positive value), 0 outside.
 
     For masks that are not convex outlines (a face parser's, a user's). The distance to
-    the edge is counted in 3x3 erosions.
+    the edge is counted in 3x3 erosions; ``outside``: whether the pixels beyond the
+    border count as inside (then the border is no edge).
     """
     hard_b = np.asarray(hard) > 0
     n = max(int(math.ceil(feather_px)), 1)
@@ -145,7 +159,7 @@ def soften(hard: np.ndarray, feather_px: float) -> np.ndarray:
     cur = hard_b
     for _ in range(n):
         depth += cur
-        cur = erode(cur, 1)  # a pixel survives if its whole 3x3 neighbourhood is inside
+        cur = erode(cur, 1, outside)  # survives if its whole 3x3 neighbourhood is inside
     return np.where(hard_b, _smoothstep(depth / n), 0.0).astype(np.float32)
 
 

@@ -31,7 +31,8 @@ from .geometry import (
 )
 from .landmarks import dlib_model, landmarks68, points5_of
 from .masks import crop_mask, facial_mask, soften, template_mask
-from .warp import extract
+from .occluders import Occlusion, occlusion
+from .warp import extract_at
 
 
 @dataclass
@@ -41,7 +42,8 @@ class FaceRegion:
     ``transform`` maps photo ``(x, y)`` to crop pixels; ``mask`` is the soft facial mask
     in crop space (``mask > 0`` is the hard mask); ``landmarks`` are in the photo.
     ``index`` numbers detections left to right (then top to bottom) as ``exclude`` and
-    the preview count them; user boxes follow the detections.
+    the preview count them; user boxes follow the detections. ``occlusion`` says what
+    the mask leaves out as occluders in front of the face (None: the rule did not run).
     """
 
     box: Box
@@ -52,6 +54,7 @@ class FaceRegion:
     source: str
     score: float | None
     index: int | None = None
+    occlusion: Occlusion | None = None
 
 
 def _region(
@@ -231,6 +234,30 @@ def _fits_framing(lm_crop: np.ndarray, framing: Framing, crop_size: int) -> bool
 PARSER_FEATHER = 0.04  # soft edge of parser masks, as a fraction of the crop side
 
 
+def _parsed_face(parser, pixels: np.ndarray, region: FaceRegion) -> np.ndarray | None:
+    """The parser's face classes in ``region``'s crop (hard), None when it sees none."""
+    from .parsing import INPUT_SIZE, parse_mask
+
+    # Parse a sharp crop at the parser's own resolution, straight from the photo, and
+    # bring the labels down to the model's crop.
+    sharp = extract_at(pixels, region.transform, region.crop_size, INPUT_SIZE)[0]
+    hard = parse_mask(parser, sharp, size=region.crop_size)
+    return hard if hard.any() else None
+
+
+def _keep_occluders(pixels: np.ndarray, region: FaceRegion, face: np.ndarray | None) -> None:
+    """Cut what lies in front of the face out of ``region``'s mask (:mod:`.occluders`);
+    with a parser's ``face`` classes, the mask is those and the landmark outline, less
+    what is kept."""
+    occ = occlusion(pixels, region, face)
+    region.occlusion = occ
+    if face is None:
+        region.mask = occ.carve(region.mask)
+    else:
+        hard = ((face > 0) | (region.mask > 0)) & ~occ.kept
+        region.mask = soften(hard, PARSER_FEATHER * region.crop_size)
+
+
 def find_regions(pixels: np.ndarray, *, framing: Framing, crop_size: int,
                  detection: Detection, mask: np.ndarray | None = None
                  ) -> tuple[list[FaceRegion], list[dict]]:
@@ -250,18 +277,17 @@ def find_regions(pixels: np.ndarray, *, framing: Framing, crop_size: int,
             pixels, framing=framing, crop_size=crop_size,
             detector=detection.detector or DEFAULT_DETECTOR, threshold=detection.threshold,
             min_face=detection.min_face, boxes=detection.boxes, exclude=detection.exclude)
+    parser = None
     if detection.parser_weights and mask is None:
-        from .parsing import INPUT_SIZE, parse_mask, parser_for
+        from .parsing import parser_for
 
         parser = parser_for(detection.parser_weights)
-        for r in regions:
-            # Parse a sharp crop at the parser's own resolution, straight from the photo,
-            # and bring the labels down to the model's crop.
-            sharp = np.vstack([np.asarray(r.transform) * (INPUT_SIZE / crop_size)])
-            sharp[:, 2] += 0.5 * (INPUT_SIZE / crop_size) - 0.5  # keep pixel centres aligned
-            hard = parse_mask(parser, extract(pixels, sharp, INPUT_SIZE), size=crop_size)
-            if hard.any():
-                r.mask = soften(hard, PARSER_FEATHER * crop_size)
+    for r in regions:
+        face = None if parser is None else _parsed_face(parser, pixels, r)
+        if face is not None and not detection.occluders:
+            r.mask = soften(face, PARSER_FEATHER * crop_size)
+        elif detection.occluders and mask is None:
+            _keep_occluders(pixels, r, face)
     return regions, skipped
 
 

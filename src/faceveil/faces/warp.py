@@ -106,6 +106,17 @@ def extract(image: np.ndarray, transform: np.ndarray, crop_size: int) -> np.ndar
     return out.astype(np.float32)
 
 
+def extract_at(image: np.ndarray, transform: np.ndarray, crop_size: int,
+               size: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`extract` of the crop of ``transform`` (made for ``crop_size``) at another
+    resolution ``size``, sampled straight from the photo (sharper than a resized crop);
+    returns it and its photo -> crop transform."""
+    f = size / crop_size
+    sharp = np.asarray(transform, np.float64) * f
+    sharp[:, 2] += 0.5 * f - 0.5  # pixel centres stay aligned
+    return extract(image, sharp, size), sharp
+
+
 def footprint(
     alpha: np.ndarray, transform: np.ndarray, image_shape: Sequence[int]
 ) -> tuple[np.ndarray, tuple[slice, slice]]:

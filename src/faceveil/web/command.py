@@ -119,9 +119,9 @@ def url_of(sock: socket.socket, host: str) -> str:
               help="Log one line per request (method, path, status). Keys and passphrases "
                    "travel in request bodies, which are never logged.")
 @handle_errors
-def serve_command(host, allow_hosts, port, model, steps, detector, threshold, min_face, device,
-                  batch_size, max_upload_mb, max_memory_mb, keep_minutes, open_browser,
-                  access_log) -> None:
+def serve_command(host, allow_hosts, port, model, steps, detector, threshold, min_face,
+                  occluders, device, batch_size, max_upload_mb, max_memory_mb, keep_minutes,
+                  open_browser, access_log) -> None:
     """Start the local web page: anonymize photos (review the detected faces first) and
     recover them, in a browser on this machine.
 
@@ -147,7 +147,8 @@ def serve_command(host, allow_hosts, port, model, steps, detector, threshold, mi
             "keys travel over plain, unencrypted HTTP. Use it only on a network you trust, "
             "or keep the default 127.0.0.1.", err=True, fg="red", bold=True)
     options = build_options({"steps": steps, "detector": detector, "threshold": threshold,
-                             "min_face": min_face, "device": device,
+                             "min_face": min_face, "occluders": occluders,
+                             "device": device,
                              "batch_size": batch_size})
     settings = Settings(model=model, options=options,
                         max_upload=int(max_upload_mb * MB), max_memory=int(max_memory_mb * MB),
