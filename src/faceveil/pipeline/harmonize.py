@@ -43,7 +43,6 @@ STD_RANGE = (0.25, 4.0)  # how far the colour spread may be scaled
 SKIN_STD_RANGE = (0.6, 1.5)
 CHROMA_SIGMA = 1.5  # crop pixels: the low-pass of the new face's colour (a*, b*)
 UPSCALE = 4  # the new face is pasted from a crop this many times larger (bicubic)
-GRAIN_RING = 8  # photo pixels around a pasted face whose grain it is given
 
 
 def rgb_to_lab(rgb255: np.ndarray) -> np.ndarray:
@@ -448,76 +447,115 @@ def upscaled(crop: np.ndarray, transform: np.ndarray, inside: np.ndarray,
     return np.clip(big, 0, 255), t
 
 
-def _noise_level(img: np.ndarray, sel: np.ndarray) -> np.ndarray:
-    """Per-channel robust noise level: 1.4826 x the median absolute deviation of a 3x3
-    high-pass, over ``sel``."""
-    a = np.asarray(img, np.float64)
-    pad = np.pad(a, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    hp = a - sum(pad[i:i + a.shape[0], j:j + a.shape[1]] for i in range(3)
-                 for j in range(3)) / 9
-    v = hp[np.asarray(sel, bool)]
-    if len(v) == 0:
-        return np.zeros(3)
-    return 1.4826 * np.median(np.abs(v - np.median(v, axis=0)), axis=0)
+RIM = 0.04  # face widths: the rings just inside and just outside the edge that are compared
+LIGHT_SCALE = 0.1  # face widths: the light field's smoothness along the edge
+LIGHT_REACH = 0.1  # face widths: how far in from the edge the field fades out
+LIGHT_MAX = 30.0  # L*: the largest correction (light, not a repaint)
+SKIN_WINDOW = (20.0, 12.0)  # L*, a*/b*: how far skin next to the edge may be from the new face's
+MIN_RIM = 40  # skin pixels next to the edge below which the light is left as matched
 
 
-SEAM_REACH = 0.06  # face widths: how far the seam's correction reaches in, and reads out
-SEAM_MAX = 30.0  # grey levels: the largest correction (a seam, not a repaint)
+def _skin_rim(lab: np.ndarray, outside: np.ndarray, face_lab: np.ndarray,
+              below_chin: np.ndarray | None) -> np.ndarray:
+    """The skin in the ring ``outside`` a pasted face: skin-like pixels within
+    ``SKIN_WINDOW`` of the new face's own skin colour (``face_lab``, which :func:`match`
+    moved onto the photo's skin), so not the backdrop, hair or clothes; the neck under the
+    chin is left out (the chin's shadow is not the face's light) unless the rest is too
+    little."""
+    near = (np.abs(lab[..., 0] - face_lab[0]) <= SKIN_WINDOW[0]) & (
+        np.abs(lab[..., 1:] - face_lab[1:]) <= SKIN_WINDOW[1]).all(axis=-1)
+    rim = outside & near & skin_like(lab)
+    if below_chin is not None and (rim & ~below_chin).sum() >= MIN_RIM:
+        rim &= ~below_chin
+    return rim
 
 
-def _seam(part: np.ndarray, alpha: np.ndarray, face_width: float) -> np.ndarray:
-    """The correction that closes the light step at a pasted face's edge: the local mean
-    grey level of the published pixels just outside the footprint minus that of the new
-    face just inside
-    (both Gaussian-weighted over ``SEAM_REACH`` x the face width), added to the new face's
-    share of each pixel (``alpha``), fully at its edge and fading to nothing that far in.
-    Only the new face and published pixels are read."""
-    reach = max(1.0, SEAM_REACH * face_width)
-    touched = (alpha > 0).astype(np.float64)
-    core = (alpha >= 0.999).astype(np.float64)
-    outside = (faces.dilate(touched.astype(np.float32), int(math.ceil(2 * reach))) > 0) & ~(
-        touched > 0)
-    # The means are read twice as wide as the fade, so both exist wherever it acts.
-    out_w = smooth(outside.astype(np.float64), 2 * reach)
-    in_w = smooth(core, 2 * reach)
-    out_mean = smooth(part * outside[..., None], 2 * reach) / np.maximum(out_w, 1e-9)[..., None]
-    in_mean = smooth(part * core[..., None], 2 * reach) / np.maximum(in_w, 1e-9)[..., None]
-    both = np.minimum(out_w, in_w) > 1e-3
-    # Grey (the same on every channel): the light steps; colour would bleed from a shirt
-    # or an object in front of the face into its edge.
-    offset = np.where(both[..., None], np.clip((out_mean - in_mean).mean(axis=-1, keepdims=True),
-                                               -SEAM_MAX, SEAM_MAX), 0.0)
-    # Full at the footprint's edge (a smoothed core of 1/2 or less), none deep inside.
-    fade = np.clip(2.0 * (1.0 - smooth(core, reach)), 0.0, 1.0)
-    return offset * (np.clip(alpha, 0, 1) * fade)[..., None]
+def _light(lab: np.ndarray, alpha: np.ndarray, rim: np.ndarray, face_width: float
+           ) -> np.ndarray:
+    """The L* field that brings a pasted face's light to the skin next to it: along the
+    edge, the local mean L* of the skin just outside (``rim``) minus that of the new face
+    just inside, spread over the face as a smooth field (normalized Gaussian convolution,
+    ``LIGHT_SCALE`` x the face width): its level, and the side and height the light comes
+    from, are the neighbouring skin's; the new face keeps its own detail. Zero where no
+    skin is next to the edge. Reads the new face and ``rim`` (published pixels) only."""
+    core = alpha >= 0.999
+    inner = core & ~faces.erode(core, max(1, int(round(RIM * face_width))), True)
+    reach = max(1.0, 0.5 * LIGHT_SCALE * face_width)
+    light = lab[..., 0]
+    in_w, out_w = smooth(inner.astype(np.float64), reach), smooth(rim.astype(np.float64), reach)
+    in_mean = smooth(light * inner, reach) / np.maximum(in_w, 1e-9)
+    out_mean = smooth(light * rim, reach) / np.maximum(out_w, 1e-9)
+    # Samples where both sides are near: the edge, where the two means are compared.
+    weight = np.where((in_w > 0.05) & (out_w > 0.05), np.minimum(in_w, out_w), 0.0)
+    if weight.sum() <= 0:
+        return np.zeros_like(light)
+    step = np.where(weight > 0, out_mean - in_mean, 0.0)
+    scale = max(1.0, LIGHT_SCALE * face_width)
+    spread_w = smooth(weight, scale)
+    # Far from every sample the field goes smoothly to the mean step (a prior of small
+    # weight, so no seam where the blur's reach ends).
+    prior = 0.002 * float(spread_w.max())
+    overall = float((step * weight).sum() / weight.sum())
+    field = (smooth(step * weight, scale) + prior * overall) / (spread_w + prior)
+    # Full at the edge (a smoothed core of 1/2 or less), none deep inside, where the
+    # level :func:`match` read from the skin zones stays.
+    fade = np.clip(3.0 * (1.0 - smooth(core.astype(np.float64), LIGHT_REACH * face_width)),
+                   0.0, 1.0)
+    return np.clip(field, -LIGHT_MAX, LIGHT_MAX) * fade
+
+
+def _highpass(grey: np.ndarray) -> np.ndarray:
+    """A 3x3 high-pass (the pixel minus its neighbourhood's mean): grain and fine detail."""
+    pad = np.pad(grey, 1, mode="edge")
+    return grey - sum(pad[i:i + grey.shape[0], j:j + grey.shape[1]] for i in range(3)
+                      for j in range(3)) / 9
 
 
 def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
           normals: Callable[[int], np.ndarray]) -> np.ndarray:
     """Paste a harmonized face: its colour from the magnified crop (:func:`upscaled`),
     where it goes from its own mask (so exactly the pixels :func:`faceveil.faces.paste`
-    would change), its edge brought to the published pixels next to it (:func:`_seam`),
-    then the grain of the published surroundings added inside the
-    footprint, drawn by ``normals(n)`` (the face's key stream). Reads only pixels outside
-    the footprint and the new face. Returns a new uint8 photo."""
+    would change); its light brought to the skin next to its edge (:func:`_light`); then
+    grain, drawn by ``normals(n)`` (the face's key stream), enough for the new face's
+    fine detail to reach that of the skin next to it (the variance of a 3x3 high-pass:
+    the photo's noise, its sharpness and the skin's texture together). Reads only the
+    new face and published pixels outside the footprint. Returns a new uint8 photo."""
     inside = np.asarray(region.mask) > 0
     out = faces.paste(photo, crop, region.transform, region.mask,
                       colour=upscaled(crop, region.transform, inside))
     footprint, window = faces.footprint(region.mask, region.transform, out.shape)
-    if footprint.size == 0:
-        return out
-    part = out[window].astype(np.float64)
     touched = footprint > 0
-    part += _seam(part, footprint, region.box[2])
-    around = (faces.dilate(touched.astype(np.float32), GRAIN_RING) > 0) & ~(
+    if footprint.size == 0 or not touched.any():
+        return out
+    part = out[window].astype(np.float32)
+    width = float(region.box[2])
+    lab = rgb_to_lab(part)
+    ring = max(2, int(round(RIM * width)))
+    outside = (faces.dilate(touched.astype(np.float32), ring + 1) > 0) & ~(
         faces.dilate(touched.astype(np.float32), 1) > 0)
-    skin = around & skin_like(rgb_to_lab(part))
-    want = _noise_level(part, skin if skin.sum() >= 50 else around)
-    have = _noise_level(part, footprint >= 0.999)  # the new face alone, no blend
-    # The 3x3 high-pass keeps 8/9 of white noise's variance.
-    sigma = np.sqrt(np.maximum(want**2 - have**2, 0.0) / (8 / 9))
-    noise = normals(part.size).reshape(part.shape) * sigma
-    noisy = np.clip(np.rint(part + np.clip(footprint, 0, 1)[..., None] * noise), 0, 255)
+    core = footprint >= 0.999
+    face_lab = np.median(lab[core if core.any() else touched], axis=0)
+    below_chin = None
+    if region.landmarks is not None:
+        lm = np.asarray(region.landmarks, np.float64)
+        ys, xs = np.mgrid[window[0], window[1]]
+        _, up = face_coords(lm, xs.astype(np.float64), ys.astype(np.float64))
+        below_chin = up < face_coords(lm, lm[8:9, 0], lm[8:9, 1])[1][0]
+    rim = _skin_rim(lab, outside, face_lab, below_chin)
+    if rim.sum() >= MIN_RIM:
+        lab[..., 0] += _light(lab, footprint, rim, width) * np.clip(footprint, 0, 1)
+        part = np.where(touched[..., None], lab_to_rgb(lab), part)
+    # Grain: the skin next to the edge (or the whole ring) against the new face alone.
+    grey = part.mean(axis=-1)
+    hp = _highpass(grey)
+    sel = rim if rim.sum() >= MIN_RIM else outside
+    want = float(hp[sel].var()) if sel.any() else 0.0
+    have = float(hp[core].var()) if core.any() else want
+    # A 3x3 high-pass keeps 8/9 of white noise's variance; the same grain on every
+    # channel, as a photo's is mostly in its light (chroma is subsampled).
+    sigma = math.sqrt(max(want - have, 0.0) / (8 / 9))
+    noise = normals(grey.size).reshape(grey.shape) * sigma
+    noisy = np.clip(np.rint(part + (np.clip(footprint, 0, 1) * noise)[..., None]), 0, 255)
     region_pixels = out[window]
     region_pixels[touched] = noisy.astype(np.uint8)[touched]
     return out
