@@ -289,30 +289,14 @@ _FALLBACK = {"band-skin": "the skin-like pixels of the band around it (too littl
              "grey": "the grey band around it (a black-and-white photo)"}
 
 
-# The rule :func:`match` used for a face (photo and face geometry -> rule), so that
-# :func:`colour_notes` need not pick the pixels again; a few recent faces only.
-_RULES: dict[tuple, str] = {}
-
-
-def _face_key(photo: np.ndarray, region: faces.FaceRegion) -> tuple:
-    return (photo.__array_interface__["data"][0], photo.shape, tuple(region.box),
-            np.asarray(region.transform, np.float64).tobytes())
-
-
-def colour_notes(photo: np.ndarray, regions, skip=()) -> list[str]:
-    """One note naming the faces whose colour did not come from skin (the rule
-    :func:`skin_pixels` fell back to), for ``--report``; none when every face's did.
-    Faces whose ``skip`` entry is true (a crop made elsewhere, e.g. a video segment's
-    keyframe) are left out."""
+def colour_notes(regions, rules) -> list[str]:
+    """One note naming the faces whose colour did not come from skin (``rules[i]``: the
+    rule :func:`skin_stats` used for ``regions[i]``, "none" where nothing was picked),
+    for ``--report``; none when every face's did. Faces whose rule is None (a crop made
+    elsewhere, e.g. a video segment's keyframe) are left out."""
     by_rule: dict[str, list[str]] = {}
-    for i, r in enumerate(regions):
-        if i < len(skip) and skip[i]:
-            continue
-        rule = _RULES.get(_face_key(photo, r))
-        if rule is None:
-            picked = skin_pixels(photo, r)
-            rule = "none" if picked is None else picked.rule
-        if rule != "skin":
+    for i, (r, rule) in enumerate(zip(regions, rules, strict=True)):
+        if rule is not None and rule != "skin":
             by_rule.setdefault(rule, []).append(str(faces.face_number(r, i)))
     return [f"face {', '.join(n)}: colour matched to "
             + _FALLBACK.get(rule, "nothing (no published pixel around it); left as made")
@@ -362,20 +346,23 @@ def smooth(a: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def match(crop: np.ndarray, region: faces.FaceRegion, photo: np.ndarray) -> np.ndarray:
+    """:func:`match_to` the skin :func:`skin_stats` reads around the face in ``photo``."""
+    return match_to(crop, region, skin_stats(photo, region))
+
+
+def match_to(crop: np.ndarray, region: faces.FaceRegion, stats: SkinStats | None
+             ) -> np.ndarray:
     """The new crop in the photo's colours, inside the face's hard mask only: its colour
     (a*, b*) low-passed (the model's colour speckle, to which the eye is more sensitive
     than to colour resolution, the reason codecs subsample chroma), then its colour moved
-    to what :func:`skin_stats` read around it and its a* and b* spread scaled to theirs;
+    to ``stats`` (what :func:`skin_stats` read around it) and its a* and b* spread scaled
+    to theirs;
     L* keeps the face's own contrast (matching it too washed the features out on dark
     skin). Under the ``skin`` rule the new face's own skin (its pixels near their dominant
     colour, so not eyes, brows or lips) is what moves onto the surrounding skin's median,
     and its left-to-right L* slope becomes the surrounding skin's (the side the light
     comes from); under the band rules its mean moves to the band's median. Unchanged
     where the surroundings give nothing to match."""
-    stats = skin_stats(photo, region)
-    if len(_RULES) > 256:
-        _RULES.clear()
-    _RULES[_face_key(photo, region)] = "none" if stats is None else stats.rule
     inside = np.asarray(region.mask) > 0
     out = np.asarray(crop, np.float64).copy()
     if stats is None or not inside.any():
@@ -459,12 +446,14 @@ def _skin_rim(lab: np.ndarray, outside: np.ndarray, face_lab: np.ndarray,
               below_chin: np.ndarray | None) -> np.ndarray:
     """The skin in the ring ``outside`` a pasted face: skin-like pixels within
     ``SKIN_WINDOW`` of the new face's own skin colour (``face_lab``, which :func:`match`
-    moved onto the photo's skin), so not the backdrop, hair or clothes; the neck under the
+    moved onto the photo's skin; any colour near it in a grey photo), so not the backdrop,
+    hair or clothes; the neck under the
     chin is left out (the chin's shadow is not the face's light) unless the rest is too
     little."""
     near = (np.abs(lab[..., 0] - face_lab[0]) <= SKIN_WINDOW[0]) & (
         np.abs(lab[..., 1:] - face_lab[1:]) <= SKIN_WINDOW[1]).all(axis=-1)
-    rim = outside & near & skin_like(lab)
+    # A grey new face (a black-and-white photo, the ``grey`` rule) has no skin colour.
+    rim = outside & near & (skin_like(lab) | (np.hypot(*face_lab[1:]) < GREY_CHROMA))
     if below_chin is not None and (rim & ~below_chin).sum() >= MIN_RIM:
         rim &= ~below_chin
     return rim
