@@ -165,20 +165,41 @@ def _border_and_grain(original: np.ndarray, out: np.ndarray, region) -> tuple[fl
     return step[1], step[0], detail[1] / detail[0]
 
 
-def test_a_replaced_portrait_face_keeps_the_photos_border_step_and_grain():
-    """On a real portrait the new face's edge is as light as the skin next to it (the
-    step at the border is the photo's own, not a lighter oval) and it has the photo's
-    fine detail (grain), not a smooth patch. Reads nothing of the original face: another
-    face painted under the mask changes nothing."""
+@pytest.mark.slow
+def test_a_replaced_portrait_face_has_the_photos_grain_and_border():
+    """On a real portrait the new face has the photo's fine detail (grain), not a smooth
+    patch (the 64 px face alone has a tenth to a third of it), and its edge steps about
+    as the original's did."""
     from pathlib import Path
 
     from faceveil import api, images, keys
+    from faceveil.options import FixedKeys
 
-    pixels = images.load_image(Path(__file__).parent / "data" / "obama.jpg").pixels
+    pixels = images.load_image(Path(__file__).parent / "data" / "biden.jpg").pixels
     regions, _ = api.find_regions(pixels)
     key = keys.KeySource.from_bytes(bytes(range(32)))
-    result = api.anonymize(pixels, key, regions=regions[:1])
+    result = api.anonymize(pixels, key, regions=regions[:1],
+                           fixed=FixedKeys(salt=bytes(16), nonces=(bytes(range(16)),)))
     step, own, detail = _border_and_grain(pixels, result.pixels, regions[0])
-    assert abs(step - own) <= max(3.0, 0.3 * abs(own))
     assert 0.6 <= detail <= 1.6
+    assert abs(step - own) <= 5.0
     assert not any("colour matched" in n for n in result.notes)  # its colour from skin
+
+
+def test_the_edge_takes_the_light_of_the_skin_next_to_it_not_the_backdrop():
+    """A new face 20 L* lighter than the skin, on a portrait whose mask is flanked by a
+    light backdrop and hair: its edge comes to the skin's light (no lighter oval), as
+    the original's edge was, and the backdrop does not pull it lighter."""
+    photo, region = _portrait(noise=1.0)
+    skin_light = harmonize.rgb_to_lab(np.asarray(SKIN, float))[0]
+    lighter = harmonize.lab_to_rgb(harmonize.rgb_to_lab(np.asarray(SKIN, float))
+                                   + [20.0, 0, 0])
+    crop = np.broadcast_to(lighter, (64, 64, 3)).astype(np.float32)
+    out = harmonize.paste(photo, crop, region, lambda n: np.zeros(n))
+    alpha, window = faces.footprint(region.mask, region.transform, photo.shape)
+    core = alpha >= 0.999
+    rim = core & ~faces.erode(core, max(2, round(0.04 * region.box[2])), False)
+    light = harmonize.rgb_to_lab(out[window].astype(np.float64))[..., 0]
+    assert abs(np.median(light[rim]) - skin_light) < 5  # was 20 lighter
+    deep = faces.erode(core, round(0.3 * region.box[2]), False)
+    assert np.median(light[deep]) > skin_light + 12  # the middle keeps the made level
