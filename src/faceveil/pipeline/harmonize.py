@@ -469,7 +469,11 @@ def _light(lab: np.ndarray, alpha: np.ndarray, rim: np.ndarray, face_width: floa
     skin is next to the edge. Reads the new face and ``rim`` (published pixels) only."""
     core = alpha >= 0.999
     inner = core & ~faces.erode(core, max(1, int(round(RIM * face_width))), True)
-    reach = max(1.0, 0.5 * LIGHT_SCALE * face_width)
+    touched = alpha > 0
+    # The means reach across the soft edge (its mean width: its area over its length).
+    edge = (faces.dilate(touched.astype(np.float32), 1) > 0) & ~touched
+    feather = float((touched & ~core).sum()) / max(float(edge.sum()), 1.0)
+    reach = max(1.0, 0.5 * LIGHT_SCALE * face_width, feather + 1.0)
     light = lab[..., 0]
     in_w, out_w = smooth(inner.astype(np.float64), reach), smooth(rim.astype(np.float64), reach)
     in_mean = smooth(light * inner, reach) / np.maximum(in_w, 1e-9)
@@ -479,7 +483,7 @@ def _light(lab: np.ndarray, alpha: np.ndarray, rim: np.ndarray, face_width: floa
     if weight.sum() <= 0:
         return np.zeros_like(light)
     step = np.where(weight > 0, out_mean - in_mean, 0.0)
-    scale = max(1.0, LIGHT_SCALE * face_width)
+    scale = max(2.0 * reach, LIGHT_SCALE * face_width)
     spread_w = smooth(weight, scale)
     # Far from every sample the field goes smoothly to the mean step (a prior of small
     # weight, so no seam where the blur's reach ends).
