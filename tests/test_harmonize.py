@@ -128,8 +128,8 @@ def test_fallbacks_grey_tiny_border_and_coloured_light():
 
 def test_the_seam_at_the_edge_closes():
     """A flat new face 40 grey levels darker than the flat grey photo around it (no skin
-    colour: a black-and-white photo): the paste brings its edge to the photo's level (no band darker than both sides) and leaves
-    its middle as made."""
+    colour: a black-and-white photo): the paste brings its edge to the photo's level (no
+    band darker than both sides) and leaves its middle about as made."""
     photo = np.full((160, 160, 3), 180, np.uint8)
     m = np.zeros((64, 64), np.float32)
     m[12:52, 12:52] = 1.0
