@@ -184,6 +184,11 @@ def test_a_replaced_portrait_face_has_the_photos_grain_and_border():
     assert 0.6 <= detail <= 1.6
     assert abs(step - own) <= 5.0
     assert not any("colour matched" in n for n in result.notes)  # its colour from skin
+    # The same photo in black and white: the fallback rule is said in the notes (--report).
+    grey = np.repeat(pixels.mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8)
+    notes = api.anonymize(grey, key, regions=regions[:1], fixed=FixedKeys(
+        salt=bytes(16), nonces=(bytes(range(16)),))).notes
+    assert any("face 0: colour matched to the grey band" in n for n in notes)
 
 
 def test_the_edge_takes_the_light_of_the_skin_next_to_it_not_the_backdrop():
