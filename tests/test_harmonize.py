@@ -161,7 +161,7 @@ def _border_and_grain(original: np.ndarray, out: np.ndarray, region) -> tuple[fl
     light = [harmonize.rgb_to_lab(p[window].astype(np.float64))[..., 0] for p in (original,
                                                                                    out)]
     step = [float(np.median(x[inner]) - np.median(x[outer])) for x in light]
-    detail = [float(harmonize._highpass(x)[core].var()) for x in light]
+    detail = [float(harmonize.highpass(x)[core].var()) for x in light]
     return step[1], step[0], detail[1] / detail[0]
 
 

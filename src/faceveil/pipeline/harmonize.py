@@ -497,7 +497,7 @@ def _light(lab: np.ndarray, alpha: np.ndarray, rim: np.ndarray, face_width: floa
     return np.clip(field, -LIGHT_MAX, LIGHT_MAX) * fade
 
 
-def _highpass(grey: np.ndarray) -> np.ndarray:
+def highpass(grey: np.ndarray) -> np.ndarray:
     """A 3x3 high-pass (the pixel minus its neighbourhood's mean): grain and fine detail."""
     pad = np.pad(grey, 1, mode="edge")
     return grey - sum(pad[i:i + grey.shape[0], j:j + grey.shape[1]] for i in range(3)
@@ -540,7 +540,7 @@ def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
         part = np.where(touched[..., None], lab_to_rgb(lab), part)
     # Grain: the skin next to the edge (or the whole ring) against the new face alone.
     grey = part.mean(axis=-1)
-    hp = _highpass(grey)
+    hp = highpass(grey)
     sel = rim if rim.sum() >= MIN_RIM else outside
     want = float(hp[sel].var()) if sel.any() else 0.0
     have = float(hp[core].var()) if core.any() else want
