@@ -1,7 +1,8 @@
-"""The new face in the photo's own colours: its CIELAB statistics matched to the skin
-around its mask (forehead, temples and neck, picked by the landmarks and a robust skin
-test; the band around the mask where they give too little), so the replaced region does
-not read as a patch.
+"""The new face in the photo's own colours, light and grain: its CIELAB statistics
+matched to the skin around its mask (forehead, temples and neck, picked by the landmarks
+and a robust skin test; the band around the mask where they give too little), then, as
+it is pasted, the light near its edge brought to the skin just outside it and grain added
+up to that skin's fine detail, so the replaced region does not read as a patch.
 
 What it reads, for the privacy account: only photo pixels OUTSIDE the face's footprint
 (what the anonymized photo publishes unchanged), so it tells an observer of the file
@@ -356,8 +357,7 @@ def match_to(crop: np.ndarray, region: faces.FaceRegion, stats: SkinStats | None
     (a*, b*) low-passed (the model's colour speckle, to which the eye is more sensitive
     than to colour resolution, the reason codecs subsample chroma), then its colour moved
     to ``stats`` (what :func:`skin_stats` read around it) and its a* and b* spread scaled
-    to theirs;
-    L* keeps the face's own contrast (matching it too washed the features out on dark
+    to theirs; L* keeps the face's own contrast (matching it too washed the features out on dark
     skin). Under the ``skin`` rule the new face's own skin (its pixels near their dominant
     colour, so not eyes, brows or lips) is what moves onto the surrounding skin's median,
     and its left-to-right L* slope becomes the surrounding skin's (the side the light
@@ -445,11 +445,10 @@ MIN_RIM = 40  # skin pixels next to the edge below which the light is left as ma
 def _skin_rim(lab: np.ndarray, outside: np.ndarray, face_lab: np.ndarray,
               below_chin: np.ndarray | None) -> np.ndarray:
     """The skin in the ring ``outside`` a pasted face: skin-like pixels within
-    ``SKIN_WINDOW`` of the new face's own skin colour (``face_lab``, which :func:`match`
+    ``SKIN_WINDOW`` of the new face's own colour (``face_lab``, which :func:`match_to`
     moved onto the photo's skin; any colour near it in a grey photo), so not the backdrop,
-    hair or clothes; the neck under the
-    chin is left out (the chin's shadow is not the face's light) unless the rest is too
-    little."""
+    hair or clothes. The neck under the chin is left out (the chin's shadow is not the
+    face's light) unless the rest is too little."""
     near = (np.abs(lab[..., 0] - face_lab[0]) <= SKIN_WINDOW[0]) & (
         np.abs(lab[..., 1:] - face_lab[1:]) <= SKIN_WINDOW[1]).all(axis=-1)
     # A grey new face (a black-and-white photo, the ``grey`` rule) has no skin colour.
@@ -465,8 +464,10 @@ def _light(lab: np.ndarray, alpha: np.ndarray, rim: np.ndarray, face_width: floa
     edge, the local mean L* of the skin just outside (``rim``) minus that of the new face
     just inside, spread over the face as a smooth field (normalized Gaussian convolution,
     ``LIGHT_SCALE`` x the face width): its level, and the side and height the light comes
-    from, are the neighbouring skin's; the new face keeps its own detail. Zero where no
-    skin is next to the edge. Reads the new face and ``rim`` (published pixels) only."""
+    from, are the neighbouring skin's; the new face keeps its own detail. Along stretches
+    of edge with no skin outside (backdrop, hair) it tends to the mean step; it fades out
+    ``LIGHT_REACH`` x the face width in. Reads the new face and ``rim`` (published
+    pixels) only."""
     core = alpha >= 0.999
     inner = core & ~faces.erode(core, max(1, int(round(RIM * face_width))), True)
     touched = alpha > 0
@@ -490,8 +491,9 @@ def _light(lab: np.ndarray, alpha: np.ndarray, rim: np.ndarray, face_width: floa
     prior = 0.002 * float(spread_w.max())
     overall = float((step * weight).sum() / weight.sum())
     field = (smooth(step * weight, scale) + prior * overall) / (spread_w + prior)
-    # Full at the edge (a smoothed core of 1/2 or less), none deep inside, where the
-    # level :func:`match` read from the skin zones stays.
+    # Full at the edge (a smoothed core of 2/3 or less), none deep inside, where the
+    # level :func:`match_to` took from the skin zones stays (a real face is lighter in
+    # the middle than at its turning edge; the 64 px model's is the other way round).
     fade = np.clip(3.0 * (1.0 - smooth(core.astype(np.float64), LIGHT_REACH * face_width)),
                    0.0, 1.0)
     return np.clip(field, -LIGHT_MAX, LIGHT_MAX) * fade
