@@ -208,3 +208,27 @@ def test_the_edge_takes_the_light_of_the_skin_next_to_it_not_the_backdrop():
     assert abs(np.median(light[rim]) - skin_light) < 5  # was 20 lighter
     deep = faces.erode(core, round(0.3 * region.box[2]), False)
     assert np.median(light[deep]) > skin_light + 12  # the middle keeps the made level
+
+
+def test_a_little_skin_next_to_the_edge_sets_the_light_only_near_it():
+    """Bangs or hair all round leave a patch of skin by the jaw alone next to the mask:
+    the edge takes its light there, the rest of the face keeps the level it was made
+    with (a few pixels of skin do not relight the whole face)."""
+    photo, region = _portrait(noise=1.0)
+    alpha, (rows, cols) = faces.footprint(region.mask, region.transform, photo.shape)
+    touched, core = np.zeros(photo.shape[:2], bool), np.zeros(photo.shape[:2], bool)
+    touched[rows, cols], core[rows, cols] = alpha > 0, alpha >= 0.999
+    lm = region.landmarks
+    ys, xs = np.mgrid[0:photo.shape[0], 0:photo.shape[1]]
+    patch = np.hypot(xs - lm[4, 0], ys - lm[4, 1]) < 0.15 * region.box[2]
+    photo[~touched & ~patch] = BACKDROP  # no skin around the mask but the patch
+    skin = harmonize.rgb_to_lab(np.asarray(SKIN, float))
+    made = harmonize.lab_to_rgb(skin + [15.0, 0, 0])
+    crop = np.broadcast_to(made, (64, 64, 3)).astype(np.float32)
+    out = harmonize.paste(photo, crop, region, lambda n: np.zeros(n))
+    light = harmonize.rgb_to_lab(out.astype(np.float64))[..., 0]
+    inner = core & ~faces.erode(core, 3, False)  # the new face alone, no blend
+    near = inner & (np.hypot(xs - lm[4, 0], ys - lm[4, 1]) < 0.1 * region.box[2])
+    far = inner & (ys < lm[19, 1])  # the top of the mask, over the brows
+    assert np.median(light[near]) < skin[0] + 8  # brought down towards the patch's skin
+    assert abs(np.median(light[far]) - (skin[0] + 15)) < 3  # as made

@@ -440,6 +440,9 @@ LIGHT_REACH = 0.1  # face widths: how far in from the edge the field fades out
 LIGHT_MAX = 30.0  # L*: the largest correction (light, not a repaint)
 SKIN_WINDOW = (20.0, 12.0)  # L*, a*/b*: how far skin next to the edge may be from the new face's
 MIN_RIM = 40  # skin pixels next to the edge below which the light is left as matched
+# Share of the edge with skin next to it under which the field stays near that skin, and
+# from which its mean step reaches the whole edge.
+COVER = (0.1, 0.25)
 
 
 def _skin_rim(lab: np.ndarray, outside: np.ndarray, face_lab: np.ndarray,
@@ -447,15 +450,13 @@ def _skin_rim(lab: np.ndarray, outside: np.ndarray, face_lab: np.ndarray,
     """The skin in the ring ``outside`` a pasted face: skin-like pixels within
     ``SKIN_WINDOW`` of the new face's own colour (``face_lab``, which :func:`match_to`
     moved onto the photo's skin; any colour near it in a grey photo), so not the backdrop,
-    hair or clothes. The neck under the chin is left out (the chin's shadow is not the
-    face's light) unless the rest is too little."""
+    hair or clothes, nor the neck under the chin (``below_chin``: the chin's shadow is
+    not the face's light)."""
     near = (np.abs(lab[..., 0] - face_lab[0]) <= SKIN_WINDOW[0]) & (
         np.abs(lab[..., 1:] - face_lab[1:]) <= SKIN_WINDOW[1]).all(axis=-1)
     # A grey new face (a black-and-white photo, the ``grey`` rule) has no skin colour.
     rim = outside & near & (skin_like(lab) | (np.hypot(*face_lab[1:]) < GREY_CHROMA))
-    if below_chin is not None and (rim & ~below_chin).sum() >= MIN_RIM:
-        rim &= ~below_chin
-    return rim
+    return rim if below_chin is None else rim & ~below_chin
 
 
 def _light(lab: np.ndarray, alpha: np.ndarray, rim: np.ndarray, face_width: float
@@ -465,7 +466,8 @@ def _light(lab: np.ndarray, alpha: np.ndarray, rim: np.ndarray, face_width: floa
     just inside, spread over the face as a smooth field (normalized Gaussian convolution,
     ``LIGHT_SCALE`` x the face width): its level, and the side and height the light comes
     from, are the neighbouring skin's; the new face keeps its own detail. Along stretches
-    of edge with no skin outside (backdrop, hair) it tends to the mean step; it fades out
+    of edge with no skin outside (backdrop, hair) it tends to the mean step (less where
+    little of the edge has skin next to it, ``COVER``); it fades out
     ``LIGHT_REACH`` x the face width in. Reads the new face and ``rim`` (published
     pixels) only."""
     core = alpha >= 0.999
@@ -490,6 +492,10 @@ def _light(lab: np.ndarray, alpha: np.ndarray, rim: np.ndarray, face_width: floa
     # weight, so no seam where the blur's reach ends).
     prior = 0.002 * float(spread_w.max())
     overall = float((step * weight).sum() / weight.sum())
+    # ... scaled by how much of the edge has skin next to it: a few pixels of skin (hair
+    # or bangs all round, the chin below a short mask) do not set the whole face's light.
+    cover = float((weight > 0).sum()) / max(float(((in_w > 0.05) & ~core).sum()), 1.0)
+    overall *= float(np.clip((cover - COVER[0]) / (COVER[1] - COVER[0]), 0.0, 1.0))
     field = (smooth(step * weight, scale) + prior * overall) / (spread_w + prior)
     # Full at the edge (a smoothed core of 2/3 or less), none deep inside, where the
     # level :func:`match_to` took from the skin zones stays (a real face is lighter in
