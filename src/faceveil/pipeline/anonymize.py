@@ -194,13 +194,15 @@ def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options:
     new_crops = [None if c is None else np.asarray(c, np.float32) for c in given]
     radii: list[float | None] = [None] * len(all_faces)
     residuals = [0.0] * len(all_faces)
+    rules: list[str | None] = [None] * len(all_faces)
     if run:
-        made, made_radii, made_residuals = new_faces(
+        made, made_radii, made_residuals, made_rules = new_faces(
             backbone, engine, [all_faces[i] for i in run], [pixels_of[i] for i in run],
             [regions_all[i] for i in run], hide=hide, batch_size=options.runtime.batch_size,
             sampling=sampling, timings=timings)
         for k, i in enumerate(run):
             new_crops[i], radii[i], residuals[i] = made[k], made_radii[k], made_residuals[k]
+            rules[i] = made_rules[k]
 
     # A face given its crop, made from fresh noise, or harmonized is not its own
     # diffusion result: only its sealed original brings it back.
@@ -226,7 +228,8 @@ def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options:
             results.append(_finish(job, backbone, sampler, options,
                                    [all_faces[i] for i in span], [new_crops[i] for i in span],
                                    [radii[i] for i in span], [residuals[i] for i in span],
-                                   [given[i] is not None for i in span], timings))
+                                   [given[i] is not None for i in span],
+                                   [rules[i] for i in span], timings))
         except Exception as e:  # noqa: BLE001 - reported per image, a bug too
             if len(jobs) == 1:
                 raise
@@ -236,9 +239,11 @@ def anonymize_jobs(jobs: Sequence[Job | Exception], backbone: Backbone, options:
 
 def _finish(job: Job, backbone: Backbone, sampler: Sampler, options: Options,
             face_data: list[FaceData], new_crops: list[np.ndarray], radii: list[float | None],
-            residuals: list[float], given: list[bool], timings: Timings) -> Anonymized:
+            residuals: list[float], given: list[bool], rules: list[str | None],
+            timings: Timings) -> Anonymized:
     """Paste one image's new faces and build its record (``given``: faces whose crop was
-    given, which get no precision residual: diffusion cannot recover them)."""
+    given, which get no precision residual: diffusion cannot recover them; ``rules``: the
+    colour rule each new face was matched by, None where it was not)."""
     diffusion = any(m != "lossless" for m in sampler.recovery_methods)
     pixels = job.loaded.pixels
     out = pixels
@@ -257,13 +262,13 @@ def _finish(job: Job, backbone: Backbone, sampler: Sampler, options: Options,
             face_data[0].photo_mask = job.mask
     with timings.phase("record"):
         return _record(job, backbone, sampler, options, face_data, out, new_crops, radii,
-                       residuals, given, diffusion)
+                       residuals, given, rules, diffusion)
 
 
 def _record(job: Job, backbone: Backbone, sampler: Sampler, options: Options,
             face_data: list[FaceData], out: np.ndarray, new_crops: list[np.ndarray],
             radii: list[float | None], residuals: list[float], given: list[bool],
-            diffusion: bool) -> Anonymized:
+            rules: list[str | None], diffusion: bool) -> Anonymized:
     """Measure what recovery needs of the pasted image ``out`` and seal its record."""
     deniable, lossless = options.protection.deniable, options.protection.seal_originals
     pixels = job.loaded.pixels
@@ -287,7 +292,7 @@ def _record(job: Job, backbone: Backbone, sampler: Sampler, options: Options,
         deniable=deniable, video=job.video)
     notes += resolution_notes(job.regions, backbone)
     if sampler.harmonize:
-        notes += harmonize.colour_notes(pixels, job.regions, skip=given)
+        notes += harmonize.colour_notes(job.regions, rules)
     notes += convergence_notes(residuals, "recovery",
                                [faces.face_number(r, i) for i, r in enumerate(job.regions)])
     return Anonymized(out, record, job.regions, job.skipped, notes, options.output.label)

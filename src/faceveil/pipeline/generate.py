@@ -283,10 +283,11 @@ def generate(backbone: Backbone, engine: Engine, data: Sequence[FaceData],
 def new_faces(backbone: Backbone, engine: Engine, data: Sequence[FaceData],
               pixels: Sequence[np.ndarray], regions: Sequence[faces.FaceRegion], *,
               hide: bool, batch_size: int, sampling: Sampling, timings: Timings | None = None
-              ) -> tuple[list[np.ndarray], list[float | None], list[float]]:
+              ) -> tuple[list[np.ndarray], list[float | None], list[float], list[str | None]]:
     """:func:`generate` on the faces ``regions[i]`` of ``pixels[i]``, then, when the
     sampling asks for it, each new face harmonized with the skin around it
-    (:func:`faceveil.pipeline.harmonize.match`)."""
+    (:func:`faceveil.pipeline.harmonize.match_to`). The last list holds the colour rule
+    each face was matched by (None: not harmonized), for the report's notes."""
     timings = timings or Timings()
     size = backbone.image_size
     with timings.phase("model"):
@@ -297,11 +298,14 @@ def new_faces(backbone: Backbone, engine: Engine, data: Sequence[FaceData],
                                           batch_size=batch_size, sampling=sampling)
         timings.calls += engine.calls - calls
         timings.faces += len(data)
+    rules: list[str | None] = [None] * len(made)
     if sampling.harmonize:
         with timings.phase("harmonize/paste"):
-            made = [harmonize.match(c, r, p)
-                    for c, r, p in zip(made, regions, pixels, strict=True)]
-    return made, radii, residuals
+            stats = [harmonize.skin_stats(p, r) for r, p in zip(regions, pixels, strict=True)]
+            made = [harmonize.match_to(c, r, s) for c, r, s in zip(made, regions, stats,
+                                                                    strict=True)]
+            rules = ["none" if s is None else s.rule for s in stats]
+    return made, radii, residuals, rules
 
 
 def generate_faces(pixels: Sequence[np.ndarray], regions: Sequence[faces.FaceRegion],
@@ -321,7 +325,7 @@ def generate_faces(pixels: Sequence[np.ndarray], regions: Sequence[faces.FaceReg
     data = [face_data(backbone, r, bytes(n), secret) for r, n in zip(regions, nonces,
                                                                      strict=True)]
     engine = Engine(backbone, steps=sampling.steps, spacing=sampling.spacing, progress=progress)
-    new, _, _ = new_faces(backbone, engine, data, pixels, regions,
+    new, _, _, _ = new_faces(backbone, engine, data, pixels, regions,
                           hide=sampling.flip == "mixed", batch_size=runtime.batch_size,
                           sampling=sampling)
     return new

@@ -1,7 +1,8 @@
-"""The new face in the photo's own colours: its CIELAB statistics matched to the skin
-around its mask (forehead, temples and neck, picked by the landmarks and a robust skin
-test; the band around the mask where they give too little), so the replaced region does
-not read as a patch.
+"""The new face in the photo's own colours, light and grain: its CIELAB statistics
+matched to the skin around its mask (forehead, temples and neck, picked by the landmarks
+and a robust skin test; the band around the mask where they give too little), then, as
+it is pasted, the light near its edge brought to the skin just outside it and grain added
+up to that skin's fine detail, so the replaced region does not read as a patch.
 
 What it reads, for the privacy account: only photo pixels OUTSIDE the face's footprint
 (what the anonymized photo publishes unchanged), so it tells an observer of the file
@@ -43,7 +44,6 @@ STD_RANGE = (0.25, 4.0)  # how far the colour spread may be scaled
 SKIN_STD_RANGE = (0.6, 1.5)
 CHROMA_SIGMA = 1.5  # crop pixels: the low-pass of the new face's colour (a*, b*)
 UPSCALE = 4  # the new face is pasted from a crop this many times larger (bicubic)
-GRAIN_RING = 8  # photo pixels around a pasted face whose grain it is given
 
 
 def rgb_to_lab(rgb255: np.ndarray) -> np.ndarray:
@@ -290,30 +290,14 @@ _FALLBACK = {"band-skin": "the skin-like pixels of the band around it (too littl
              "grey": "the grey band around it (a black-and-white photo)"}
 
 
-# The rule :func:`match` used for a face (photo and face geometry -> rule), so that
-# :func:`colour_notes` need not pick the pixels again; a few recent faces only.
-_RULES: dict[tuple, str] = {}
-
-
-def _face_key(photo: np.ndarray, region: faces.FaceRegion) -> tuple:
-    return (photo.__array_interface__["data"][0], photo.shape, tuple(region.box),
-            np.asarray(region.transform, np.float64).tobytes())
-
-
-def colour_notes(photo: np.ndarray, regions, skip=()) -> list[str]:
-    """One note naming the faces whose colour did not come from skin (the rule
-    :func:`skin_pixels` fell back to), for ``--report``; none when every face's did.
-    Faces whose ``skip`` entry is true (a crop made elsewhere, e.g. a video segment's
-    keyframe) are left out."""
+def colour_notes(regions, rules) -> list[str]:
+    """One note naming the faces whose colour did not come from skin (``rules[i]``: the
+    rule :func:`skin_stats` used for ``regions[i]``, "none" where nothing was picked),
+    for ``--report``; none when every face's did. Faces whose rule is None (a crop made
+    elsewhere, e.g. a video segment's keyframe) are left out."""
     by_rule: dict[str, list[str]] = {}
-    for i, r in enumerate(regions):
-        if i < len(skip) and skip[i]:
-            continue
-        rule = _RULES.get(_face_key(photo, r))
-        if rule is None:
-            picked = skin_pixels(photo, r)
-            rule = "none" if picked is None else picked.rule
-        if rule != "skin":
+    for i, (r, rule) in enumerate(zip(regions, rules, strict=True)):
+        if rule is not None and rule != "skin":
             by_rule.setdefault(rule, []).append(str(faces.face_number(r, i)))
     return [f"face {', '.join(n)}: colour matched to "
             + _FALLBACK.get(rule, "nothing (no published pixel around it); left as made")
@@ -363,20 +347,22 @@ def smooth(a: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def match(crop: np.ndarray, region: faces.FaceRegion, photo: np.ndarray) -> np.ndarray:
+    """:func:`match_to` the skin :func:`skin_stats` reads around the face in ``photo``."""
+    return match_to(crop, region, skin_stats(photo, region))
+
+
+def match_to(crop: np.ndarray, region: faces.FaceRegion, stats: SkinStats | None
+             ) -> np.ndarray:
     """The new crop in the photo's colours, inside the face's hard mask only: its colour
     (a*, b*) low-passed (the model's colour speckle, to which the eye is more sensitive
     than to colour resolution, the reason codecs subsample chroma), then its colour moved
-    to what :func:`skin_stats` read around it and its a* and b* spread scaled to theirs;
-    L* keeps the face's own contrast (matching it too washed the features out on dark
+    to ``stats`` (what :func:`skin_stats` read around it) and its a* and b* spread scaled
+    to theirs; L* keeps the face's own contrast (matching it too washed the features out on dark
     skin). Under the ``skin`` rule the new face's own skin (its pixels near their dominant
     colour, so not eyes, brows or lips) is what moves onto the surrounding skin's median,
     and its left-to-right L* slope becomes the surrounding skin's (the side the light
     comes from); under the band rules its mean moves to the band's median. Unchanged
     where the surroundings give nothing to match."""
-    stats = skin_stats(photo, region)
-    if len(_RULES) > 256:
-        _RULES.clear()
-    _RULES[_face_key(photo, region)] = "none" if stats is None else stats.rule
     inside = np.asarray(region.mask) > 0
     out = np.asarray(crop, np.float64).copy()
     if stats is None or not inside.any():
@@ -448,76 +434,129 @@ def upscaled(crop: np.ndarray, transform: np.ndarray, inside: np.ndarray,
     return np.clip(big, 0, 255), t
 
 
-def _noise_level(img: np.ndarray, sel: np.ndarray) -> np.ndarray:
-    """Per-channel robust noise level: 1.4826 x the median absolute deviation of a 3x3
-    high-pass, over ``sel``."""
-    a = np.asarray(img, np.float64)
-    pad = np.pad(a, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    hp = a - sum(pad[i:i + a.shape[0], j:j + a.shape[1]] for i in range(3)
-                 for j in range(3)) / 9
-    v = hp[np.asarray(sel, bool)]
-    if len(v) == 0:
-        return np.zeros(3)
-    return 1.4826 * np.median(np.abs(v - np.median(v, axis=0)), axis=0)
+RIM = 0.04  # face widths: the rings just inside and just outside the edge that are compared
+LIGHT_SCALE = 0.1  # face widths: the light field's smoothness along the edge
+LIGHT_REACH = 0.1  # face widths: how far in from the edge the field fades out
+LIGHT_MAX = 30.0  # L*: the largest correction (light, not a repaint)
+SKIN_WINDOW = (20.0, 12.0)  # L*, a*/b*: how far skin next to the edge may be from the new face's
+MIN_RIM = 40  # skin pixels next to the edge below which the light is left as matched
+# Share of the edge with skin next to it under which the field stays near that skin, and
+# from which its mean step reaches the whole edge.
+COVER = (0.1, 0.25)
 
 
-SEAM_REACH = 0.06  # face widths: how far the seam's correction reaches in, and reads out
-SEAM_MAX = 30.0  # grey levels: the largest correction (a seam, not a repaint)
+def _skin_rim(lab: np.ndarray, outside: np.ndarray, face_lab: np.ndarray,
+              below_chin: np.ndarray | None) -> np.ndarray:
+    """The skin in the ring ``outside`` a pasted face: skin-like pixels within
+    ``SKIN_WINDOW`` of the new face's own colour (``face_lab``, which :func:`match_to`
+    moved onto the photo's skin; any colour near it in a grey photo), so not the backdrop,
+    hair or clothes, nor the neck under the chin (``below_chin``: the chin's shadow is
+    not the face's light)."""
+    near = (np.abs(lab[..., 0] - face_lab[0]) <= SKIN_WINDOW[0]) & (
+        np.abs(lab[..., 1:] - face_lab[1:]) <= SKIN_WINDOW[1]).all(axis=-1)
+    # A grey new face (a black-and-white photo, the ``grey`` rule) has no skin colour.
+    rim = outside & near & (skin_like(lab) | (np.hypot(*face_lab[1:]) < GREY_CHROMA))
+    return rim if below_chin is None else rim & ~below_chin
 
 
-def _seam(part: np.ndarray, alpha: np.ndarray, face_width: float) -> np.ndarray:
-    """The correction that closes the light step at a pasted face's edge: the local mean
-    grey level of the published pixels just outside the footprint minus that of the new
-    face just inside
-    (both Gaussian-weighted over ``SEAM_REACH`` x the face width), added to the new face's
-    share of each pixel (``alpha``), fully at its edge and fading to nothing that far in.
-    Only the new face and published pixels are read."""
-    reach = max(1.0, SEAM_REACH * face_width)
-    touched = (alpha > 0).astype(np.float64)
-    core = (alpha >= 0.999).astype(np.float64)
-    outside = (faces.dilate(touched.astype(np.float32), int(math.ceil(2 * reach))) > 0) & ~(
-        touched > 0)
-    # The means are read twice as wide as the fade, so both exist wherever it acts.
-    out_w = smooth(outside.astype(np.float64), 2 * reach)
-    in_w = smooth(core, 2 * reach)
-    out_mean = smooth(part * outside[..., None], 2 * reach) / np.maximum(out_w, 1e-9)[..., None]
-    in_mean = smooth(part * core[..., None], 2 * reach) / np.maximum(in_w, 1e-9)[..., None]
-    both = np.minimum(out_w, in_w) > 1e-3
-    # Grey (the same on every channel): the light steps; colour would bleed from a shirt
-    # or an object in front of the face into its edge.
-    offset = np.where(both[..., None], np.clip((out_mean - in_mean).mean(axis=-1, keepdims=True),
-                                               -SEAM_MAX, SEAM_MAX), 0.0)
-    # Full at the footprint's edge (a smoothed core of 1/2 or less), none deep inside.
-    fade = np.clip(2.0 * (1.0 - smooth(core, reach)), 0.0, 1.0)
-    return offset * (np.clip(alpha, 0, 1) * fade)[..., None]
+def _light(lab: np.ndarray, alpha: np.ndarray, rim: np.ndarray, face_width: float
+           ) -> np.ndarray:
+    """The L* field that brings a pasted face's light to the skin next to it: along the
+    edge, the local mean L* of the skin just outside (``rim``) minus that of the new face
+    just inside, spread over the face as a smooth field (normalized Gaussian convolution,
+    ``LIGHT_SCALE`` x the face width): its level, and the side and height the light comes
+    from, are the neighbouring skin's; the new face keeps its own detail. Along stretches
+    of edge with no skin outside (backdrop, hair) it tends to the mean step (less where
+    little of the edge has skin next to it, ``COVER``); it fades out
+    ``LIGHT_REACH`` x the face width in. Reads the new face and ``rim`` (published
+    pixels) only."""
+    core = alpha >= 0.999
+    inner = core & ~faces.erode(core, max(1, int(round(RIM * face_width))), True)
+    touched = alpha > 0
+    # The means reach across the soft edge (its mean width: its area over its length).
+    edge = (faces.dilate(touched.astype(np.float32), 1) > 0) & ~touched
+    feather = float((touched & ~core).sum()) / max(float(edge.sum()), 1.0)
+    reach = max(1.0, 0.5 * LIGHT_SCALE * face_width, feather + 1.0)
+    light = lab[..., 0]
+    in_w, out_w = smooth(inner.astype(np.float64), reach), smooth(rim.astype(np.float64), reach)
+    in_mean = smooth(light * inner, reach) / np.maximum(in_w, 1e-9)
+    out_mean = smooth(light * rim, reach) / np.maximum(out_w, 1e-9)
+    # Samples where both sides are near: the edge, where the two means are compared.
+    weight = np.where((in_w > 0.05) & (out_w > 0.05), np.minimum(in_w, out_w), 0.0)
+    if weight.sum() <= 0:
+        return np.zeros_like(light)
+    step = np.where(weight > 0, out_mean - in_mean, 0.0)
+    scale = max(2.0 * reach, LIGHT_SCALE * face_width)
+    spread_w = smooth(weight, scale)
+    # Far from every sample the field goes smoothly to the mean step (a prior of small
+    # weight, so no seam where the blur's reach ends).
+    prior = 0.002 * float(spread_w.max())
+    overall = float((step * weight).sum() / weight.sum())
+    # ... scaled by how much of the edge has skin next to it: a few pixels of skin (hair
+    # or bangs all round, the chin below a short mask) do not set the whole face's light.
+    cover = float((weight > 0).sum()) / max(float(((in_w > 0.05) & ~core).sum()), 1.0)
+    overall *= float(np.clip((cover - COVER[0]) / (COVER[1] - COVER[0]), 0.0, 1.0))
+    field = (smooth(step * weight, scale) + prior * overall) / (spread_w + prior)
+    # Full at the edge (a smoothed core of 2/3 or less), none deep inside, where the
+    # level :func:`match_to` took from the skin zones stays (a real face is lighter in
+    # the middle than at its turning edge; the 64 px model's is the other way round).
+    fade = np.clip(3.0 * (1.0 - smooth(core.astype(np.float64), LIGHT_REACH * face_width)),
+                   0.0, 1.0)
+    return np.clip(field, -LIGHT_MAX, LIGHT_MAX) * fade
+
+
+def highpass(grey: np.ndarray) -> np.ndarray:
+    """A 3x3 high-pass (the pixel minus its neighbourhood's mean): grain and fine detail."""
+    pad = np.pad(grey, 1, mode="edge")
+    return grey - sum(pad[i:i + grey.shape[0], j:j + grey.shape[1]] for i in range(3)
+                      for j in range(3)) / 9
 
 
 def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
           normals: Callable[[int], np.ndarray]) -> np.ndarray:
     """Paste a harmonized face: its colour from the magnified crop (:func:`upscaled`),
     where it goes from its own mask (so exactly the pixels :func:`faceveil.faces.paste`
-    would change), its edge brought to the published pixels next to it (:func:`_seam`),
-    then the grain of the published surroundings added inside the
-    footprint, drawn by ``normals(n)`` (the face's key stream). Reads only pixels outside
-    the footprint and the new face. Returns a new uint8 photo."""
+    would change); its light brought to the skin next to its edge (:func:`_light`); then
+    grain, drawn by ``normals(n)`` (the face's key stream), enough for the new face's
+    fine detail to reach that of the skin next to it (the variance of a 3x3 high-pass:
+    the photo's noise, its sharpness and the skin's texture together). Reads only the
+    new face and published pixels outside the footprint. Returns a new uint8 photo."""
     inside = np.asarray(region.mask) > 0
     out = faces.paste(photo, crop, region.transform, region.mask,
                       colour=upscaled(crop, region.transform, inside))
     footprint, window = faces.footprint(region.mask, region.transform, out.shape)
-    if footprint.size == 0:
-        return out
-    part = out[window].astype(np.float64)
     touched = footprint > 0
-    part += _seam(part, footprint, region.box[2])
-    around = (faces.dilate(touched.astype(np.float32), GRAIN_RING) > 0) & ~(
+    if footprint.size == 0 or not touched.any():
+        return out
+    part = out[window].astype(np.float32)
+    width = float(region.box[2])
+    lab = rgb_to_lab(part)
+    ring = max(2, int(round(RIM * width)))
+    outside = (faces.dilate(touched.astype(np.float32), ring + 1) > 0) & ~(
         faces.dilate(touched.astype(np.float32), 1) > 0)
-    skin = around & skin_like(rgb_to_lab(part))
-    want = _noise_level(part, skin if skin.sum() >= 50 else around)
-    have = _noise_level(part, footprint >= 0.999)  # the new face alone, no blend
-    # The 3x3 high-pass keeps 8/9 of white noise's variance.
-    sigma = np.sqrt(np.maximum(want**2 - have**2, 0.0) / (8 / 9))
-    noise = normals(part.size).reshape(part.shape) * sigma
-    noisy = np.clip(np.rint(part + np.clip(footprint, 0, 1)[..., None] * noise), 0, 255)
+    core = footprint >= 0.999
+    face_lab = np.median(lab[core if core.any() else touched], axis=0)
+    below_chin = None
+    if region.landmarks is not None:
+        lm = np.asarray(region.landmarks, np.float64)
+        ys, xs = np.mgrid[window[0], window[1]]
+        _, up = face_coords(lm, xs.astype(np.float64), ys.astype(np.float64))
+        below_chin = up < face_coords(lm, lm[8:9, 0], lm[8:9, 1])[1][0]
+    rim = _skin_rim(lab, outside, face_lab, below_chin)
+    if rim.sum() >= MIN_RIM:
+        lab[..., 0] += _light(lab, footprint, rim, width) * np.clip(footprint, 0, 1)
+        part = np.where(touched[..., None], lab_to_rgb(lab), part)
+    # Grain: the skin next to the edge (or the whole ring) against the new face alone.
+    grey = part.mean(axis=-1)
+    hp = highpass(grey)
+    sel = rim if rim.sum() >= MIN_RIM else outside
+    want = float(hp[sel].var()) if sel.any() else 0.0
+    have = float(hp[core].var()) if core.any() else want
+    # A 3x3 high-pass keeps 8/9 of white noise's variance; the same grain on every
+    # channel, as a photo's is mostly in its light (chroma is subsampled).
+    sigma = math.sqrt(max(want - have, 0.0) / (8 / 9))
+    noise = normals(grey.size).reshape(grey.shape) * sigma
+    noisy = np.clip(np.rint(part + (np.clip(footprint, 0, 1) * noise)[..., None]), 0, 255)
     region_pixels = out[window]
     region_pixels[touched] = noisy.astype(np.uint8)[touched]
     return out
