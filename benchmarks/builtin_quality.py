@@ -235,7 +235,7 @@ def run_model(spec: str, backbone, args, tiles) -> tuple[list[dict], dict]:
                                 for i in range(0, len(shown), 8)], axis=0)
         Image.fromarray(strip).resize((strip.shape[1] * 2, strip.shape[0] * 2),
                                       Image.Resampling.NEAREST).save(
-            args.out / f"samples-{spec}.png")
+            args.out / f"samples-{args.model_name}.png")
     results = []
     photos = [(n, images.load_image(ROOT / "tests" / "data" / n).pixels) for n in args.photos]
     for arm in args.arms:
@@ -254,7 +254,7 @@ def run_model(spec: str, backbone, args, tiles) -> tuple[list[dict], dict]:
         if len(parts) > 1:
             results.append(summarize("photos (all)", arm, *pooled(parts)))
         if grid:
-            save_grid(grid, args.out / f"grid-{spec}-{arm}.png")
+            save_grid(grid, args.out / f"grid-{args.model_name}-{arm}.png")
         print(f"done {spec} {arm}", flush=True)
     for r in results:
         r["model"] = spec
@@ -502,7 +502,6 @@ def frl_sheets(args, ids: list[str], orig: dict, arms: list[str]) -> None:
 
 def run_frl(spec: str, backbone, args) -> None:
     counter = frl.count_calls(backbone)
-    args.model_name = spec.replace("/", "_")
     recognizers: dict = {"dlib": identity.DlibRecognizer()}
     if args.arcface_weights:
         recognizers["arcface"] = identity.ArcFaceRecognizer(args.arcface_weights)
@@ -594,6 +593,7 @@ def main() -> None:
     results = []
     for spec in args.models.split(","):
         backbone = api.get_model(spec)
+        args.model_name = spec.replace("/", "_")  # a file name part: a folder's path too
         if args.faces or args.samples or args.photos:
             r, s = run_model(spec, backbone, args, tiles[:args.faces])
             results += r
