@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import secrets
 import shutil
 from pathlib import Path
 
@@ -51,7 +53,15 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, data_dir, model64) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("report")
-    return evaluate(data_dir, out, model=str(model64), aligned=True, **FAST), out
+    # Every draw of the run (its key, the wrong keys, salts and nonces) from one seed: the
+    # tiny model's wrong-key faces are not far from the person by a wide margin, and a
+    # test must not pass or fail by the luck of the draw (one CI run in about ten did).
+    draws = random.Random(0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(secrets, "token_bytes", draws.randbytes)
+        mp.setattr(secrets, "randbelow", draws.randrange)
+        mp.setattr(secrets, "token_urlsafe", lambda n: draws.randbytes(n).hex())
+        return evaluate(data_dir, out, model=str(model64), aligned=True, **FAST), out
 
 
 def lines(path: Path) -> list[dict]:
