@@ -317,8 +317,10 @@ def detection_options(func):
         "--occluders/--no-occluders", default=None,
         help="Keep what lies in front of a face (a hand, a cloth, hair) as it was, found by "
              "its colour (not the face's skin) or a face parser's classes; the eyes, nose "
-             "and mouth are replaced whatever covers them [default: on]. Skin-coloured "
-             "hands are not told apart from the face.")(func)
+             "and mouth are replaced whatever covers them [default: on]. Below the nose "
+             "only clearly coloured things are kept (black, grey or white there may be "
+             "a beard, which is face). Skin-coloured hands are not told apart from the "
+             "face.")(func)
     func = click.option(
         "--min-face", default=None, type=click.IntRange(1), metavar="PX",
         help="Skip (and report) detected faces narrower than this many pixels "
