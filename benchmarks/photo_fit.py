@@ -26,6 +26,12 @@ arms' outputs against the originals with this checkout's code:
 - border: the step in median L* between the ring just inside the soft edge and the
   ring just outside it, and the high-frequency energy (3x3 high-pass variance) inside
   the core over that of the ring outside; each beside the original's same rings;
+- outline left: share of the pixels of the face's hard outline (its landmark outline
+  grown as the mask is, drawn in the photo, so the same for both arms) that are
+  byte-identical to the original, occluders apart: what the mask claims to replace and
+  does not (the chin below a tight crop);
+- found: the anonymized face found again by dlib's HOG detector near its box (a
+  realism proxy that a misplaced face fails);
 - CPU seconds per face (``time.process_time`` of ``api.anonymize``, detection apart).
 
 Sheets: ``sheet-SET.jpg`` under ``--out`` (original, base, new per face).
@@ -225,6 +231,41 @@ def measure_face(orig: np.ndarray, anon: np.ndarray, mask: np.ndarray,
     return row
 
 
+def outline_left(orig: np.ndarray, anon: np.ndarray, landmarks: np.ndarray,
+                 occ: np.ndarray | None) -> float:
+    """Share of the face's hard outline (photo pixels) left byte-identical."""
+    from PIL import Image, ImageDraw
+
+    from faceveil import faces
+    from faceveil.faces import masks
+
+    width = float(np.hypot(*(landmarks[16] - landmarks[0])))
+    outline = masks.face_outline(landmarks)
+    canvas = Image.new("L", (orig.shape[1], orig.shape[0]), 0)
+    ImageDraw.Draw(canvas).polygon([tuple(p) for p in outline], fill=1)
+    hull = faces.dilate(np.asarray(canvas, np.float32),
+                        max(1, round(masks.MASK_DILATE * width))) > 0
+    if occ is not None:
+        hull &= ~occ
+    same = (orig == anon).all(axis=2)
+    return float(same[hull].mean()) if hull.any() else float("nan")
+
+
+def found_again(anon: np.ndarray, box) -> bool:
+    """Whether dlib's HOG detector finds a face overlapping ``box`` in ``anon``."""
+    from faceveil.faces.geometry import overlap
+    from faceveil.faces.landmarks import dlib_model
+
+    crop = crop_box(anon, box)
+    x, y, w, h = box
+    s = int(max(w, h) * 2)
+    x0, y0 = max(0, x + w // 2 - s // 2), max(0, y + h // 2 - s // 2)
+    up = 1 if max(w, h) >= 80 else 2
+    rects, _, _ = dlib_model("hog").run(crop, up, 0.0)
+    return any(overlap((r.left() + x0, r.top() + y0, r.width(), r.height()), tuple(box))[0]
+               >= 0.3 for r in rects)
+
+
 def sheet(tiles: list[list[np.ndarray]], path: Path, side: int = 128) -> None:
     """A JPEG of rows of tiles (original, base, new), each resized to ``side``."""
     from PIL import Image
@@ -292,6 +333,9 @@ def report(args, out: Path, arms: list[str]) -> None:
                     m = measure_face(px, anon, data[f"m{i}"], data[f"t{i}"], box, occ,
                                      data.get(f"l{i}"))
                     m["skin_occluder"] = name.endswith("-skin")
+                    if f"l{i}" in data:
+                        m["outline_left"] = outline_left(px, anon, data[f"l{i}"], occ)
+                    m["found"] = found_again(anon, box)
                     if set_name != "test photos":
                         e0, e1 = identity.embed(px, tuple(box)), identity.embed(anon, tuple(box))
                         m["other"] = None if e0 is None or e1 is None else bool(
@@ -317,14 +361,16 @@ def _fmt(vals, how="median") -> str:
         return "-"
     if how == "share":
         return f"{100 * v.mean():.0f}%"
+    if how == "mean":
+        return f"{100 * v.mean():.1f}% (worst {100 * v.max():.1f}%)"
     return f"{np.median(v):.1f} (worst {np.max(np.abs(v)):.1f})"
 
 
 def print_table(table: dict, arms: list[str]) -> None:
     print("| set | arm | faces | dE skin median (worst) | border step anon / orig "
           "(median abs) | HF ratio anon / orig | another person | occluder kept (colour / "
-          "skin-coloured) | outside the core (colour / skin-coloured) | CPU s/face |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "skin-coloured) | outside the core (colour / skin-coloured) | outline left | found (HOG) | CPU s/face |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (set_name, arm), t in sorted(table.items(), key=lambda kv: (kv[0][0],
                                                                      arms.index(kv[0][1]))):
         fm = t["faces"]
@@ -344,7 +390,9 @@ def print_table(table: dict, arms: list[str]) -> None:
               f"{np.median(steps_a):.1f} / {np.median(steps_o):.1f} | "
               f"{np.median(hf):.2f} | {_fmt(other, 'share')} | "
               f"{_fmt(occ_c, 'share')} / {_fmt(occ_s, 'share')} | "
-              f"{_fmt(out_c, 'share')} / {_fmt(out_s, 'share')} | {np.median(t['cpu']):.2f} |")
+              f"{_fmt(out_c, 'share')} / {_fmt(out_s, 'share')} | "
+              f"{_fmt([f.get('outline_left') for f in fm], 'mean')} | "
+              f"{_fmt([f['found'] for f in fm], 'share')} | {np.median(t['cpu']):.2f} |")
 
 
 if __name__ == "__main__":

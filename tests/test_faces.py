@@ -219,6 +219,78 @@ def test_mask_cut_by_the_crop_fades_out_at_the_border():
     assert np.array_equal(soft > 0, depth + faces.masks.MASK_DILATE * width >= 0)
 
 
+def builtin_framing() -> faces.Framing:
+    from faceveil.diffusion.hub import DEFAULT_MODEL, WEIGHTS_DIR
+
+    meta = json.loads((WEIGHTS_DIR / DEFAULT_MODEL / "faceveil.json").read_text())
+    return faces.Framing.from_dict(meta["framing"])
+
+
+def convex_depth(hull: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Signed distance of points inside a convex polygon (positive inside)."""
+    centre = hull.mean(0)
+    depth = np.full(len(pts), np.inf)
+    for a, b in zip(hull, np.roll(hull, -1, 0), strict=True):
+        n = np.array([b[1] - a[1], a[0] - b[0]]) / max(np.hypot(*(b - a)), 1e-9)
+        n = n if np.dot(centre - a, n) > 0 else -n  # pointing inwards
+        depth = np.minimum(depth, (pts - a) @ n)
+    return depth
+
+
+def outline_extent(transform: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The hard mask's bounding box in crop pixels (outline grown as the mask is)."""
+    crop = faces.apply_transform(transform, lm)
+    grow = faces.masks.MASK_DILATE * np.hypot(*(crop[16] - crop[0]))
+    outline = faces.masks.face_outline(crop)
+    return outline.min(0) - grow, outline.max(0) + grow
+
+
+@pytest.mark.parametrize("name", ["obama.jpg", "obama2.jpg", "group.jpg"])
+def test_the_chin_below_a_tight_crop_is_still_replaced(name):
+    # The built-in model's framing puts the chin on the crop's bottom edge, so the chin
+    # of a real face runs past it; the crop must move so that every photo pixel of the
+    # face's outline lies under the mask (else the original chin is left as it was).
+    img, framing = load(name), builtin_framing()
+    regions, _ = faces.find_faces(img, framing=framing, crop_size=64)
+    overflow = 0.0
+    for r in regions:
+        plain = faces.align_transform(r.landmarks, framing, 64)
+        overflow = max(overflow, outline_extent(plain, r.landmarks)[1][1] - 63)
+        lo, hi = outline_extent(r.transform, r.landmarks)
+        assert lo.min() >= -1e-6 and hi.max() <= 63 + 1e-6
+        # In the photo: every pixel centre a pixel deep inside the grown outline (drawn
+        # in crop units, wherever it falls) is under the mask.
+        alpha, (rows, cols) = faces.footprint(r.mask, r.transform, img.shape)
+        ys, xs = np.mgrid[rows, cols]
+        pts = faces.apply_transform(r.transform, np.stack([xs.ravel(), ys.ravel()], 1))
+        lm = faces.apply_transform(r.transform, r.landmarks)
+        grow = faces.masks.MASK_DILATE * np.hypot(*(lm[16] - lm[0])) - 1.0
+        deep = convex_depth(faces.masks.face_outline(lm), pts).reshape(alpha.shape) >= -grow
+        assert deep.sum() > 100 and (alpha[deep] > 0).all()
+    assert overflow > 1  # the plain alignment does run past the crop on these photos
+
+
+def test_fit_crop_moves_the_face_only_as_far_as_needed():
+    framing = builtin_framing()
+    lm = framing.landmarks68 * 100 + [20.0, 30.0]  # a face in a photo
+    plain = faces.align_transform(lm, framing, 64)
+    # Room enough once moved: the same scale, a pure shift.
+    fitted = faces.fit_crop(plain, lm, 64)
+    assert np.allclose(fitted[:, :2], plain[:, :2])
+    lo, hi = outline_extent(fitted, lm)
+    assert lo.min() >= -1e-6 and abs(hi.max() - 63) < 1e-6  # touches the edge, no more
+    # A loose framing that already holds the outline: unchanged.
+    assert np.array_equal(faces.fit_crop(faces.align_transform(lm, FFHQ, 64), lm, 64),
+                          faces.align_transform(lm, FFHQ, 64))
+    # An outline taller than the crop (a long chin): scaled down to fit, no further.
+    long = lm.copy()
+    long[LM.JAW.start + 3: LM.JAW.stop - 3, 1] += 40
+    fitted = faces.fit_crop(faces.align_transform(long, framing, 64), long, 64)
+    lo, hi = outline_extent(fitted, long)
+    assert lo.min() >= -1e-6 and hi.max() <= 63 + 1e-6
+    assert abs((hi - lo).max() - 63) < 1e-6
+
+
 def test_soften_feathers_any_hard_mask_inwards():
     hard = np.zeros((40, 40), np.float32)
     hard[5:35, 10:20] = 1

@@ -32,7 +32,7 @@ from .detectors import (
 )
 from .geometry import Box, apply_transform, invert_transform, overlap, similarity_transform
 from .landmarks import dlib_mean_shape68, dlib_model, landmarks68, model_path, points5_of
-from .masks import crop_mask, dilate, erode, facial_mask, soften, template_mask
+from .masks import crop_mask, dilate, erode, facial_mask, fit_crop, soften, template_mask
 from .preview import draw_preview
 from .regions import (
     FaceRegion,
@@ -51,7 +51,7 @@ __all__ = [
     "DetectedFace", "detector_members", "detector_settings", "DETECTORS", "dilate",
     "dlib_mean_shape68", "dlib_model", "draw_preview", "erode", "extract", "extract_at",
     "face_number",
-    "FaceRegion", "facial_mask", "find_detections", "find_faces", "find_regions", "footprint",
+    "FaceRegion", "facial_mask", "find_detections", "fit_crop", "find_faces", "find_regions", "footprint",
     "Framing", "framing_box", "invert_transform", "landmarks68", "model_path", "overlap", "paste",
     "paste_reach", "points5_of", "resolution_notes", "scored_detections",
     "similarity_transform", "soften", "template_mask",
