@@ -369,7 +369,8 @@ def _fmt(vals, how="median") -> str:
 def print_table(table: dict, arms: list[str]) -> None:
     print("| set | arm | faces | dE skin median (worst) | border step anon / orig "
           "(median abs) | HF ratio anon / orig | another person | occluder kept (colour / "
-          "skin-coloured) | outside the core (colour / skin-coloured) | outline left | found (HOG) | CPU s/face |")
+          "skin-coloured) | outside the core (colour / skin-coloured) | outline left | "
+          "found (HOG) | CPU s/face |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (set_name, arm), t in sorted(table.items(), key=lambda kv: (kv[0][0],
                                                                      arms.index(kv[0][1]))):

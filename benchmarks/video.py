@@ -26,7 +26,9 @@ consecutive frames (and between the original ones), and between each original an
 anonymized face; flicker (mean absolute change between consecutive aligned face crops
 inside the mask) against the original clip's; face-region PSNR of the recovered
 ``.mkv`` and the share of bit-exact faces recovered from the ``.mp4``; seconds per
-frame and per face.
+frame and per face; for the tracked runs, the largest move of a track's pasted box
+between two of its frames (box widths per frame elapsed: a track that jumps pastes a
+face where there is none).
 """
 
 from __future__ import annotations
@@ -141,6 +143,23 @@ def coverage(orig: list[np.ndarray], anon: list[np.ndarray], truth: list) -> flo
             inside = footprint(r, o.shape)
             shares.append(float((o[inside] != a[inside]).any(axis=-1).mean()))
     return min(shares) if shares else float("nan")
+
+
+def largest_move(opened: dict) -> float:
+    """The largest move of any track between two frames it is in, in box widths per
+    frame elapsed (a track is a nonce; its box in each frame's record is where its face
+    was pasted). Issue 25's target: at most 1."""
+    seen: dict[bytes, list[tuple[int, tuple]]] = {}
+    for i, o in sorted(opened.items()):
+        for f in o.faces:
+            seen.setdefault(bytes(f.nonce), []).append((i, tuple(f.box)))
+    worst = 0.0
+    for path in seen.values():
+        for (i, a), (j, b) in zip(path, path[1:]):
+            ca = np.array([a[0] + a[2] / 2, a[1] + a[3] / 2])
+            cb = np.array([b[0] + b[2] / 2, b[1] + b[3] / 2])
+            worst = max(worst, float(np.hypot(*(cb - ca)) / max(a[2], b[2], 1) / (j - i)))
+    return worst
 
 
 def make_group_clip(path: Path, frames: int, width: int, height: int) -> None:
@@ -288,14 +307,16 @@ def main() -> None:
              each_s, res_each.frames, res_each.faces),
             ("per-frame photos (baseline)", "-", "-", base_frames, base_open, base_s,
              len(seen), sum(isinstance(r, api.Anonymized) and len(r.regions) for r in base))]
-    print("| run | tracks | faces made | least face share changed | dlib dist. consecutive "
+    print("| run | tracks | faces made | largest track move (box widths / frame) | "
+          "least face share changed | dlib dist. consecutive "
           "anon (original) | dlib dist. original-anon | flicker anon / original "
           "(face pairs) | s/frame | s/face |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, tracks, made, anon, opened, secs, n_frames, n_faces in rows:
+        move = f"{largest_move(opened):.2f}" if tracks != "-" else "-"
         s = stability(orig, anon, opened)
         cov = coverage(orig, anon, truth)
-        print(f"| {name} | {tracks} | {made} | {cov:.3f} | {s['consecutive']:.3f} "
+        print(f"| {name} | {tracks} | {made} | {move} | {cov:.3f} | {s['consecutive']:.3f} "
               f"({s['consecutive_original']:.3f}) | "
               f"{s['to_original']:.3f} | {s['flicker']:.1f} / {s['flicker_original']:.1f} "
               f"= {s['flicker'] / s['flicker_original']:.2f}x ({s['pairs']}) | "
