@@ -174,7 +174,9 @@ def fake_cache(path: Path, count: int = 20) -> Path:
 
 def test_alignment_frames_a_face_as_the_pipeline_does(monkeypatch):
     """A crop pasted 1:1 into a photo, with landmarks at the framing's places there, comes
-    back pixel for pixel: detection and landmarks run on the upsampled photo and map back."""
+    back as the pipeline crops it (``faces.crop_transform``: moved a few pixels so the
+    crop holds the whole chin): detection and landmarks run on the upsampled photo and
+    map back."""
     framing = framing_v2()
     rng = np.random.default_rng(0)
     crop = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
@@ -197,7 +199,13 @@ def test_alignment_frames_a_face_as_the_pipeline_does(monkeypatch):
     monkeypatch.setattr(faces, "landmarks68", landmarks68)
     out, reason = celeba.align_photo(photo, framing)
     assert reason == "ok" and out.dtype == np.uint8 and out.shape == (64, 64, 3)
-    assert np.array_equal(out, crop)
+    in_photo = framing.landmarks68 * 64 + [12, 30]
+    t = faces.crop_transform(in_photo, framing, 64)
+    # The same scale and columns as the pasted crop; moved up by the chin's overflow.
+    assert np.allclose(t[:, :2], np.eye(2)) and abs(t[0, 2] + 12) < 1e-6
+    assert -38 < t[1, 2] < -30
+    expected = faces.extract(photo, t, 64)
+    assert np.array_equal(out, np.clip(np.rint(expected), 0, 255).astype(np.uint8))
     assert seen == {"shape": (218, 178, 3), "box": (10, 20, 100, 100)}
 
 

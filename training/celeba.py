@@ -2,8 +2,9 @@
 
 A photo is framed exactly as faceveil's pipeline frames a face
 (``faceveil.faces.regions``): dlib's 68 landmarks in the detector's box, the
-least-squares similarity of their 5 derived points onto the model's framing
-(``faces.align_transform``) and the same resampling (``faces.extract``). Only the
+least-squares similarity of their 5 derived points onto the model's framing, moved so
+the crop holds the whole facial mask (``faces.crop_transform``), and the same
+resampling (``faces.extract``). Only the
 detection differs: the small CelebA photos (89 x 109 px, faces about 45 px wide) are
 upsampled (bicubic, ``UPSAMPLE`` x) for dlib's HOG detector and the shape predictor,
 and the landmarks are mapped back to the photo, which is then resampled once.
@@ -83,7 +84,7 @@ def align_photo(
     box = (r.left(), r.top(), r.right() - r.left() + 1, r.bottom() - r.top() + 1)
     lm = faces.landmarks68(big, box)
     lm = (lm + 0.5) / upsample - 0.5  # pixel centres at integers in both images
-    crop = faces.extract(img, faces.align_transform(lm, framing, size), size)
+    crop = faces.extract(img, faces.crop_transform(lm, framing, size), size)
     return np.clip(np.rint(crop), 0, 255).astype(np.uint8), "ok"
 
 

@@ -32,7 +32,16 @@ from .detectors import (
 )
 from .geometry import Box, apply_transform, invert_transform, overlap, similarity_transform
 from .landmarks import dlib_mean_shape68, dlib_model, landmarks68, model_path, points5_of
-from .masks import crop_mask, dilate, erode, facial_mask, fit_crop, soften, template_mask
+from .masks import (
+    crop_mask,
+    crop_transform,
+    dilate,
+    erode,
+    facial_mask,
+    fit_crop,
+    soften,
+    template_mask,
+)
 from .preview import draw_preview
 from .regions import (
     FaceRegion,
@@ -47,7 +56,7 @@ from .warp import extract, extract_at, footprint, paste, paste_reach
 
 __all__ = [
     "align_transform", "aligned_region", "apply_transform", "Box", "box_from_points5",
-    "box_region", "crop_mask", "DEFAULT_DETECTOR", "DEFAULT_MIN_FACE", "detect",
+    "box_region", "crop_mask", "crop_transform", "DEFAULT_DETECTOR", "DEFAULT_MIN_FACE", "detect",
     "DetectedFace", "detector_members", "detector_settings", "DETECTORS", "dilate",
     "dlib_mean_shape68", "dlib_model", "draw_preview", "erode", "extract", "extract_at",
     "face_number", "FaceRegion", "facial_mask", "find_detections", "find_faces",

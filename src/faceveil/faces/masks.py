@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from ..errors import InputError
-from .align import Framing
+from .align import Framing, align_transform
 from .geometry import apply_transform
 from .landmarks import BROWS, CHIN, JAW, NOSE_BRIDGE_TOP, NOSE_TIP
 from .warp import paste_reach
@@ -159,6 +159,14 @@ def fit_crop(transform: np.ndarray, landmarks68: np.ndarray, size: int) -> np.nd
     out = t * s
     out[:, 2] = centre + s * (t[:, 2] - centre) + shift
     return out
+
+
+def crop_transform(landmarks68: np.ndarray, framing: Framing, size: int) -> np.ndarray:
+    """The photo -> crop transform of a face: its alignment to ``framing``
+    (:func:`~faceveil.faces.align.align_transform`), moved so the crop holds its whole
+    mask (:func:`fit_crop`). Every face is framed by it, in the pipeline and for
+    training (``training/celeba.py``)."""
+    return fit_crop(align_transform(landmarks68, framing, size), landmarks68, size)
 
 
 def polygon_mask(points: np.ndarray, size: int, grow: float = 0.0) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..options import Detection
-from .align import Framing, align_transform, framing_box
+from .align import Framing, framing_box
 from .detectors import (
     DEFAULT_DETECTOR,
     DEFAULT_MIN_FACE,
@@ -30,7 +30,7 @@ from .geometry import (
     similarity_transform,
 )
 from .landmarks import dlib_model, landmarks68, points5_of
-from .masks import crop_mask, facial_mask, fit_crop, soften, template_mask
+from .masks import crop_mask, crop_transform, facial_mask, soften, template_mask
 from .occluders import Occlusion, occlusion
 from .warp import extract_at
 
@@ -62,7 +62,7 @@ def _region(
     crop_size: int, index: int | None, angle: float = 0.0, fit_box: Box | None = None,
 ) -> FaceRegion:
     lm = landmarks68(image, box if fit_box is None else fit_box, angle)
-    transform = fit_crop(align_transform(lm, framing, crop_size), lm, crop_size)
+    transform = crop_transform(lm, framing, crop_size)
     mask = facial_mask(apply_transform(transform, lm), crop_size)
     return FaceRegion(box=tuple(int(v) for v in box), transform=transform, crop_size=crop_size,
                       mask=mask, landmarks=lm, source=source, score=score, index=index)
