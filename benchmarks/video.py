@@ -209,6 +209,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--model", default=None, help="default: the built-in model")
     ap.add_argument("--miss", default="3,4", help="frames the detector is blinded on")
+    ap.add_argument("--sheet", type=Path, help="write a JPEG of every --sheet-every'th "
+                    "frame, original above the tracked .mkv's")
+    ap.add_argument("--sheet-every", type=int, default=5)
     ap.add_argument("--scene", choices=("slide", "group"), default="slide",
                     help="slide: one face sliding and growing over a background; group: "
                          "a camera panning over tests/data/group.jpg (six people)")
@@ -300,6 +303,13 @@ def main() -> None:
               f"{path.stat().st_size / 1e3:.0f} ({records_kb:.0f}) |")
     print()
     _, anon_mkv = frames(mkv)
+    if args.sheet:
+        pick = range(0, len(orig), max(1, args.sheet_every))
+        grid = np.concatenate([np.concatenate([orig[i] for i in pick], axis=1),
+                               np.concatenate([anon_mkv[i] for i in pick], axis=1)], axis=0)
+        from PIL import Image
+
+        Image.fromarray(grid).save(args.sheet, "JPEG", quality=85)
     _, anon_each = frames(each)
     rows = [("video (tracks), .mkv", res_mkv.tracks, res_mkv.segments, anon_mkv,
              opened_of(mkv), mkv_s, res_mkv.frames, res_mkv.faces),
