@@ -177,7 +177,8 @@ def make_group_clip(path: Path, frames: int, width: int, height: int) -> None:
     aus.layout = "mono"
     for i in range(frames):
         t = i / max(frames - 1, 1)
-        w = photo.width * (0.8 - 0.15 * t)  # zoom in
+        # Zoom in from the largest view of the clip's shape that the photo holds.
+        w = min(0.8 * photo.width, photo.height * width / height) * (1 - 0.2 * t)
         h = w * height / width
         x = (photo.width - w) * t  # pan left to right
         y = (photo.height - h) * 0.5
