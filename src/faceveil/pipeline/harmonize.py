@@ -192,6 +192,20 @@ def _lightest_mode(lab: np.ndarray) -> np.ndarray:
     return best
 
 
+SHADE = 20.0  # L*: how much darker than the lit skin its shaded part may be
+
+
+def _with_shade(lab: np.ndarray, mode: np.ndarray) -> np.ndarray:
+    """The lit skin ``mode`` picked and its shade: the pixels of its colour (a*, b*
+    within ``CLUSTER`` of its median) down to ``SHADE`` L* darker. The lightest cluster
+    alone is the forehead's highlight, lighter than the face's skin as a whole."""
+    if not mode.any():
+        return mode
+    centre = np.median(lab[mode], axis=0)
+    return ((np.abs(lab[:, 1:] - centre[1:]) <= CLUSTER[1:]).all(axis=1)
+            & (lab[:, 0] >= centre[0] - SHADE) & (lab[:, 0] <= centre[0] + CLUSTER[0]))
+
+
 def _spread(v: np.ndarray) -> np.ndarray:
     return 1.4826 * np.median(np.abs(v - np.median(v, axis=0)), axis=0)
 
@@ -254,23 +268,24 @@ def skin_pixels(photo: np.ndarray, region: faces.FaceRegion) -> Picked | None:
         if zone.sum() >= 2 * MIN_SKIN:
             zone &= rough <= max(SMOOTH_L, float(np.median(rough[zone])))
         ys, xs, u, v = ys[zone], xs[zone], u[zone], v[zone]
-        keep = _lightest_mode(lab[ys, xs])
+        keep = _with_shade(lab[ys, xs], _lightest_mode(lab[ys, xs]))
         if keep.sum() >= max(MIN_SKIN, SKIN_AREA * region.box[2] ** 2):
             ys, xs = ys[keep], xs[keep]
             return Picked("skin", ys + y0, xs + x0, lab[ys, xs], u[keep], v[keep])
     if np.median(np.hypot(lab[band][:, 1], lab[band][:, 2])) < GREY_CHROMA:
-        rule, sel = "grey", band
-    elif skin.sum() >= MIN_PIXELS:
-        rule, sel = "band-skin", skin
-    else:  # no skin in sight (hair, backdrop, clothes, coloured light): read nothing
-        rule, sel = "typical", np.zeros_like(band)
-    ys, xs = np.nonzero(sel)
-    if rule == "band-skin":
-        # Its lightest large cluster: lit skin, not the shade under the chin or dark hair.
-        keep = _lightest_mode(lab[ys, xs])
-        if keep.sum() >= MIN_SKIN:
-            ys, xs = ys[keep], xs[keep]
-    return Picked(rule, ys + y0, xs + x0, lab[ys, xs])
+        ys, xs = np.nonzero(band)
+        return Picked("grey", ys + y0, xs + x0, lab[ys, xs])
+    # The band's skin: its lightest large cluster and that colour's shade, enough of it.
+    ys, xs = np.nonzero(skin)
+    keep = np.zeros(len(ys), bool)
+    if len(ys) >= MIN_PIXELS:
+        keep = _with_shade(lab[ys, xs], _lightest_mode(lab[ys, xs]))
+    if keep.sum() >= max(MIN_SKIN, SKIN_AREA * region.box[2] ** 2):
+        ys, xs = ys[keep], xs[keep]
+        return Picked("band-skin", ys + y0, xs + x0, lab[ys, xs])
+    # No skin in sight (hair, backdrop, clothes, coloured light): nothing to read.
+    empty = np.zeros(0, np.int64)
+    return Picked("typical", empty, empty, np.zeros((0, 3)))
 
 
 def skin_stats(photo: np.ndarray, region: faces.FaceRegion) -> SkinStats | None:
