@@ -134,6 +134,26 @@ def test_a_face_with_no_skin_in_sight_gets_a_typical_skin_colour_not_its_hair():
     assert _delta(out, BLOND) > 15 and _delta(out, SUIT) > 30
 
 
+def test_a_shining_forehead_does_not_set_the_whole_faces_light():
+    """A high forehead with a highlight in its middle (15 L* lighter, the same colour),
+    which splits the skin into two lights, each outnumbered by the hair: the new face
+    takes the skin's light as a whole, neither the highlight's nor the hair's."""
+    photo, region = _portrait(noise=1.0)
+    lm, width = region.landmarks, region.box[2]
+    ys, xs = np.mgrid[0:photo.shape[0], 0:photo.shape[1]]
+    brows, across = lm[17:27, 1].mean(), np.abs(xs - lm[27, 0])
+    forehead = (ys < brows) & (ys > brows - 0.4 * width) & (across < 0.3 * width)
+    photo[forehead] = SKIN
+    lab = harmonize.rgb_to_lab(photo.astype(float))
+    skin_lab = harmonize.rgb_to_lab(np.asarray(SKIN, float))
+    shine = forehead & (across < 0.22 * width)
+    lab[shine, 0] += 15.0
+    photo = np.clip(np.rint(harmonize.lab_to_rgb(lab)), 0, 255).astype(np.uint8)
+    stats = harmonize.skin_stats(photo, region)
+    assert stats.rule == "skin"
+    assert abs(stats.median[0] - skin_lab[0]) < 6  # the highlight is 15 lighter
+
+
 def test_side_light_becomes_a_gain_across_the_new_face():
     photo, region = _portrait(noise=1.0)
     ramp = np.linspace(1.25, 0.8, photo.shape[1])[None, :, None]  # lit from the left

@@ -166,15 +166,20 @@ def _robust(lab: np.ndarray, rounds: int = 2) -> np.ndarray:
 
 
 CLUSTER = np.array([8.0, 6.0, 6.0])  # L*, a*, b*: half-widths of a colour cluster
-MIN_SHARE = 0.15  # a cluster holding less of the candidates is not the skin
+MIN_SHARE = 0.15  # a cluster (with its shade) holding less of the candidates is not the skin
+SHADE = 20.0  # L*: how much darker than the lit skin its shaded part may be
 
 
-def _lightest_mode(lab: np.ndarray) -> np.ndarray:
-    """Which of ``lab`` belong to the lightest colour cluster holding at least
-    ``MIN_SHARE`` of them (and ``MIN_SKIN`` pixels): mode seeking (a median within
-    ``CLUSTER`` of the centre, five times) from seeds across the L* range. Hair and the
-    shade under the chin are darker than lit skin, so when they mix in, the skin is the
-    lightest large cluster."""
+def _lit_skin(lab: np.ndarray) -> np.ndarray:
+    """Which of ``lab`` are the skin: the lightest colour cluster whose colour, lit and
+    shaded, holds at least ``MIN_SHARE`` of them (and ``MIN_SKIN`` pixels). Mode
+    seeking (a median within ``CLUSTER`` of the centre, five times) from seeds across
+    the L* range finds the clusters; each is taken with its shade, the pixels of its
+    colour (a*, b* within ``CLUSTER``) down to ``SHADE`` L* darker. Hair and the shade
+    under the chin are darker than lit skin, so when they mix in, the skin is the
+    lightest large cluster; its shade counts, as the lit part alone (a forehead's
+    highlight) is lighter than the face's skin as a whole. (Reaching up as far
+    instead lets a light wall's cluster win, with the darker pixels of its colour.)"""
     best, best_light = np.zeros(len(lab), bool), -np.inf
     if len(lab) < MIN_SKIN:
         return best
@@ -187,23 +192,13 @@ def _lightest_mode(lab: np.ndarray) -> np.ndarray:
             if not sel.any():
                 break
             centre = np.median(lab[sel], axis=0)
-        if sel.sum() >= max(MIN_SKIN, MIN_SHARE * len(lab)) and centre[0] > best_light:
-            best, best_light = sel, centre[0]
+        if not sel.any():
+            continue
+        shaded = (np.abs(lab[:, 1:] - centre[1:]) <= CLUSTER[1:]).all(axis=1) & (
+            lab[:, 0] >= centre[0] - SHADE) & (lab[:, 0] <= centre[0] + CLUSTER[0])
+        if shaded.sum() >= max(MIN_SKIN, MIN_SHARE * len(lab)) and centre[0] > best_light:
+            best, best_light = shaded, centre[0]
     return best
-
-
-SHADE = 20.0  # L*: how much darker than the lit skin its shaded part may be
-
-
-def _with_shade(lab: np.ndarray, mode: np.ndarray) -> np.ndarray:
-    """The lit skin ``mode`` picked and its shade: the pixels of its colour (a*, b*
-    within ``CLUSTER`` of its median) down to ``SHADE`` L* darker. The lightest cluster
-    alone is the forehead's highlight, lighter than the face's skin as a whole."""
-    if not mode.any():
-        return mode
-    centre = np.median(lab[mode], axis=0)
-    return ((np.abs(lab[:, 1:] - centre[1:]) <= CLUSTER[1:]).all(axis=1)
-            & (lab[:, 0] >= centre[0] - SHADE) & (lab[:, 0] <= centre[0] + CLUSTER[0]))
 
 
 def _spread(v: np.ndarray) -> np.ndarray:
@@ -230,7 +225,7 @@ def skin_pixels(photo: np.ndarray, region: faces.FaceRegion) -> Picked | None:
     temple and neck zones of a wider band (``ZONE_BAND``), kept where skin-coloured
     (:func:`skin_like`, chroma ``MIN_CHROMA`` to ``MAX_CHROMA``, hue within
     ``SKIN_HUE``), smooth (the smoother half: hair is strands) and in the lightest large
-    colour cluster (:func:`_lightest_mode`): rule ``skin``. Otherwise (or with fewer such
+    colour cluster and its shade (:func:`_lit_skin`): rule ``skin``. Otherwise (or with fewer such
     pixels than ``MIN_SKIN`` and ``SKIN_AREA`` of the face box) the band's pixels that
     pass the same test (:func:`skin_locus`), their lightest large cluster where it holds
     ``MIN_SKIN`` (``band-skin``, from ``MIN_PIXELS``); where the band is colourless,
@@ -268,7 +263,7 @@ def skin_pixels(photo: np.ndarray, region: faces.FaceRegion) -> Picked | None:
         if zone.sum() >= 2 * MIN_SKIN:
             zone &= rough <= max(SMOOTH_L, float(np.median(rough[zone])))
         ys, xs, u, v = ys[zone], xs[zone], u[zone], v[zone]
-        keep = _with_shade(lab[ys, xs], _lightest_mode(lab[ys, xs]))
+        keep = _lit_skin(lab[ys, xs])
         if keep.sum() >= max(MIN_SKIN, SKIN_AREA * region.box[2] ** 2):
             ys, xs = ys[keep], xs[keep]
             return Picked("skin", ys + y0, xs + x0, lab[ys, xs], u[keep], v[keep])
@@ -279,7 +274,7 @@ def skin_pixels(photo: np.ndarray, region: faces.FaceRegion) -> Picked | None:
     ys, xs = np.nonzero(skin)
     keep = np.zeros(len(ys), bool)
     if len(ys) >= MIN_PIXELS:
-        keep = _with_shade(lab[ys, xs], _lightest_mode(lab[ys, xs]))
+        keep = _lit_skin(lab[ys, xs])
     if keep.sum() >= max(MIN_SKIN, SKIN_AREA * region.box[2] ** 2):
         ys, xs = ys[keep], xs[keep]
         return Picked("band-skin", ys + y0, xs + x0, lab[ys, xs])
