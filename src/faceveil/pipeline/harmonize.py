@@ -103,14 +103,15 @@ class SkinStats:
 
 
 # The rules, best first: the skin the landmarks point at around the face (forehead above
-# the mask, temples beside the eyes, the neck under the chin), then the skin-like pixels
-# of the whole band, then the whole band; "grey" where the band has no colour at all.
+# the mask, temples beside the eyes, the neck under the chin), then the skin in the
+# whole band, then a typical skin colour where no skin is in sight; "grey" where the
+# band has no colour at all.
 RULES = ("skin", "band-skin", "typical", "grey")
-# The ``typical`` rule's colour and spread, where no skin lies around a face (its mask
-# covers all the skin in sight, or the light is coloured): the median skin of 17 FRL
-# studio portraits (measured over their faces once; a constant, no photo's statistic).
-TYPICAL_SKIN = (62.0, 10.0, 13.0)
-TYPICAL_SPREAD = (8.0, 3.0, 3.0)
+# The ``typical`` rule's colour and spread: the medians, over 17 FRL studio portraits
+# (every third), of their faces' robust skin colour and spread (measured once; a
+# constant, no photo's statistic).
+TYPICAL_SKIN = (62.0, 10.0, 10.5)
+TYPICAL_SPREAD = (8.0, 1.6, 1.9)
 ZONE_BAND = 0.3  # the zones reach this x the face's width out (past the chin's shade)
 MIN_CHROMA = 9.0  # skin in the zones is at least this colourful (warm white walls are not)
 SKIN_HUE = (20.0, 72.0)  # CIELAB hue of skin in the zones (blond hair is yellower)
@@ -223,15 +224,15 @@ def skin_pixels(photo: np.ndarray, region: faces.FaceRegion) -> Picked | None:
     footprint, in the band around it (``GAP`` pixels out, ``BAND`` x the face's width
     wide). With landmarks and a face at least ``MIN_FACE`` pixels wide, the forehead,
     temple and neck zones of a wider band (``ZONE_BAND``), kept where skin-coloured
-    (:func:`skin_like`, chroma ``MIN_CHROMA`` to ``MAX_CHROMA``, hue within
-    ``SKIN_HUE``), smooth (the smoother half: hair is strands) and in the lightest large
-    colour cluster and its shade (:func:`_lit_skin`): rule ``skin``. Otherwise (or with fewer such
-    pixels than ``MIN_SKIN`` and ``SKIN_AREA`` of the face box) the band's pixels that
-    pass the same test (:func:`skin_locus`), their lightest large cluster where it holds
-    ``MIN_SKIN`` (``band-skin``, from ``MIN_PIXELS``); where the band is colourless,
-    ``grey``; where it holds no skin at all, no pixel (``typical``: hair, backdrop and
-    clothes are no guide to the face's colour). None when the band holds no pixel (a
-    face filling the photo)."""
+    (:func:`skin_locus`: chroma ``MIN_CHROMA`` to ``MAX_CHROMA``, hue within
+    ``SKIN_HUE``, a* at most ``MAX_RED``), smooth (the smoother half: hair is strands)
+    and in the lightest large colour cluster with its shade (:func:`_lit_skin`): rule
+    ``skin``. Otherwise (fewer such pixels than ``MIN_SKIN`` and ``SKIN_AREA`` of the
+    face box) the band's pixels that pass the same test, their lightest large cluster
+    with its shade where it holds as many (``band-skin``, from ``MIN_PIXELS``
+    candidates); where the band is colourless, ``grey``; where it holds too little skin,
+    no pixel (``typical``: hair, backdrop and clothes are no guide to the face's
+    colour). None when the band holds no pixel (a face filling the photo)."""
     hard = (np.asarray(region.mask) > 0).astype(np.float32)
     footprint, (rows, cols) = faces.footprint(hard, region.transform, photo.shape)
     if footprint.size == 0:
@@ -320,8 +321,8 @@ def _local_std(light: np.ndarray, r: int) -> np.ndarray:
     return np.sqrt(np.maximum(square - mean * mean, 0.0))
 
 
-_FALLBACK = {"band-skin": "the skin-like pixels of the band around it (too little skin "
-                          "at its forehead, temples and neck, or no landmarks)",
+_FALLBACK = {"band-skin": "the skin in the band around it (too little skin at its "
+                          "forehead, temples and neck, or no landmarks)",
              "typical": "a typical skin colour (no skin in sight around it: its mask "
                         "covers it, or the light is coloured)",
              "grey": "the grey band around it (a black-and-white photo)"}
