@@ -61,11 +61,12 @@ def test_colour_comes_from_skin_not_shirt_hair_or_backdrop():
     stats = harmonize.skin_stats(photo, region)
     assert stats.rule == "skin"
     assert _delta(stats.median, SKIN) < 3
-    # The band just outside the mask (today's first rule) is mostly shirt, hair and
-    # backdrop: its skin-like median is far from the skin.
+    # The band just outside the mask (the rule without landmarks) is mostly shirt, hair
+    # and backdrop: its skin-like pixels' median is pulled away from the skin, their
+    # lightest large cluster is the skin.
     band = harmonize.skin_pixels(photo, faces.FaceRegion(**{**region.__dict__,
                                                             "landmarks": None}))
-    assert band.rule != "skin" and _delta(np.median(band.lab, axis=0), SKIN) > 8
+    assert band.rule == "band-skin" and _delta(np.median(band.lab, axis=0), SKIN) < 3
     # Every pixel read lies outside the face's footprint (published pixels only).
     picked = harmonize.skin_pixels(photo, region)
     footprint, (rows, cols) = faces.footprint((region.mask > 0).astype(np.float32),
@@ -80,6 +81,77 @@ def test_colour_comes_from_skin_not_shirt_hair_or_backdrop():
     m = region.mask > 0
     assert _delta(np.median(harmonize.rgb_to_lab(out[m]), axis=0), SKIN) < 3
     assert np.array_equal(out[~m], crop[~m])
+
+
+CURTAIN = (178, 82, 73)  # a red curtain: L* 47, a* 38, b* 24 (hue and chroma of skin)
+BLOND = (186, 156, 103)  # blond hair: L* 66, a* 4, b* 32
+SUIT = (30, 35, 60)
+
+
+def _faces_lab(out: np.ndarray, region) -> np.ndarray:
+    return np.median(harmonize.rgb_to_lab(out[region.mask > 0]), axis=0)
+
+
+def test_a_red_curtain_beside_the_face_does_not_make_it_red():
+    """A red curtain next to the temples (where a tight portrait's mask leaves the skin
+    zones little but backdrop): the new face takes the forehead's and neck's skin, not
+    the curtain's red."""
+    photo, region = _portrait()
+    lm = region.landmarks
+    ys, xs = np.mgrid[0:photo.shape[0], 0:photo.shape[1]]
+    face_w = region.box[2]
+    skin_lab = harmonize.rgb_to_lab(np.asarray(SKIN, float))
+    near_skin = np.linalg.norm(harmonize.rgb_to_lab(photo.astype(float)) - skin_lab,
+                               axis=-1) < 15
+    sides = (np.abs(xs - lm[:, 0].mean()) > 0.45 * face_w) & (ys < lm[8, 1]) & ~near_skin
+    photo[sides] = CURTAIN
+    crop = np.full((64, 64, 3), (90.0, 140.0, 150.0), np.float32)
+    out = _faces_lab(harmonize.match(crop, region, photo), region)
+    curtain_lab = harmonize.rgb_to_lab(np.asarray(CURTAIN, float))
+    assert _delta(out, SKIN) < 6
+    assert out[1] < skin_lab[1] + 5 < curtain_lab[1] - 15
+
+
+def test_a_face_with_no_skin_in_sight_gets_a_typical_skin_colour_not_its_hair():
+    """A mask that covers all the skin, framed by blond hair and a dark suit (no skin in
+    sight, as under a helmet or a tight crop): the new face is not matched to the hair's
+    yellow or the suit's blue but to a typical skin colour, and the report says so."""
+    photo, region = _portrait()
+    alpha, (rows, cols) = faces.footprint(region.mask, region.transform, photo.shape)
+    touched = np.zeros(photo.shape[:2], bool)
+    touched[rows, cols] = alpha > 0
+    ys = np.mgrid[0:photo.shape[0], 0:photo.shape[1]][0]
+    photo[~touched] = BLOND
+    photo[~touched & (ys > region.landmarks[8, 1])] = SUIT
+    stats = harmonize.skin_stats(photo, region)
+    assert stats.rule == "typical"
+    assert any("typical skin colour" in n for n in harmonize.colour_notes([region],
+                                                                           [stats.rule]))
+    crop = np.full((64, 64, 3), (90.0, 140.0, 150.0), np.float32)  # a cyan new face
+    out = _faces_lab(harmonize.match(crop, region, photo), region)
+    hue = np.degrees(np.arctan2(out[2], out[1]))
+    assert harmonize.SKIN_HUE[0] <= hue <= harmonize.SKIN_HUE[1]  # skin's hue, not hair's
+    assert _delta(out, BLOND) > 15 and _delta(out, SUIT) > 30
+
+
+def test_a_shining_forehead_does_not_set_the_whole_faces_light():
+    """A high forehead with a highlight in its middle (15 L* lighter, the same colour),
+    which splits the skin into two lights, each outnumbered by the hair: the new face
+    takes the skin's light as a whole, neither the highlight's nor the hair's."""
+    photo, region = _portrait(noise=1.0)
+    lm, width = region.landmarks, region.box[2]
+    ys, xs = np.mgrid[0:photo.shape[0], 0:photo.shape[1]]
+    brows, across = lm[17:27, 1].mean(), np.abs(xs - lm[27, 0])
+    forehead = (ys < brows) & (ys > brows - 0.4 * width) & (across < 0.3 * width)
+    photo[forehead] = SKIN
+    lab = harmonize.rgb_to_lab(photo.astype(float))
+    skin_lab = harmonize.rgb_to_lab(np.asarray(SKIN, float))
+    shine = forehead & (across < 0.22 * width)
+    lab[shine, 0] += 15.0
+    photo = np.clip(np.rint(harmonize.lab_to_rgb(lab)), 0, 255).astype(np.uint8)
+    stats = harmonize.skin_stats(photo, region)
+    assert stats.rule == "skin"
+    assert abs(stats.median[0] - skin_lab[0]) < 6  # the highlight is 15 lighter
 
 
 def test_side_light_becomes_a_gain_across_the_new_face():
@@ -109,9 +181,9 @@ def test_fallbacks_grey_tiny_border_and_coloured_light():
         [region], [harmonize.skin_stats(grey, region).rule]))
     assert harmonize.colour_notes([region], [harmonize.skin_stats(photo, region).rule]) == []
     assert harmonize.colour_notes([region], [None]) == []  # a crop made elsewhere
-    # Tiny faces (< 24 px) are matched to their band, and say so.
+    # Tiny faces (< 24 px) are matched to their band's skin, and say so.
     small_photo, small = _portrait(width=20, at=(40, 40), size=(90, 80))
-    assert harmonize.skin_stats(small_photo, small).rule in ("band-skin", "band")
+    assert harmonize.skin_stats(small_photo, small).rule in ("band-skin", "typical")
     assert harmonize.colour_notes([small], [harmonize.skin_stats(small_photo, small).rule])
     harmonize.match(crop, small, small_photo)
     # Strong blue light: no skin-coloured pixel anywhere; the band, said so.

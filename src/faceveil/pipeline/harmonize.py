@@ -1,6 +1,7 @@
 """The new face in the photo's own colours, light and grain: its CIELAB statistics
 matched to the skin around its mask (forehead, temples and neck, picked by the landmarks
-and a robust skin test; the band around the mask where they give too little), then, as
+and a skin test that leaves out hair and red cloth; the band's skin where they give too
+little, a typical skin colour where no skin is in sight), then, as
 it is pasted, the light near its edge brought to the skin just outside it and grain added
 up to that skin's fine detail, so the replaced region does not read as a patch.
 
@@ -76,6 +77,19 @@ def skin_like(lab: np.ndarray) -> np.ndarray:
     return (chroma >= 6) & (hue >= 15) & (hue <= 95) & (lab[..., 0] >= 15) & (lab[..., 0] <= 97)
 
 
+def skin_locus(lab: np.ndarray) -> np.ndarray:
+    """The stricter skin test the zones around a face are read with: :func:`skin_like`
+    with chroma ``MIN_CHROMA`` to ``MAX_CHROMA``, hue within ``SKIN_HUE`` (blond and brown
+    hair are yellower) and a* at most ``MAX_RED`` (red curtains, cloths and shirts are
+    redder than skin; measured: skin's 99th percentile a* is under 30 even in the warm,
+    saturated test portraits, 18 on FRL's studio ones)."""
+    lab = np.asarray(lab, np.float64)
+    chroma = np.hypot(lab[..., 1], lab[..., 2])
+    hue = np.degrees(np.arctan2(lab[..., 2], lab[..., 1]))
+    return (skin_like(lab) & (hue >= SKIN_HUE[0]) & (hue <= SKIN_HUE[1])
+            & (chroma >= MIN_CHROMA) & (chroma <= MAX_CHROMA) & (lab[..., 1] <= MAX_RED))
+
+
 @dataclass(frozen=True)
 class SkinStats:
     """What a new face is matched to: the CIELAB median and robust spread of the pixels
@@ -89,14 +103,21 @@ class SkinStats:
 
 
 # The rules, best first: the skin the landmarks point at around the face (forehead above
-# the mask, temples beside the eyes, the neck under the chin), then the skin-like pixels
-# of the whole band, then the whole band; "grey" where the band has no colour at all.
-RULES = ("skin", "band-skin", "band", "grey")
+# the mask, temples beside the eyes, the neck under the chin), then the skin in the
+# whole band, then a typical skin colour where no skin is in sight; "grey" where the
+# band has no colour at all.
+RULES = ("skin", "band-skin", "typical", "grey")
+# The ``typical`` rule's colour and spread: the medians, over 17 FRL studio portraits
+# (every third), of their faces' robust skin colour and spread (measured once; a
+# constant, no photo's statistic).
+TYPICAL_SKIN = (62.0, 10.0, 10.5)
+TYPICAL_SPREAD = (8.0, 1.6, 1.9)
 ZONE_BAND = 0.3  # the zones reach this x the face's width out (past the chin's shade)
 MIN_CHROMA = 9.0  # skin in the zones is at least this colourful (warm white walls are not)
 SKIN_HUE = (20.0, 72.0)  # CIELAB hue of skin in the zones (blond hair is yellower)
 MIN_FACE = 24  # photo pixels: a narrower face is matched to its band (too few skin pixels)
 MAX_CHROMA = 50.0  # skin is rarely more saturated; red shirts and cloths are
+MAX_RED = 30.0  # a*: nor is it redder
 GREY_CHROMA = 4.0  # a band whose median chroma is under this is black-and-white
 MAX_SLOPE = 30.0  # L* per face width: a stronger measured side light is not followed
 
@@ -146,15 +167,20 @@ def _robust(lab: np.ndarray, rounds: int = 2) -> np.ndarray:
 
 
 CLUSTER = np.array([8.0, 6.0, 6.0])  # L*, a*, b*: half-widths of a colour cluster
-MIN_SHARE = 0.15  # a cluster holding less of the candidates is not the skin
+MIN_SHARE = 0.15  # a cluster (with its shade) holding less of the candidates is not the skin
+SHADE = 20.0  # L*: how much darker than the lit skin its shaded part may be
 
 
-def _lightest_mode(lab: np.ndarray) -> np.ndarray:
-    """Which of ``lab`` belong to the lightest colour cluster holding at least
-    ``MIN_SHARE`` of them (and ``MIN_SKIN`` pixels): mode seeking (a median within
-    ``CLUSTER`` of the centre, five times) from seeds across the L* range. Hair and the
-    shade under the chin are darker than lit skin, so when they mix in, the skin is the
-    lightest large cluster."""
+def _lit_skin(lab: np.ndarray) -> np.ndarray:
+    """Which of ``lab`` are the skin: the lightest colour cluster whose colour, lit and
+    shaded, holds at least ``MIN_SHARE`` of them (and ``MIN_SKIN`` pixels). Mode
+    seeking (a median within ``CLUSTER`` of the centre, five times) from seeds across
+    the L* range finds the clusters; each is taken with its shade, the pixels of its
+    colour (a*, b* within ``CLUSTER``) down to ``SHADE`` L* darker. Hair and the shade
+    under the chin are darker than lit skin, so when they mix in, the skin is the
+    lightest large cluster; its shade counts, as the lit part alone (a forehead's
+    highlight) is lighter than the face's skin as a whole. (Reaching up as far
+    instead lets a light wall's cluster win, with the darker pixels of its colour.)"""
     best, best_light = np.zeros(len(lab), bool), -np.inf
     if len(lab) < MIN_SKIN:
         return best
@@ -167,8 +193,12 @@ def _lightest_mode(lab: np.ndarray) -> np.ndarray:
             if not sel.any():
                 break
             centre = np.median(lab[sel], axis=0)
-        if sel.sum() >= max(MIN_SKIN, MIN_SHARE * len(lab)) and centre[0] > best_light:
-            best, best_light = sel, centre[0]
+        if not sel.any():
+            continue
+        shaded = (np.abs(lab[:, 1:] - centre[1:]) <= CLUSTER[1:]).all(axis=1) & (
+            lab[:, 0] >= centre[0] - SHADE) & (lab[:, 0] <= centre[0] + CLUSTER[0])
+        if shaded.sum() >= max(MIN_SKIN, MIN_SHARE * len(lab)) and centre[0] > best_light:
+            best, best_light = shaded, centre[0]
     return best
 
 
@@ -194,13 +224,15 @@ def skin_pixels(photo: np.ndarray, region: faces.FaceRegion) -> Picked | None:
     footprint, in the band around it (``GAP`` pixels out, ``BAND`` x the face's width
     wide). With landmarks and a face at least ``MIN_FACE`` pixels wide, the forehead,
     temple and neck zones of a wider band (``ZONE_BAND``), kept where skin-coloured
-    (:func:`skin_like`, chroma ``MIN_CHROMA`` to ``MAX_CHROMA``, hue within
-    ``SKIN_HUE``), smooth (the smoother half: hair is strands) and in the lightest large
-    colour cluster (:func:`_lightest_mode`): rule ``skin``. Otherwise (or with fewer such
-    pixels than ``MIN_SKIN`` and ``SKIN_AREA`` of the face box) the band's skin-like
-    pixels (``band-skin``, from ``MIN_PIXELS``), the whole band (``band``), or, where the
-    band is colourless, ``grey``. None when the band holds no pixel (a face filling the
-    photo)."""
+    (:func:`skin_locus`: chroma ``MIN_CHROMA`` to ``MAX_CHROMA``, hue within
+    ``SKIN_HUE``, a* at most ``MAX_RED``), smooth (the smoother half: hair is strands)
+    and in the lightest large colour cluster with its shade (:func:`_lit_skin`): rule
+    ``skin``. Otherwise (fewer such pixels than ``MIN_SKIN`` and ``SKIN_AREA`` of the
+    face box) the band's pixels that pass the same test, their lightest large cluster
+    with its shade where it holds as many (``band-skin``, from ``MIN_PIXELS``
+    candidates); where the band is colourless, ``grey``; where it holds too little skin,
+    no pixel (``typical``: hair, backdrop and clothes are no guide to the face's
+    colour). None when the band holds no pixel (a face filling the photo)."""
     hard = (np.asarray(region.mask) > 0).astype(np.float32)
     footprint, (rows, cols) = faces.footprint(hard, region.transform, photo.shape)
     if footprint.size == 0:
@@ -221,14 +253,10 @@ def skin_pixels(photo: np.ndarray, region: faces.FaceRegion) -> Picked | None:
     if not band.any():
         return None
     lab = rgb_to_lab(photo[y0:y1, x0:x1])
-    skin = band & skin_like(lab) & (np.hypot(lab[..., 1], lab[..., 2]) <= MAX_CHROMA)
+    skin = band & skin_locus(lab)
     if zones:
         lm = np.asarray(region.landmarks, np.float64)
-        hue = np.degrees(np.arctan2(lab[..., 2], lab[..., 1]))
-        ys, xs = np.nonzero(wide & skin_like(lab) & (hue >= SKIN_HUE[0])
-                            & (hue <= SKIN_HUE[1])
-                            & (np.hypot(lab[..., 1], lab[..., 2]) >= MIN_CHROMA)
-                            & (np.hypot(lab[..., 1], lab[..., 2]) <= MAX_CHROMA))
+        ys, xs = np.nonzero(wide & skin_locus(lab))
         u, v = face_coords(lm, xs + x0, ys + y0)
         zone = _zones(lm, u, v)
         # Skin is smooth, hair is strands: keep the smoother half of the zones' pixels.
@@ -236,29 +264,38 @@ def skin_pixels(photo: np.ndarray, region: faces.FaceRegion) -> Picked | None:
         if zone.sum() >= 2 * MIN_SKIN:
             zone &= rough <= max(SMOOTH_L, float(np.median(rough[zone])))
         ys, xs, u, v = ys[zone], xs[zone], u[zone], v[zone]
-        keep = _lightest_mode(lab[ys, xs])
+        keep = _lit_skin(lab[ys, xs])
         if keep.sum() >= max(MIN_SKIN, SKIN_AREA * region.box[2] ** 2):
             ys, xs = ys[keep], xs[keep]
             return Picked("skin", ys + y0, xs + x0, lab[ys, xs], u[keep], v[keep])
     if np.median(np.hypot(lab[band][:, 1], lab[band][:, 2])) < GREY_CHROMA:
-        rule, sel = "grey", band
-    elif skin.sum() >= MIN_PIXELS:
-        rule, sel = "band-skin", skin
-    else:
-        rule, sel = "band", band
-    ys, xs = np.nonzero(sel)
-    return Picked(rule, ys + y0, xs + x0, lab[ys, xs])
+        ys, xs = np.nonzero(band)
+        return Picked("grey", ys + y0, xs + x0, lab[ys, xs])
+    # The band's skin: its lightest large cluster and that colour's shade, enough of it.
+    ys, xs = np.nonzero(skin)
+    keep = np.zeros(len(ys), bool)
+    if len(ys) >= MIN_PIXELS:
+        keep = _lit_skin(lab[ys, xs])
+    if keep.sum() >= max(MIN_SKIN, SKIN_AREA * region.box[2] ** 2):
+        ys, xs = ys[keep], xs[keep]
+        return Picked("band-skin", ys + y0, xs + x0, lab[ys, xs])
+    # No skin in sight (hair, backdrop, clothes, coloured light): nothing to read.
+    empty = np.zeros(0, np.int64)
+    return Picked("typical", empty, empty, np.zeros((0, 3)))
 
 
 def skin_stats(photo: np.ndarray, region: faces.FaceRegion) -> SkinStats | None:
     """What a new face is matched to (:func:`skin_pixels`): the median and spread of the
     pixels picked (robust under ``skin``, the standard deviation under the band rules,
     as the band mixes skin with what surrounds it), and under ``skin`` the left-to-right
-    L* slope of the forehead and temples. None where nothing is picked."""
+    L* slope of the forehead and temples; under ``typical``, the constant
+    ``TYPICAL_SKIN``. None where nothing is picked."""
     picked = skin_pixels(photo, region)
     if picked is None:
         return None
     v = picked.lab
+    if picked.rule == "typical":
+        return SkinStats(np.array(TYPICAL_SKIN), np.array(TYPICAL_SPREAD), 0.0, "typical")
     if picked.rule != "skin":
         return SkinStats(np.median(v, axis=0), v.std(axis=0), 0.0, picked.rule)
     lm = np.asarray(region.landmarks, np.float64)
@@ -284,9 +321,10 @@ def _local_std(light: np.ndarray, r: int) -> np.ndarray:
     return np.sqrt(np.maximum(square - mean * mean, 0.0))
 
 
-_FALLBACK = {"band-skin": "the skin-like pixels of the band around it (too little skin "
-                          "at its forehead, temples and neck, or no landmarks)",
-             "band": "the whole band around it (no skin-like pixel there: coloured light?)",
+_FALLBACK = {"band-skin": "the skin in the band around it (too little skin at its "
+                          "forehead, temples and neck, or no landmarks)",
+             "typical": "a typical skin colour (no skin in sight around it: its mask "
+                        "covers it, or the light is coloured)",
              "grey": "the grey band around it (a black-and-white photo)"}
 
 
@@ -373,7 +411,7 @@ def match_to(crop: np.ndarray, region: faces.FaceRegion, stats: SkinStats | None
         smooth(weight, CHROMA_SIGMA), 1e-9)
     lab[..., 1:] = np.where(inside[..., None], ab, lab[..., 1:])
     v = lab[inside]
-    if stats.rule == "skin":
+    if stats.rule in ("skin", "typical"):
         # The centre is the new face's own skin; the spread its whole face's, so the
         # model's colour blotches (far from its skin) shrink with it.
         ref = v[_robust(v)]
@@ -381,7 +419,7 @@ def match_to(crop: np.ndarray, region: faces.FaceRegion, stats: SkinStats | None
     else:
         centre, spread = v.mean(axis=0), v.std(axis=0)
     ratio = np.clip(stats.spread / np.maximum(spread, 1e-6),
-                    *(SKIN_STD_RANGE if stats.rule == "skin" else STD_RANGE))
+                    *(SKIN_STD_RANGE if stats.rule in ("skin", "typical") else STD_RANGE))
     ratio[0] = 1.0
     moved = (v - centre) * ratio + stats.median
     if stats.slope and region.landmarks is not None:
