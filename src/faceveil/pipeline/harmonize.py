@@ -481,6 +481,7 @@ MIN_RIM = 40  # skin pixels next to the edge below which the light is left as ma
 # Share of the edge with skin next to it under which the field stays near that skin, and
 # from which its mean step reaches the whole edge.
 COVER = (0.1, 0.25)
+GRAIN_CAP = 0.1  # grey levels per photo pixel of face width: the most grain added
 
 
 def _skin_rim(lab: np.ndarray, outside: np.ndarray, face_lab: np.ndarray,
@@ -591,8 +592,11 @@ def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
     want = float(hp[sel].var()) if sel.any() else 0.0
     have = float(hp[core].var()) if core.any() else want
     # A 3x3 high-pass keeps 8/9 of white noise's variance; the same grain on every
-    # channel, as a photo's is mostly in its light (chroma is subsampled).
-    sigma = math.sqrt(max(want - have, 0.0) / (8 / 9))
+    # channel, as a photo's is mostly in its light (chroma is subsampled). At most
+    # ``GRAIN_CAP`` x the face's width: on a small face the ring's fine detail is
+    # mostly the texture of what surrounds it (a window, strands of hair), which as
+    # per-pixel grain reads as speckle the size of a pore on a 40 px face.
+    sigma = min(math.sqrt(max(want - have, 0.0) / (8 / 9)), GRAIN_CAP * width)
     noise = normals(grey.size).reshape(grey.shape) * sigma
     noisy = np.clip(np.rint(part + (np.clip(footprint, 0, 1) * noise)[..., None]), 0, 255)
     region_pixels = out[window]
