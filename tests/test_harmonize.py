@@ -310,3 +310,25 @@ def test_a_little_skin_next_to_the_edge_sets_the_light_only_near_it():
     far = inner & (ys < lm[19, 1])  # the top of the mask, over the brows
     assert np.median(light[near]) < skin[0] + 8  # brought down towards the patch's skin
     assert abs(np.median(light[far]) - (skin[0] + 15)) < 3  # as made
+
+
+def test_a_small_face_in_a_busy_ring_gets_light_grain_not_speckle():
+    """On a small face whose ring is busy (strands, a window: here strong per-pixel
+    texture), the grain added is capped relative to the face's width, and it is the
+    same on every channel (light, no colour speckle); some grain is still added."""
+    photo, region = _portrait(width=44, at=(70, 66), size=(140, 130), noise=30.0)
+    crop = np.empty((64, 64, 3), np.float32)
+    crop[:] = SKIN
+    rng = np.random.default_rng(1)
+    plain = harmonize.paste(photo, crop, region, lambda n: np.zeros(n)).astype(float)
+    grainy = harmonize.paste(photo, crop, region, rng.standard_normal).astype(float)
+    footprint, window = faces.footprint(region.mask, region.transform, photo.shape)
+    core = footprint >= 0.999
+    added = (grainy - plain)[window][core]
+    assert np.abs(added - added.mean(axis=1, keepdims=True)).max() <= 1.0  # no chroma
+    cap = harmonize.GRAIN_CAP * region.box[2]
+    assert 0.5 * cap <= added.mean(axis=1).std() <= 1.1 * cap + 0.5
+    # Outside the footprint nothing changes.
+    outside = np.ones(photo.shape[:2], bool)
+    outside[window] &= ~(footprint > 0)
+    assert (grainy[outside] == photo[outside]).all()
