@@ -564,8 +564,11 @@ def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
     would change); its light brought to the skin next to its edge (:func:`_light`); then
     grain, drawn by ``normals(n)`` (the face's key stream), enough for the new face's
     fine detail to reach that of the skin next to it (the variance of a 3x3 high-pass:
-    the photo's noise, its sharpness and the skin's texture together). Reads only the
-    new face and published pixels outside the footprint. Returns a new uint8 photo."""
+    the photo's noise, its sharpness and the skin's texture together; at most
+    ``GRAIN_CAP`` grey levels per pixel of face width, the same on every channel).
+    The light reads skin up to ``LIGHT_WINDOW`` L* from the new face, the grain skin up
+    to ``SKIN_WINDOW``'s. Reads only the new face and published pixels outside the
+    footprint. Returns a new uint8 photo."""
     inside = np.asarray(region.mask) > 0
     out = faces.paste(photo, crop, region.transform, region.mask,
                       colour=upscaled(crop, region.transform, inside))
