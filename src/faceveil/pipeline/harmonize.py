@@ -477,20 +477,27 @@ LIGHT_SCALE = 0.1  # face widths: the light field's smoothness along the edge
 LIGHT_REACH = 0.1  # face widths: how far in from the edge the field fades out
 LIGHT_MAX = 30.0  # L*: the largest correction (light, not a repaint)
 SKIN_WINDOW = (20.0, 12.0)  # L*, a*/b*: how far skin next to the edge may be from the new face's
+# ... when it sets the light (L*): wider, as the new face's level came from the forehead,
+# which on a portrait lit from above is up to 20 L* over the face (measured on the test
+# photos), so the cheeks next to the edge can be darker than the new face by more. (The
+# grain is still read from the narrower window: the wider one lets in more hair edges.)
+LIGHT_WINDOW = 25.0
 MIN_RIM = 40  # skin pixels next to the edge below which the light is left as matched
 # Share of the edge with skin next to it under which the field stays near that skin, and
 # from which its mean step reaches the whole edge.
 COVER = (0.1, 0.25)
+GRAIN_CAP = 0.1  # grey levels per photo pixel of face width: the most grain added
 
 
 def _skin_rim(lab: np.ndarray, outside: np.ndarray, face_lab: np.ndarray,
-              below_chin: np.ndarray | None) -> np.ndarray:
+              below_chin: np.ndarray | None, window: float = SKIN_WINDOW[0]) -> np.ndarray:
     """The skin in the ring ``outside`` a pasted face: skin-like pixels within
-    ``SKIN_WINDOW`` of the new face's own colour (``face_lab``, which :func:`match_to`
-    moved onto the photo's skin; any colour near it in a grey photo), so not the backdrop,
+    ``SKIN_WINDOW`` (L* within ``window``) of the new face's own colour (``face_lab``,
+    which :func:`match_to` moved onto the photo's skin; any colour near it in a grey
+    photo), so not the backdrop,
     hair or clothes, nor the neck under the chin (``below_chin``: the chin's shadow is
     not the face's light)."""
-    near = (np.abs(lab[..., 0] - face_lab[0]) <= SKIN_WINDOW[0]) & (
+    near = (np.abs(lab[..., 0] - face_lab[0]) <= window) & (
         np.abs(lab[..., 1:] - face_lab[1:]) <= SKIN_WINDOW[1]).all(axis=-1)
     # A grey new face (a black-and-white photo, the ``grey`` rule) has no skin colour.
     rim = outside & near & (skin_like(lab) | (np.hypot(*face_lab[1:]) < GREY_CHROMA))
@@ -557,8 +564,11 @@ def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
     would change); its light brought to the skin next to its edge (:func:`_light`); then
     grain, drawn by ``normals(n)`` (the face's key stream), enough for the new face's
     fine detail to reach that of the skin next to it (the variance of a 3x3 high-pass:
-    the photo's noise, its sharpness and the skin's texture together). Reads only the
-    new face and published pixels outside the footprint. Returns a new uint8 photo."""
+    the photo's noise, its sharpness and the skin's texture together; at most
+    ``GRAIN_CAP`` grey levels per pixel of face width, the same on every channel).
+    The light reads skin up to ``LIGHT_WINDOW`` L* from the new face, the grain skin up
+    to ``SKIN_WINDOW``'s. Reads only the new face and published pixels outside the
+    footprint. Returns a new uint8 photo."""
     inside = np.asarray(region.mask) > 0
     out = faces.paste(photo, crop, region.transform, region.mask,
                       colour=upscaled(crop, region.transform, inside))
@@ -581,8 +591,9 @@ def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
         _, up = face_coords(lm, xs.astype(np.float64), ys.astype(np.float64))
         below_chin = up < face_coords(lm, lm[8:9, 0], lm[8:9, 1])[1][0]
     rim = _skin_rim(lab, outside, face_lab, below_chin)
-    if rim.sum() >= MIN_RIM:
-        lab[..., 0] += _light(lab, footprint, rim, width) * np.clip(footprint, 0, 1)
+    lit = _skin_rim(lab, outside, face_lab, below_chin, LIGHT_WINDOW)
+    if lit.sum() >= MIN_RIM:
+        lab[..., 0] += _light(lab, footprint, lit, width) * np.clip(footprint, 0, 1)
         part = np.where(touched[..., None], lab_to_rgb(lab), part)
     # Grain: the skin next to the edge (or the whole ring) against the new face alone.
     grey = part.mean(axis=-1)
@@ -591,8 +602,11 @@ def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
     want = float(hp[sel].var()) if sel.any() else 0.0
     have = float(hp[core].var()) if core.any() else want
     # A 3x3 high-pass keeps 8/9 of white noise's variance; the same grain on every
-    # channel, as a photo's is mostly in its light (chroma is subsampled).
-    sigma = math.sqrt(max(want - have, 0.0) / (8 / 9))
+    # channel, as a photo's is mostly in its light (chroma is subsampled). At most
+    # ``GRAIN_CAP`` x the face's width: on a small face the ring's fine detail is
+    # mostly the texture of what surrounds it (a window, strands of hair), which as
+    # per-pixel grain reads as speckle the size of a pore on a 40 px face.
+    sigma = min(math.sqrt(max(want - have, 0.0) / (8 / 9)), GRAIN_CAP * width)
     noise = normals(grey.size).reshape(grey.shape) * sigma
     noisy = np.clip(np.rint(part + (np.clip(footprint, 0, 1) * noise)[..., None]), 0, 255)
     region_pixels = out[window]
