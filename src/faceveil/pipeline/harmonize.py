@@ -477,11 +477,6 @@ LIGHT_SCALE = 0.1  # face widths: the light field's smoothness along the edge
 LIGHT_REACH = 0.1  # face widths: how far in from the edge the field fades out
 LIGHT_MAX = 30.0  # L*: the largest correction (light, not a repaint)
 SKIN_WINDOW = (20.0, 12.0)  # L*, a*/b*: how far skin next to the edge may be from the new face's
-# ... when it sets the light (L*): wider, as the new face's level came from the forehead,
-# which on a portrait lit from above is up to 20 L* over the face (measured on the test
-# photos), so the cheeks next to the edge can be darker than the new face by more. (The
-# grain is still read from the narrower window: the wider one lets in more hair edges.)
-LIGHT_WINDOW = 25.0
 MIN_RIM = 40  # skin pixels next to the edge below which the light is left as matched
 # Share of the edge with skin next to it under which the field stays near that skin, and
 # from which its mean step reaches the whole edge.
@@ -490,14 +485,13 @@ GRAIN_CAP = 0.1  # grey levels per photo pixel of face width: the most grain add
 
 
 def _skin_rim(lab: np.ndarray, outside: np.ndarray, face_lab: np.ndarray,
-              below_chin: np.ndarray | None, window: float = SKIN_WINDOW[0]) -> np.ndarray:
+              below_chin: np.ndarray | None) -> np.ndarray:
     """The skin in the ring ``outside`` a pasted face: skin-like pixels within
-    ``SKIN_WINDOW`` (L* within ``window``) of the new face's own colour (``face_lab``,
-    which :func:`match_to` moved onto the photo's skin; any colour near it in a grey
-    photo), so not the backdrop,
+    ``SKIN_WINDOW`` of the new face's own colour (``face_lab``, which :func:`match_to`
+    moved onto the photo's skin; any colour near it in a grey photo), so not the backdrop,
     hair or clothes, nor the neck under the chin (``below_chin``: the chin's shadow is
     not the face's light)."""
-    near = (np.abs(lab[..., 0] - face_lab[0]) <= window) & (
+    near = (np.abs(lab[..., 0] - face_lab[0]) <= SKIN_WINDOW[0]) & (
         np.abs(lab[..., 1:] - face_lab[1:]) <= SKIN_WINDOW[1]).all(axis=-1)
     # A grey new face (a black-and-white photo, the ``grey`` rule) has no skin colour.
     rim = outside & near & (skin_like(lab) | (np.hypot(*face_lab[1:]) < GREY_CHROMA))
@@ -591,9 +585,8 @@ def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
         _, up = face_coords(lm, xs.astype(np.float64), ys.astype(np.float64))
         below_chin = up < face_coords(lm, lm[8:9, 0], lm[8:9, 1])[1][0]
     rim = _skin_rim(lab, outside, face_lab, below_chin)
-    lit = _skin_rim(lab, outside, face_lab, below_chin, LIGHT_WINDOW)
-    if lit.sum() >= MIN_RIM:
-        lab[..., 0] += _light(lab, footprint, lit, width) * np.clip(footprint, 0, 1)
+    if rim.sum() >= MIN_RIM:
+        lab[..., 0] += _light(lab, footprint, rim, width) * np.clip(footprint, 0, 1)
         part = np.where(touched[..., None], lab_to_rgb(lab), part)
     # Grain: the skin next to the edge (or the whole ring) against the new face alone.
     grey = part.mean(axis=-1)
