@@ -560,9 +560,8 @@ def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
     fine detail to reach that of the skin next to it (the variance of a 3x3 high-pass:
     the photo's noise, its sharpness and the skin's texture together; at most
     ``GRAIN_CAP`` grey levels per pixel of face width, the same on every channel).
-    The light reads skin up to ``LIGHT_WINDOW`` L* from the new face, the grain skin up
-    to ``SKIN_WINDOW``'s. Reads only the new face and published pixels outside the
-    footprint. Returns a new uint8 photo."""
+    Both read the skin within ``SKIN_WINDOW`` of the new face's colour. Reads only the
+    new face and published pixels outside the footprint. Returns a new uint8 photo."""
     inside = np.asarray(region.mask) > 0
     out = faces.paste(photo, crop, region.transform, region.mask,
                       colour=upscaled(crop, region.transform, inside))
