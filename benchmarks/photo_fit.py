@@ -256,11 +256,9 @@ def found_again(anon: np.ndarray, box) -> bool:
     from faceveil.faces.geometry import overlap
     from faceveil.faces.landmarks import dlib_model
 
-    crop = crop_box(anon, box)
-    x, y, w, h = box
-    s = int(max(w, h) * 2)
-    x0, y0 = max(0, x + w // 2 - s // 2), max(0, y + h // 2 - s // 2)
-    up = 1 if max(w, h) >= 80 else 2
+    (y0, x0), s = crop_window(box)
+    crop = np.ascontiguousarray(anon[y0:y0 + s, x0:x0 + s])
+    up = 1 if max(box[2], box[3]) >= 80 else 2
     rects, _, _ = dlib_model("hog").run(crop, up, 0.0)
     return any(overlap((r.left() + x0, r.top() + y0, r.width(), r.height()), tuple(box))[0]
                >= 0.3 for r in rects)
@@ -278,11 +276,16 @@ def sheet(tiles: list[list[np.ndarray]], path: Path, side: int = 128) -> None:
     Image.fromarray(grid).save(path, "JPEG", quality=80)
 
 
-def crop_box(px: np.ndarray, box, grow: float = 0.5) -> np.ndarray:
+def crop_window(box, grow: float = 0.5) -> tuple[tuple[int, int], int]:
+    """The square around a face box (grown by ``grow`` of its side each way): its top-left
+    ``(y0, x0)`` in the photo and its side."""
     x, y, w, h = box
     s = int(max(w, h) * (1 + 2 * grow))
-    cx, cy = x + w // 2, y + h // 2
-    y0, x0 = max(0, cy - s // 2), max(0, cx - s // 2)
+    return (max(0, y + h // 2 - s // 2), max(0, x + w // 2 - s // 2)), s
+
+
+def crop_box(px: np.ndarray, box, grow: float = 0.5) -> np.ndarray:
+    (y0, x0), s = crop_window(box, grow)
     return np.ascontiguousarray(px[y0:y0 + s, x0:x0 + s])
 
 

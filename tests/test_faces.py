@@ -226,17 +226,6 @@ def builtin_framing() -> faces.Framing:
     return faces.Framing.from_dict(meta["framing"])
 
 
-def convex_depth(hull: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Signed distance of points inside a convex polygon (positive inside)."""
-    centre = hull.mean(0)
-    depth = np.full(len(pts), np.inf)
-    for a, b in zip(hull, np.roll(hull, -1, 0), strict=True):
-        n = np.array([b[1] - a[1], a[0] - b[0]]) / max(np.hypot(*(b - a)), 1e-9)
-        n = n if np.dot(centre - a, n) > 0 else -n  # pointing inwards
-        depth = np.minimum(depth, (pts - a) @ n)
-    return depth
-
-
 def outline_extent(transform: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The hard mask's bounding box in crop pixels (outline grown as the mask is)."""
     crop = faces.apply_transform(transform, lm)
@@ -265,7 +254,8 @@ def test_the_chin_below_a_tight_crop_is_still_replaced(name):
         pts = faces.apply_transform(r.transform, np.stack([xs.ravel(), ys.ravel()], 1))
         lm = faces.apply_transform(r.transform, r.landmarks)
         grow = faces.masks.MASK_DILATE * np.hypot(*(lm[16] - lm[0])) - 1.0
-        deep = convex_depth(faces.masks.face_outline(lm), pts).reshape(alpha.shape) >= -grow
+        depth = faces.masks._convex_depth(faces.masks.face_outline(lm), pts[:, 0], pts[:, 1])
+        deep = depth.reshape(alpha.shape) >= -grow
         assert deep.sum() > 100 and (alpha[deep] > 0).all()
     assert overflow > 1  # the plain alignment does run past the crop on these photos
 

@@ -35,10 +35,16 @@ def _convex_hull(points: np.ndarray) -> np.ndarray:
 
 
 def _polygon_depth(hull: np.ndarray, size: int) -> np.ndarray:
-    """Signed distance of every pixel centre to the boundary of a convex polygon,
-    positive inside (exact inside, a lower bound on the distance outside)."""
+    """Signed distance of every pixel centre of a ``size`` square to the boundary of a
+    convex polygon (:func:`_convex_depth`)."""
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-    depth = np.full((size, size), np.inf)
+    return _convex_depth(hull, xs, ys)
+
+
+def _convex_depth(hull: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Signed distance of the points ``(xs, ys)`` to the boundary of a convex polygon,
+    positive inside (exact inside, a lower bound on the distance outside)."""
+    depth = np.full(np.shape(xs), np.inf)
     centre = hull.mean(0)
     for a, b in zip(hull, np.roll(hull, -1, axis=0), strict=True):
         edge = b - a
