@@ -83,6 +83,16 @@ def test_a_few_steps_log_save_and_sample(tmp_path):
     assert max(moved) > 0
 
 
+def test_a_cool_down_lowers_the_rate_linearly_over_the_last_steps(tmp_path):
+    # --warmup 1: the rate is constant until the cool-down's 4 steps before step 6.
+    run(tmp_path, "--max-steps", "6", "--warmup", "1", "--cool-down", "4")
+    base = 4e-4
+    assert [r["lr"] for r in log(tmp_path)] == pytest.approx(
+        [base, base, base, 0.75 * base, 0.5 * base, 0.25 * base])
+    with pytest.raises(SystemExit):
+        train.parse_args(["--out", str(tmp_path), "--cool-down", "4"])
+
+
 def test_batches_depend_only_on_the_step():
     gen = dcgan.load_generator()
     tables = train.NoiseTables(train.make_scheduler(), torch.device("cpu"))

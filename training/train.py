@@ -168,11 +168,17 @@ def ema_decay(step: int, max_decay: float, power: float = 2.0 / 3.0) -> float:
     return min(max_decay, max(0.0, 1.0 - (1.0 + step) ** -power))
 
 
-def learning_rate(step: int, base: float, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then constant ``base``."""
-    if warmup <= 0:
-        return base
-    return base * min(1.0, (step + 1) / warmup)
+def learning_rate(step: int, base: float, warmup: int, steps_left: int | None = None,
+                  cool_down: int = 0) -> float:
+    """Linear warm-up over ``warmup`` steps, then constant ``base``; with ``cool_down``, a
+    linear fall to zero over the last ``cool_down`` steps of the run (``steps_left`` is
+    how many remain, this one included): warmup-stable-decay, whose cool-down brings a
+    constant-rate run's loss down without choosing its length in advance (Hagele et al.,
+    "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations", 2024)."""
+    rate = base if warmup <= 0 else base * min(1.0, (step + 1) / warmup)
+    if cool_down > 0 and steps_left is not None and steps_left <= cool_down:
+        rate *= max(steps_left, 0) / cool_down
+    return rate
 
 
 # --------------------------------------------------------------------------
@@ -425,6 +431,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of init, data, timesteps and noise")
     p.add_argument("--max-steps", type=int, default=0, help="stop at this step (0: no limit)")
+    p.add_argument("--cool-down", type=int, default=0, metavar="N",
+                   help="bring the learning rate linearly to zero over the last N steps "
+                   "before --max-steps (a run resumed with a new --max-steps cools down then)")
     p.add_argument(
         "--max-minutes",
         type=float,
@@ -454,6 +463,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="profile N steps (after 2 warm-up steps), print the top operations, "
                    "write OUT/profile_trace.json and exit without saving")
     args = p.parse_args(argv)
+    if args.cool_down and not args.max_steps:
+        p.error("--cool-down needs --max-steps: the steps it counts are the run's last")
     args.channels = tuple(int(c) for c in args.channels.split(","))
     return args
 
@@ -640,7 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     def train_step() -> tuple[torch.Tensor, float]:
         """One optimizer step; nothing in it waits for the device."""
         nonlocal running
-        lr = learning_rate(step - warmup_from, args.lr, args.warmup)
+        lr = learning_rate(step - warmup_from, args.lr, args.warmup,
+                           args.max_steps - step if args.max_steps else None, args.cool_down)
         for group in optimizer.param_groups:
             group["lr"] = lr
         noisy, t, target = batch_for_step(
