@@ -12,15 +12,17 @@ its own interpreter with the defaults (sealed originals, harmonized) and a fixed
 on the same photos: ``tests/data``'s group, crowd and astronaut photos, the first
 ``--frl-photos`` FRL neutral portraits, and those portraits with a synthetic occluder
 pasted over the lower face or a cheek (``occluded``: strips, discs and a hand
-silhouette, in colours far from skin and one skin-coloured). The driver measures both
+silhouette, in colours far from skin and one skin-coloured), and each with a fringe of
+brown hair across the forehead. The driver measures both
 arms' outputs against the originals with this checkout's code:
 
 - colour: CIE76 dE between the robust skin colour (CIELAB median of the skin-like
   pixels near their dominant colour) of the original and of the anonymized face over
   the face's fully replaced core; median and worst per set;
 - occluders: share of the occluder's pixels inside the landmark outline's footprint left
-  unchanged (colour-different occluders and skin-coloured ones apart), and of those
-  outside the eyes-nose-mouth core that is always replaced;
+  unchanged (colour-different occluders, skin-coloured ones and a fringe of brown hair
+  in the skin's own chromaticity apart), and of those outside the eyes-nose-mouth core
+  that is always replaced;
 - identity: dlib distance between original and anonymized face (FRL): another person
   at >= 0.6;
 - border: the step in median L* between the ring just inside the soft edge and the
@@ -51,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+OCCLUDER_KINDS = ("colour", "skin", "hair")  # the occluded set's names end in one
 TEST_PHOTOS = ("group", "crowd", "astronaut")
 # Occluders pasted by :func:`occluded`: (shape, RGB); the last is skin-coloured.
 OCCLUDERS = (("strip", (40, 60, 170)), ("disc", (200, 30, 30)), ("hand", (30, 140, 60)),
@@ -80,6 +83,24 @@ def occluder_mask(shape: str, lm: np.ndarray, size: tuple[int, int]) -> np.ndarr
         out |= (np.abs(xs - fx) <= 0.065 * width) & (ys >= tip) & (ys <= palm_top)
         out |= np.hypot(xs - fx, ys - tip) <= 0.065 * width
     return out
+
+
+def fringe(pixels: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The photo with a fringe of brown hair across the forehead, down to just above the
+    brows: the face's own skin colour (so skin's chromaticity) at 40% of its light, in
+    strands 5% of the face's width apart; and its mask."""
+    from faceveil.faces import occluders
+
+    zones = occluders.skin_zones(lm).round().astype(int)
+    skin = np.median(pixels[zones[:, 1], zones[:, 0]], axis=0).astype(np.float64)
+    width = np.hypot(*(lm[16] - lm[0]))
+    ys, xs = np.mgrid[0:pixels.shape[0], 0:pixels.shape[1]]
+    mask = (ys <= lm[17:27, 1].min() - 0.04 * width) & (
+        ys >= lm[17:27, 1].min() - 0.6 * width) & (np.abs(xs - lm[27, 0]) <= 0.6 * width)
+    strands = 1 + 0.2 * np.sign(np.sin(xs * 2 * np.pi / max(4, round(0.05 * width))))
+    out = pixels.astype(np.float64)
+    out[mask] = 0.4 * skin * strands[mask, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8), mask
 
 
 def occluded(pixels: np.ndarray, lm: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +135,8 @@ def photo_sets(args) -> dict[str, list[tuple[str, np.ndarray, np.ndarray | None]
                 kind = "skin" if k % len(OCCLUDERS) == len(OCCLUDERS) - 1 else "colour"
                 sets["occluded"].append((f"{ident}-{OCCLUDERS[k % len(OCCLUDERS)][0]}-{kind}",
                                          occ, mask))
+                sets["occluded"].append((f"{ident}-fringe-hair",
+                                         *fringe(px, regions[0].landmarks)))
     return sets
 
 
@@ -335,7 +358,7 @@ def report(args, out: Path, arms: list[str]) -> None:
                 for i, box in enumerate(r["boxes"]):
                     m = measure_face(px, anon, data[f"m{i}"], data[f"t{i}"], box, occ,
                                      data.get(f"l{i}"))
-                    m["skin_occluder"] = name.endswith("-skin")
+                    m["occluder_kind"] = name.rsplit("-", 1)[-1] if occ is not None else None
                     if f"l{i}" in data:
                         m["outline_left"] = outline_left(px, anon, data[f"l{i}"], occ)
                     m["found"] = found_again(anon, box)
@@ -372,7 +395,8 @@ def _fmt(vals, how="median") -> str:
 def print_table(table: dict, arms: list[str]) -> None:
     print("| set | arm | faces | dE skin median (worst) | border step anon / orig "
           "(median abs) | HF ratio anon / orig | another person | occluder kept (colour / "
-          "skin-coloured) | outside the core (colour / skin-coloured) | outline left | "
+          "skin-coloured / hair) | outside the core (colour / skin-coloured / hair) | "
+          "outline left | "
           "found (HOG) | CPU s/face |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (set_name, arm), t in sorted(table.items(), key=lambda kv: (kv[0][0],
@@ -381,20 +405,14 @@ def print_table(table: dict, arms: list[str]) -> None:
         steps_a = [abs(f["step_anon"]) for f in fm if f["step_anon"] is not None]
         steps_o = [abs(f["step_orig"]) for f in fm if f["step_orig"] is not None]
         hf = [f["hf_anon"] / f["hf_orig"] for f in fm if f["hf_orig"]]
-        occ_c = [f.get("occluder_kept") for f in fm if "occluder_kept" in f
-                 and not f.get("skin_occluder")]
-        occ_s = [f.get("occluder_kept") for f in fm if "occluder_kept" in f
-                 and f.get("skin_occluder")]
-        out_c = [f.get("occluder_kept_out") for f in fm if "occluder_kept" in f
-                 and not f.get("skin_occluder")]
-        out_s = [f.get("occluder_kept_out") for f in fm if "occluder_kept" in f
-                 and f.get("skin_occluder")]
+        kept = {key: " / ".join(_fmt([f.get(key) for f in fm if f.get("occluder_kind")
+                                             == kind], "share") for kind in OCCLUDER_KINDS)
+                for key in ("occluder_kept", "occluder_kept_out")}
         other = [f.get("other") for f in fm if "other" in f]
         print(f"| {set_name} | {arm} | {len(fm)} | {_fmt([f['dE'] for f in fm])} | "
               f"{np.median(steps_a):.1f} / {np.median(steps_o):.1f} | "
               f"{np.median(hf):.2f} | {_fmt(other, 'share')} | "
-              f"{_fmt(occ_c, 'share')} / {_fmt(occ_s, 'share')} | "
-              f"{_fmt(out_c, 'share')} / {_fmt(out_s, 'share')} | "
+              f"{kept['occluder_kept']} | {kept['occluder_kept_out']} | "
               f"{_fmt([f.get('outline_left') for f in fm], 'mean')} | "
               f"{_fmt([f['found'] for f in fm], 'share')} | {np.median(t['cpu']):.2f} |")
 

@@ -194,6 +194,32 @@ def test_detect_reports_the_pixels_kept(tmp_path):
     assert "occluders" not in json.loads(r.stdout)["faces"][0]
 
 
+@pytest.mark.parametrize(("name", "darkness"), [("obama.jpg", 0.35), ("biden.jpg", 0.5)])
+def test_a_fringe_of_hair_over_the_forehead_stays(name, darkness):
+    """Brown hair has skin's own chromaticity (here exactly the skin's, at 35% or 50% of
+    its light, with strands): only its darkness and texture tell it from the forehead."""
+    img = load(name)
+    r = regions_of(img)[0]
+    crop, t = faces.extract_at(img, r.transform, CROP, 128)
+    zones = occluders.skin_zones(faces.apply_transform(t, r.landmarks)).astype(int)
+    skin = np.median(crop[zones[:, 1], zones[:, 0]], axis=0).astype(np.float64)
+    lm = r.landmarks
+    width = np.hypot(*(lm[16] - lm[0]))
+    ys, xs = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    fringe = (ys <= lm[17:27, 1].min() - 0.04 * width) & (np.abs(xs - lm[27, 0]) <= 0.6 * width)
+    strands = 1 + 0.2 * np.sign(np.sin(xs * 2 * np.pi / max(4, round(0.05 * width))))
+    out = img.astype(np.float64)
+    out[fringe] = skin * darkness * strands[fringe, None]
+    hair = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    r = regions_of(hair)[0]
+    hull = faces.facial_mask(faces.apply_transform(r.transform, r.landmarks), CROP)
+    inside = fringe & photo_mask(hull, r, hair.shape) & ~photo_mask(core_of(r), r, hair.shape)
+    assert inside.sum() > 300
+    same = (pasted(hair, r) == hair).all(axis=2)
+    assert same[inside].mean() >= 0.8, same[inside].mean()
+    assert r.occlusion.share <= occluders.MAX_SHARE
+
+
 def test_shade_on_the_face_is_not_an_occluder():
     """Half the face in shade (half its light) is still face: replaced, not kept. (Nearly
     black shade, under a quarter of the skin's light, is kept where it reaches the

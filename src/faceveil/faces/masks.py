@@ -290,3 +290,20 @@ def erode(mask: np.ndarray, r: int, outside: bool = False) -> np.ndarray:
     k = 2 * r + 1
     total = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
     return total[: mask.shape[0], : mask.shape[1]] == k * k
+
+
+def box_blur(a: np.ndarray, r: int, axis: int) -> np.ndarray:
+    """Mean over 2r + 1 samples along ``axis``, zero padding."""
+    a = np.moveaxis(np.asarray(a, np.float64), axis, 0)
+    c = np.cumsum(np.pad(a, [(r + 1, r)] + [(0, 0)] * (a.ndim - 1)), axis=0)
+    return np.moveaxis((c[2 * r + 1:] - c[: -2 * r - 1]) / (2 * r + 1), 0, axis)
+
+
+def local_std(a: np.ndarray, r: int) -> np.ndarray:
+    """Standard deviation of ``a`` over each pixel's (2r + 1)^2 neighbourhood (clipped at
+    the border): texture, such as hair's strands against skin."""
+    ones = np.ones_like(a, dtype=np.float64)
+    count = box_blur(box_blur(ones, r, 0), r, 1)
+    mean = box_blur(box_blur(a, r, 0), r, 1) / count
+    square = box_blur(box_blur(np.square(a, dtype=np.float64), r, 0), r, 1) / count
+    return np.sqrt(np.maximum(square - mean * mean, 0.0))

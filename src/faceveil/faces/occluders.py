@@ -10,6 +10,10 @@ The rule, per face, on a crop sampled from the photo at :data:`WORK` px:
   be no one's skin (another chromaticity, outside skin's locus), or is far darker
   (black), or, with a face parser, when the parser does not call it face; shade on the
   face keeps its chromaticity and is not an occluder;
+- above the brows, hair (a fringe, a hairline) has skin's chromaticity, so
+  there a pixel is also a candidate when it is darker than :data:`HAIR_DARK` of the skin's
+  light, or than :data:`HAIR_DARK_TEXTURED` and textured (the spread of its light over
+  :data:`HAIR_TEXTURE` of the skin's): strands are, light shade on a forehead is smooth;
 - below the nose tip, where beards, stubble and the jaw's shadow are, only a saturated
   colour (:data:`MIN_SATURATION`: a blue sleeve, a red cloth, a green glove) makes a
   candidate: black, grey and white there may be facial hair, which is face and is
@@ -36,7 +40,15 @@ import numpy as np
 
 from .geometry import apply_transform
 from .landmarks import BROWS, EYE_LEFT, EYE_RIGHT, JAW, NOSE_BRIDGE_TOP, NOSE_TIP
-from .masks import dilate, erode, facial_mask, polygon_mask, shrink_to, soften
+from .masks import (
+    dilate,
+    erode,
+    facial_mask,
+    local_std,
+    polygon_mask,
+    shrink_to,
+    soften,
+)
 from .warp import extract_at, paste_reach
 
 if TYPE_CHECKING:
@@ -52,6 +64,12 @@ RG_TOL = (0.045, 0.08)  # rg-chromaticity distance from the skin that makes an o
 DARK = 0.25  # darker than this share of the skin's light: an occluder (black hair, cloth)
 SKIN_RED_OVER_GREEN = (0.03, 0.30)  # r - g of skin, any skin (rg chromaticity)
 SKIN_GREEN = (0.24, 0.38)  # g of skin
+# Above the brows: darker than HAIR_DARK of the skin's light, or than HAIR_DARK_TEXTURED
+# with the light's spread over HAIR_TEXTURE of the skin's: hair.
+HAIR_DARK = 0.45
+HAIR_DARK_TEXTURED = 0.6
+HAIR_TEXTURE = 0.06
+TEXTURE_RADIUS = 0.03  # face widths: the neighbourhood of that spread
 MIN_AGREE = 0.5  # share of the skin patches' pixels the skin model must describe
 # rg-chromaticity distance from grey that a candidate below the nose tip needs: cloths,
 # gloves and sleeves of a colour have it (blue 0.22, red 0.44, green 0.28), black, grey
@@ -141,8 +159,13 @@ def non_skin(rgb: np.ndarray, lm: np.ndarray, face_width: float) -> np.ndarray |
     """Pixels of ``rgb`` that are not skin: outside :func:`skin_locus` and another
     chromaticity than the skin of the patches :func:`skin_zones` picks (by more than
     :data:`RG_TOL`, widened in the dark, where chromaticity is noise), or far darker than
-    that skin (:data:`DARK`: black hair, a black cloth). Shade on the face keeps its
-    chromaticity, so it is no occluder. None when the patches show no consistent skin."""
+    that skin (:data:`DARK`: black hair, a black cloth), or above the brows dark, or dark
+    and textured (:data:`HAIR_DARK`, :data:`HAIR_DARK_TEXTURED`: hair). Shade on the face
+    keeps its chromaticity and is smooth, so it is no occluder. Colours are read
+    3x3-averaged (JPEG noise is no occluder). None when the patches show no consistent
+    skin."""
+    texture = local_std(chromaticity(rgb)[1], max(1, round(TEXTURE_RADIUS * face_width)))
+    rgb = _box3(rgb)
     size = rgb.shape[0]
     ys, xs = np.mgrid[0:size, 0:size]
     zone = np.zeros((size, size), bool)
@@ -167,7 +190,13 @@ def non_skin(rgb: np.ndarray, lm: np.ndarray, face_width: float) -> np.ndarray |
     down /= max(float(np.hypot(*down)), 1e-9)
     below = (xs - lm[NOSE_TIP][0]) * down[0] + (ys - lm[NOSE_TIP][1]) * down[1] > 0
     saturated = np.hypot(rg[..., 0] - 1 / 3, rg[..., 1] - 1 / 3) >= MIN_SATURATION
-    return other & (saturated | ~below)
+    # Above the brows' highest point: beside the eyes the face turns away from the light
+    # (darker) and creases, and that is face.
+    brow_top = float(np.min(lm[BROWS] @ down))
+    above = xs * down[0] + ys * down[1] < brow_top
+    hair = above & ((light < HAIR_DARK * skin_light) | (
+        (light < HAIR_DARK_TEXTURED * skin_light) & (texture > HAIR_TEXTURE * skin_light)))
+    return (other & (saturated | ~below)) | hair
 
 
 def _box3(a: np.ndarray) -> np.ndarray:
@@ -217,7 +246,7 @@ def occlusion(pixels: np.ndarray, region: FaceRegion, face: np.ndarray | None = 
     width = max(float(np.hypot(*(lm[JAW][-1] - lm[JAW][0]))), 1.0)
     hull = facial_mask(lm, size) > 0
     if face is None:
-        candidates = non_skin(_box3(rgb), lm, width)
+        candidates = non_skin(rgb, lm, width)
         if candidates is None:
             return Occlusion(none, 0.0, 0, "no-skin-model")
         rule = "colour"

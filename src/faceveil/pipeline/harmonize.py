@@ -219,6 +219,16 @@ class Picked:
     up: np.ndarray | None = None
 
 
+def _with_occluders(region: faces.FaceRegion) -> np.ndarray:
+    """The face's hard crop mask with what the occluder rule kept in front of it (a
+    fringe of hair, a hand): the face whose surroundings are read, as what lies in front
+    of a face is not around it."""
+    hard = np.asarray(region.mask) > 0
+    if region.occlusion is not None:
+        hard = hard | region.occlusion.kept
+    return hard.astype(np.float32)
+
+
 def skin_pixels(photo: np.ndarray, region: faces.FaceRegion) -> Picked | None:
     """The published pixels a new face's colour is read from: outside the face's
     footprint, in the band around it (``GAP`` pixels out, ``BAND`` x the face's width
@@ -232,9 +242,11 @@ def skin_pixels(photo: np.ndarray, region: faces.FaceRegion) -> Picked | None:
     with its shade where it holds as many (``band-skin``, from ``MIN_PIXELS``
     candidates); where the band is colourless, ``grey``; where it holds too little skin,
     no pixel (``typical``: hair, backdrop and clothes are no guide to the face's
-    colour). None when the band holds no pixel (a face filling the photo)."""
-    hard = (np.asarray(region.mask) > 0).astype(np.float32)
-    footprint, (rows, cols) = faces.footprint(hard, region.transform, photo.shape)
+    colour). The band lies around the face's whole mask, occluders kept in front of it
+    (a fringe of hair) included. None when the band holds no pixel (a face filling the
+    photo)."""
+    footprint, (rows, cols) = faces.footprint(_with_occluders(region), region.transform,
+                                              photo.shape)
     if footprint.size == 0:
         return None
     zones = region.landmarks is not None and region.box[2] >= MIN_FACE
@@ -260,7 +272,7 @@ def skin_pixels(photo: np.ndarray, region: faces.FaceRegion) -> Picked | None:
         u, v = face_coords(lm, xs + x0, ys + y0)
         zone = _zones(lm, u, v)
         # Skin is smooth, hair is strands: keep the smoother half of the zones' pixels.
-        rough = _local_std(lab[..., 0], max(1, int(round(0.015 * region.box[2]))))[ys, xs]
+        rough = faces.local_std(lab[..., 0], max(1, int(round(0.015 * region.box[2]))))[ys, xs]
         if zone.sum() >= 2 * MIN_SKIN:
             zone &= rough <= max(SMOOTH_L, float(np.median(rough[zone])))
         ys, xs, u, v = ys[zone], xs[zone], u[zone], v[zone]
@@ -312,15 +324,6 @@ SKIN_AREA = 0.01  # ... and at least this share of the face box's area
 SMOOTH_L = 2.0  # L*: local deviation under which a pixel always counts as smooth
 
 
-def _local_std(light: np.ndarray, r: int) -> np.ndarray:
-    """Standard deviation of L* over each pixel's (2r + 1)^2 neighbourhood."""
-    ones = np.ones_like(light)
-    count = _box_blur(_box_blur(ones, r, 0), r, 1)
-    mean = _box_blur(_box_blur(light, r, 0), r, 1) / count
-    square = _box_blur(_box_blur(light * light, r, 0), r, 1) / count
-    return np.sqrt(np.maximum(square - mean * mean, 0.0))
-
-
 _FALLBACK = {"band-skin": "the skin in the band around it (too little skin at its "
                           "forehead, temples and neck, or no landmarks)",
              "typical": "a typical skin colour (no skin in sight around it: its mask "
@@ -366,13 +369,6 @@ def surround_stats(photo: np.ndarray, region: faces.FaceRegion
     return None if stats is None else (stats.median, stats.spread)
 
 
-def _box_blur(a: np.ndarray, r: int, axis: int) -> np.ndarray:
-    """Mean over 2r + 1 samples along ``axis``, zero padding."""
-    a = np.moveaxis(np.asarray(a, np.float64), axis, 0)
-    c = np.cumsum(np.pad(a, [(r + 1, r)] + [(0, 0)] * (a.ndim - 1)), axis=0)
-    return np.moveaxis((c[2 * r + 1:] - c[: -2 * r - 1]) / (2 * r + 1), 0, axis)
-
-
 def smooth(a: np.ndarray, sigma: float) -> np.ndarray:
     """About a Gaussian blur of ``sigma`` pixels: three box passes per axis, each of
     width w with 3 (w^2 - 1) / 12 = sigma^2 (zero padding: divide by the blurred weights
@@ -380,7 +376,7 @@ def smooth(a: np.ndarray, sigma: float) -> np.ndarray:
     r = max(1, int(round((math.sqrt(4 * sigma**2 + 1) - 1) / 2)))
     for axis in (0, 1):
         for _ in range(3):
-            a = _box_blur(a, r, axis)
+            a = faces.box_blur(a, r, axis)
     return a
 
 
@@ -573,8 +569,11 @@ def paste(photo: np.ndarray, crop: np.ndarray, region: faces.FaceRegion,
     width = float(region.box[2])
     lab = rgb_to_lab(part)
     ring = max(2, int(round(RIM * width)))
-    outside = (faces.dilate(touched.astype(np.float32), ring + 1) > 0) & ~(
-        faces.dilate(touched.astype(np.float32), 1) > 0)
+    # The ring around the face and what is kept in front of it (hair is no skin beside it).
+    whole = touched if region.occlusion is None or not region.occlusion.kept.any() else (
+        faces.footprint(_with_occluders(region), region.transform, out.shape)[0] > 0)
+    outside = (faces.dilate(whole.astype(np.float32), ring + 1) > 0) & ~(
+        faces.dilate(whole.astype(np.float32), 1) > 0)
     core = footprint >= 0.999
     face_lab = np.median(lab[core if core.any() else touched], axis=0)
     below_chin = None
